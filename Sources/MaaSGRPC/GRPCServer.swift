@@ -1,0 +1,152 @@
+public import Logging
+import NIOConcurrencyHelpers
+public import NIOCore
+import NIOPosix
+public import ServiceLifecycle
+
+/// A gRPC server: HTTP/2 by nghttp2 over SwiftNIO sockets, one event loop per core.
+///
+/// ```swift
+/// let server = GRPCServer(host: "127.0.0.1", port: 8001, services: [health], logger: logger)
+/// try await ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm], logger: logger).run()
+/// ```
+///
+/// `run()` serves until graceful shutdown is triggered (by the service group or
+/// ``beginGracefulShutdown()``): it then stops accepting, sends GOAWAY on every connection, lets
+/// in-flight calls finish (up to the grace period) and returns.
+public final class GRPCServer: Service, Sendable {
+    public let host: String
+    public let port: Int
+    public let configuration: GRPCServerConfiguration
+    private let router: Router
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private let state = NIOLockedValueBox(State())
+
+    private struct State {
+        var channel: (any Channel)?
+        var address: SocketAddress?
+        var addressWaiters: [CheckedContinuation<SocketAddress, any Error>] = []
+        var connections: [ObjectIdentifier: NIOLoopBound<GRPCServerConnection>] = [:]
+        var shutdownRequested = false
+        var failed: (any Error)?
+    }
+
+    public init(
+        host: String,
+        port: Int,
+        services: [any RPCService],
+        configuration: GRPCServerConfiguration = GRPCServerConfiguration(),
+        logger: Logger,
+        eventLoopGroup: (any EventLoopGroup)? = nil
+    ) {
+        self.host = host
+        self.port = port
+        self.configuration = configuration
+        self.router = Router(services: services)
+        self.logger = logger
+        self.group = eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton
+    }
+
+    /// The address the server listens on, once bound (useful with port 0).
+    public var listeningAddress: SocketAddress {
+        get async throws {
+            try await withCheckedThrowingContinuation { continuation in
+                state.withLockedValue { state in
+                    if let address = state.address {
+                        continuation.resume(returning: address)
+                    } else if let error = state.failed {
+                        continuation.resume(throwing: error)
+                    } else {
+                        state.addressWaiters.append(continuation)
+                    }
+                }
+            }
+        }
+    }
+
+    public func run() async throws {
+        let channel: any Channel
+        do {
+            channel = try await bind()
+        } catch {
+            let waiters = state.withLockedValue { state in
+                state.failed = error
+                defer { state.addressWaiters = [] }
+                return state.addressWaiters
+            }
+            for waiter in waiters { waiter.resume(throwing: error) }
+            throw error
+        }
+        let address = channel.localAddress!
+        let (waiters, stopAtOnce) = state.withLockedValue { state in
+            state.channel = channel
+            state.address = address
+            defer { state.addressWaiters = [] }
+            return (state.addressWaiters, state.shutdownRequested)
+        }
+        for waiter in waiters { waiter.resume(returning: address) }
+        logger.info("gRPC server listening", metadata: ["address": "\(address)"])
+        if stopAtOnce { beginGracefulShutdown() }
+
+        try await withGracefulShutdownHandler {
+            try await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            self.beginGracefulShutdown()
+        }
+        // The listener is closed; wait for the connections to drain.
+        while true {
+            let open = state.withLockedValue { $0.connections.count }
+            if open == 0 { break }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        logger.info("gRPC server stopped")
+    }
+
+    /// Stops accepting connections and drains the open ones (GOAWAY, then close when idle).
+    public func beginGracefulShutdown() {
+        let (channel, connections) = state.withLockedValue { state in
+            state.shutdownRequested = true
+            return (state.channel, Array(state.connections.values))
+        }
+        guard let channel else { return }
+        logger.info("gRPC server shutting down gracefully", metadata: ["connections": "\(connections.count)"])
+        channel.close(promise: nil)
+        for connection in connections {
+            connection.eventLoop.execute { connection.value.beginGracefulShutdown() }
+        }
+    }
+
+    private func bind() async throws -> any Channel {
+        let configuration = self.configuration
+        let router = self.router
+        let logger = self.logger
+        let state = self.state
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let id = ObjectIdentifier(channel)
+                    let connection = GRPCServerConnection(
+                        configuration: configuration, router: router, logger: logger,
+                        onClose: { _ = state.withLockedValue { $0.connections.removeValue(forKey: id) } })
+                    let refused = state.withLockedValue { state -> Bool in
+                        if state.shutdownRequested { return true }
+                        state.connections[id] = NIOLoopBound(connection, eventLoop: channel.eventLoop)
+                        return false
+                    }
+                    if refused {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    try channel.pipeline.syncOperations.addHandler(connection)
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+    }
+}

@@ -1,0 +1,649 @@
+import Logging
+import MaaSCore
+public import NIOCore
+
+/// One HTTP/2 connection of a ``GRPCServer``: feeds received bytes to nghttp2, turns streams into
+/// gRPC calls, and writes nghttp2's output once per read cycle or per batch of completions.
+///
+/// Everything here runs on the channel's event loop; handlers on other threads reach it through
+/// the ``ConnectionMailbox``.
+public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    private let configuration: GRPCServerConfiguration
+    private let router: Router
+    private var logger: Logger
+    private let onClose: @Sendable () -> Void
+
+    private var session: H2Session!
+    private var context: ChannelHandlerContext?
+    private(set) var mailbox: ConnectionMailbox!
+    private var streams: [Int32: ServerStream] = [:]
+    private var pendingUnary: [(handler: @Sendable ([UnaryCall]) -> Void, path: String, call: UnaryCall)] = []
+    private var inReadCycle = false
+    private var pendingRead = false
+    private var closing = false
+    private var bufferedInboundBytes = 0
+
+    // Timeouts, checked by one timer per connection rather than one per stream.
+    private var housekeeping: Scheduled<Void>?
+    private var connectedAt = NIODeadline.now()
+    private var receivedSettings = false
+    private var headerBlockStartedAt: NIODeadline?
+    private var idleSince: NIODeadline? = .now()
+    private var shutdownState: ShutdownState = .serving
+
+    private enum ShutdownState {
+        case serving
+        case noticeSent(deadline: NIODeadline)
+        case goAwaySent(deadline: NIODeadline)
+    }
+
+    init(
+        configuration: GRPCServerConfiguration,
+        router: Router,
+        logger: Logger,
+        onClose: @escaping @Sendable () -> Void
+    ) {
+        self.configuration = configuration
+        self.router = router
+        self.logger = logger
+        self.onClose = onClose
+    }
+
+    // MARK: Channel events
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.mailbox = ConnectionMailbox(eventLoop: context.eventLoop, connection: self)
+        if let remote = context.channel.remoteAddress {
+            logger[metadataKey: "peer"] = "\(remote)"
+        }
+        session = H2Session(role: .server, delegate: self)
+        session.submitSettings([
+            (H2SettingID.maxConcurrentStreams, configuration.maxConcurrentStreams),
+            (H2SettingID.initialWindowSize, configuration.initialStreamWindow),
+            (H2SettingID.maxHeaderListSize, configuration.maxHeaderListSize),
+            (H2SettingID.noRFC7540Priorities, 1),
+            (H2SettingID.enablePush, 0),
+        ])
+        session.setConnectionWindow(configuration.connectionWindow)
+        scheduleHousekeeping()
+        if context.channel.isActive { flush() }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        connectedAt = .now()
+        flush()
+        context.fireChannelActive()
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        inReadCycle = true
+        do {
+            try bytes.withUnsafeReadableBytes { try session.receive($0) }
+        } catch {
+            logger.debug("closing connection after HTTP/2 protocol error", metadata: ["error": "\(error)"])
+            // nghttp2 queued a GOAWAY naming the error: send it, then close.
+            closing = true
+            flush()
+            context.close(promise: nil)
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        dispatchPendingUnary()
+        inReadCycle = false
+        flush()
+        context.fireChannelReadComplete()
+    }
+
+    public func read(context: ChannelHandlerContext) {
+        // A client that does not read our responses must not be able to send more requests:
+        // reading stops while the socket's outbound buffer is above its high-water mark.
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            pendingRead = true
+        }
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            flush()
+            if pendingRead {
+                pendingRead = false
+                context.read()
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        closing = true
+        housekeeping?.cancel()
+        housekeeping = nil
+        let open = streams
+        streams.removeAll()
+        for stream in open.values where !stream.finished {
+            cancel(stream, RPCError(.cancelled, "connection closed"))
+        }
+        onClose()
+        context.fireChannelInactive()
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        housekeeping?.cancel()
+        self.context = nil
+    }
+
+    // MARK: Output
+
+    /// Writes everything nghttp2 has queued, as long as the socket takes it.
+    func flush() {
+        guard let context, context.channel.isActive else { return }
+        var wrote = false
+        while context.channel.isWritable {
+            var buffer = context.channel.allocator.buffer(capacity: 16 << 10)
+            let more: Bool
+            do {
+                more = try session.drainOutput(into: &buffer, limit: 1 << 20)
+            } catch {
+                logger.debug("HTTP/2 output failed", metadata: ["error": "\(error)"])
+                context.close(promise: nil)
+                return
+            }
+            if buffer.readableBytes > 0 {
+                context.write(wrapOutboundOut(buffer), promise: nil)
+                wrote = true
+            }
+            if !more { break }
+        }
+        if wrote { context.flush() }
+        if !session.wantsRead && !session.wantsWrite {
+            context.close(promise: nil)
+        }
+    }
+
+    /// Flushes now unless a read cycle is in progress (which flushes when it completes).
+    private func flushSoon() {
+        if !inReadCycle { flush() }
+    }
+
+    /// Applies completions that arrived through the mailbox, then flushes once.
+    func apply(_ events: [StreamEvent]) {
+        for event in events {
+            switch event {
+            case .unaryResponse(let id, let response, let trailers):
+                guard let stream = streams[id], !stream.finished else { continue }
+                send(response, on: stream)
+                finish(stream, status: .ok, trailers: trailers)
+            case .message(let id, let message):
+                guard let stream = streams[id], !stream.finished else { continue }
+                send(message, on: stream)
+            case .finish(let id, let status, let trailers):
+                guard let stream = streams[id], !stream.finished else { continue }
+                finish(stream, status: status, trailers: trailers)
+            }
+        }
+        flushSoon()
+    }
+
+    private func dispatchPendingUnary() {
+        guard !pendingUnary.isEmpty else { return }
+        var batch: [(handler: @Sendable ([UnaryCall]) -> Void, path: String, call: UnaryCall)] = []
+        swap(&batch, &pendingUnary)
+        // Consecutive calls to the same method go to its handler together.
+        var start = 0
+        while start < batch.count {
+            var end = start + 1
+            while end < batch.count, batch[end].path == batch[start].path { end += 1 }
+            batch[start].handler(batch[start..<end].map(\.call))
+            start = end
+        }
+    }
+
+    // MARK: Responding
+
+    func send(_ message: ByteBuffer, on stream: ServerStream) {
+        guard !stream.finished else { return }
+        if stream.outbound.byteCount + message.readableBytes > configuration.maxQueuedBytesPerStream {
+            logger.debug("resetting stream whose client does not read", metadata: ["stream": "\(stream.id)"])
+            session.resetStream(streamID: stream.id, errorCode: H2ErrorCode.enhanceYourCalm)
+            cancel(stream, RPCError(.resourceExhausted, "client is not reading responses; \(stream.outbound.byteCount) bytes queued"))
+            flushSoon()
+            return
+        }
+        if !stream.responseHeadersSent {
+            stream.responseHeadersSent = true
+            var headers = ResponseHeaders.ok
+            for (name, value) in stream.initialMetadata.wireHeaders { headers.add(name, value) }
+            session.submitResponse(streamID: stream.id, headers: headers, hasBody: true)
+        }
+        stream.outbound.append(message)
+        if stream.bodyDeferred {
+            stream.bodyDeferred = false
+            session.resumeBody(streamID: stream.id)
+        }
+        flushSoon()
+    }
+
+    func finish(_ stream: ServerStream, status: RPCStatus, trailers: Metadata) {
+        guard !stream.finished else { return }
+        stream.finished = true
+        stream.deadlineTask?.cancel()
+        var block = HeaderBlock()
+        if !stream.responseHeadersSent {
+            // Trailers-Only: one HEADERS frame carries the status and ends the stream.
+            stream.responseHeadersSent = true
+            block = ResponseHeaders.ok
+            appendStatus(status, trailers, to: &block)
+            session.submitResponse(streamID: stream.id, headers: block, hasBody: false)
+        } else {
+            appendStatus(status, trailers, to: &block)
+            stream.trailers = block
+            if stream.bodyDeferred {
+                stream.bodyDeferred = false
+                session.resumeBody(streamID: stream.id)
+            }
+        }
+        flushSoon()
+    }
+
+    private func appendStatus(_ status: RPCStatus, _ trailers: Metadata, to block: inout HeaderBlock) {
+        block.add("grpc-status", String(status.code.rawValue))
+        if !status.message.isEmpty {
+            block.add("grpc-message", PercentEncoding.encode(status.message))
+        }
+        for (name, value) in trailers.wireHeaders { block.add(name, value) }
+    }
+
+    /// Ends a call that the handler did not finish: raises its cancellation and tells the handler.
+    private func cancel(_ stream: ServerStream, _ error: RPCError) {
+        guard !stream.finished else { return }
+        stream.finished = true
+        stream.deadlineTask?.cancel()
+        stream.context?.cancellation.cancel()
+        stream.onCancel?(error)
+        releaseCallbacks(stream)
+    }
+
+    /// Drops the handler's closures, which often capture the stream itself.
+    private func releaseCallbacks(_ stream: ServerStream) {
+        stream.onMessage = nil
+        stream.onEnd = nil
+        stream.onCancel = nil
+    }
+
+    /// Answers a request that fails before any handler sees it: Trailers-Only, then a reset if
+    /// the client is still sending.
+    private func reject(_ stream: ServerStream, httpStatus: String = "200", _ error: RPCError, extra: [(String, String)] = []) {
+        stream.handler = .rejected
+        stream.finished = true
+        var block = HeaderBlock()
+        block.add(":status", httpStatus)
+        block.add("content-type", "application/grpc")
+        for (name, value) in extra { block.add(name, value) }
+        appendStatus(error.status, error.metadata, to: &block)
+        stream.responseHeadersSent = true
+        session.submitResponse(streamID: stream.id, headers: block, hasBody: false)
+        logger.debug("rejected call", metadata: ["stream": "\(stream.id)", "status": "\(error)"])
+    }
+
+    private func expire(_ stream: ServerStream, after timeout: Int64) {
+        guard !stream.finished else { return }
+        let error = RPCError(.deadlineExceeded, "deadline exceeded (grpc-timeout \(formatNanos(timeout)))")
+        stream.context?.cancellation.cancel()
+        stream.onCancel?(error)
+        finish(stream, status: error.status, trailers: [:])
+        releaseCallbacks(stream)
+    }
+
+    // MARK: Timeouts and shutdown
+
+    private func scheduleHousekeeping() {
+        guard let context, !closing else { return }
+        housekeeping = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { [weak self] in
+            guard let self else { return }
+            self.checkTimeouts()
+            self.scheduleHousekeeping()
+        }
+    }
+
+    private func checkTimeouts() {
+        guard let context, !closing else { return }
+        let now = NIODeadline.now()
+        if !receivedSettings, now - connectedAt > .init(configuration.handshakeTimeout) {
+            logger.debug("closing connection that sent no HTTP/2 preface in time")
+            closeNow(context)
+            return
+        }
+        if let started = headerBlockStartedAt, now - started > .init(configuration.headerTimeout) {
+            logger.debug("closing connection whose header block did not complete in time")
+            session.submitGoAway(errorCode: H2ErrorCode.protocolError)
+            flush()
+            closeNow(context)
+            return
+        }
+        switch shutdownState {
+        case .serving:
+            if let idleSince, now - idleSince > .init(configuration.idleTimeout) {
+                logger.debug("closing idle connection")
+                session.submitGoAway()
+                flush()
+                closeNow(context)
+            }
+        case .noticeSent(let deadline):
+            // One round trip after the notice, the final GOAWAY refuses anything newer.
+            session.submitGoAway()
+            shutdownState = .goAwaySent(deadline: deadline)
+            flush()
+            closeIfDrained()
+        case .goAwaySent(let deadline):
+            if now > deadline {
+                logger.debug("closing connection with calls still running after the grace period")
+                closeNow(context)
+            }
+        }
+    }
+
+    /// Starts a graceful shutdown: GOAWAY now, in-flight calls finish, then the connection closes.
+    func beginGracefulShutdown() {
+        guard case .serving = shutdownState, context != nil else { return }
+        shutdownState = .noticeSent(deadline: .now() + .init(configuration.shutdownGracePeriod))
+        session.submitShutdownNotice()
+        flush()
+    }
+
+    private func closeIfDrained() {
+        guard case .goAwaySent = shutdownState, streams.isEmpty, let context else { return }
+        closeNow(context)
+    }
+
+    private func closeNow(_ context: ChannelHandlerContext) {
+        guard !closing else { return }
+        closing = true
+        context.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension GRPCServerConnection: Sendable {}
+
+// MARK: - nghttp2 events
+
+extension GRPCServerConnection: H2SessionDelegate {
+    func sessionBeginHeaders(streamID: Int32) {
+        headerBlockStartedAt = .now()
+        guard streams[streamID] == nil else { return }  // request trailers
+        let stream = ServerStream(id: streamID, connection: self, maxMessageSize: configuration.maxReceiveMessageSize)
+        streams[streamID] = stream
+        idleSince = nil
+    }
+
+    func sessionHeader(streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        guard let stream = streams[streamID], case .pending = stream.handler else { return }
+        stream.requestHeaders.record(name: name, value: value)
+    }
+
+    func sessionHeadersComplete(streamID: Int32, endStream: Bool) {
+        headerBlockStartedAt = nil
+        guard let stream = streams[streamID] else { return }
+        if case .pending = stream.handler {
+            start(stream)
+        }
+        if endStream { sessionEndStream(streamID: streamID) }
+    }
+
+    func sessionData(streamID: Int32, bytes: UnsafeRawBufferPointer) {
+        guard let stream = streams[streamID], !stream.finished else { return }
+        // Taken out while it runs so a large partial message is never copied on write.
+        var deframer = stream.deframer
+        stream.deframer = MessageDeframer(maxMessageSize: 0)
+        let before = deframer.bufferedBytes
+        do {
+            try deframer.process(bytes, allocator: context!.channel.allocator) { message in
+                deliver(message, to: stream)
+            }
+        } catch {
+            bufferedInboundBytes -= before
+            stream.deframer = MessageDeframer(maxMessageSize: 0)
+            fail(stream, error.rpcError)
+            return
+        }
+        bufferedInboundBytes += deframer.bufferedBytes - before
+        stream.deframer = deframer
+        if bufferedInboundBytes > configuration.maxBufferedBytesPerConnection {
+            bufferedInboundBytes -= deframer.bufferedBytes
+            stream.deframer = MessageDeframer(maxMessageSize: 0)
+            fail(stream, RPCError(
+                .resourceExhausted,
+                "connection holds more than \(configuration.maxBufferedBytesPerConnection) bytes of partial messages"))
+        }
+    }
+
+    func sessionEndStream(streamID: Int32) {
+        guard let stream = streams[streamID] else { return }
+        stream.inboundClosed = true
+        guard !stream.finished else { return }
+        if stream.deframer.hasPartialMessage {
+            let buffered = stream.deframer.bufferedBytes
+            bufferedInboundBytes -= buffered
+            stream.deframer = MessageDeframer(maxMessageSize: 0)
+            fail(stream, RPCError(
+                .internal, "request stream ended in the middle of a message (\(buffered) bytes of it received)"))
+            return
+        }
+        switch stream.handler {
+        case .unary(let handler):
+            guard let request = stream.unaryRequest else {
+                fail(stream, RPCError(.internal, "unary call \(stream.context.path) ended without a request message"))
+                return
+            }
+            stream.unaryRequest = nil
+            pendingUnary.append((
+                handler, stream.context.path,
+                UnaryCall(request: request, context: stream.context, responder: UnaryResponder(mailbox: mailbox, streamID: streamID))
+            ))
+        case .streaming:
+            stream.onEnd?()
+        case .pending, .rejected:
+            break
+        }
+    }
+
+    func sessionStreamClosed(streamID: Int32, errorCode: UInt32) {
+        guard let stream = streams.removeValue(forKey: streamID) else { return }
+        stream.deadlineTask?.cancel()
+        bufferedInboundBytes -= stream.deframer.bufferedBytes
+        if !stream.finished {
+            cancel(stream, RPCError(.cancelled, "client reset the stream (HTTP/2 error code \(errorCode))"))
+        }
+        releaseCallbacks(stream)
+        if streams.isEmpty { idleSince = .now() }
+        closeIfDrained()
+    }
+
+    func sessionGoAway(lastStreamID: Int32, errorCode: UInt32) {
+        logger.debug("client sent GOAWAY", metadata: ["lastStreamID": "\(lastStreamID)", "errorCode": "\(errorCode)"])
+    }
+
+    func sessionSettingsReceived() {
+        receivedSettings = true
+    }
+
+    func sessionReadBody(streamID: Int32, into buffer: UnsafeMutableRawBufferPointer) -> H2Session.ReadResult {
+        guard let stream = streams[streamID] else { return .end(0, trailers: nil) }
+        let written = stream.outbound.copy(into: buffer)
+        if stream.outbound.isEmpty, let trailers = stream.trailers {
+            stream.trailers = nil
+            return .end(written, trailers: trailers)
+        }
+        if written == 0 {
+            stream.bodyDeferred = true
+            return .deferred
+        }
+        return .bytes(written)
+    }
+
+    func sessionSentEndStream(streamID: Int32) {
+        // The response is complete; a client still sending gets RST_STREAM(NO_ERROR) so it stops.
+        if let stream = streams[streamID], !stream.inboundClosed {
+            session.resetStream(streamID: streamID, errorCode: H2ErrorCode.noError)
+        }
+    }
+
+    // MARK: Routing
+
+    private func start(_ stream: ServerStream) {
+        let headers = stream.requestHeaders
+        stream.requestHeaders = RequestHeaders()
+        guard headers.method == "POST" else {
+            reject(stream, httpStatus: "405", RPCError(.internal, "gRPC requires method POST, got \(headers.method ?? "none")"))
+            return
+        }
+        guard let contentType = headers.contentType, Self.isGRPCContentType(contentType) else {
+            // The gRPC spec asks for HTTP 415 so that plain HTTP clients see a failure too.
+            reject(stream, httpStatus: "415", RPCError(
+                .internal, "invalid content-type '\(headers.contentType ?? "")'; expected application/grpc or application/grpc+proto"))
+            return
+        }
+        if let encoding = headers.encoding, encoding != "identity" {
+            reject(stream, RPCError(
+                .unimplemented, "message encoding '\(encoding)' is not supported; this server accepts identity"),
+                extra: [("grpc-accept-encoding", "identity")])
+            return
+        }
+        if let key = headers.invalidMetadataKey {
+            reject(stream, RPCError(.internal, "metadata '\(key)' is not valid base64"))
+            return
+        }
+        var timeoutNanos: Int64?
+        if let timeout = headers.timeout {
+            guard let nanos = GRPCTimeout.parse(timeout.utf8) else {
+                reject(stream, RPCError(.internal, "malformed grpc-timeout '\(timeout)': expected 1-8 digits and a unit (H, M, S, m, u, n)"))
+                return
+            }
+            timeoutNanos = nanos
+        }
+        guard let path = headers.path, let handler = route(path, stream) else { return }
+
+        let deadline = timeoutNanos.map { NIODeadline.now() + .nanoseconds($0) }
+        stream.context = ServerContext(
+            path: path,
+            metadata: headers.metadata,
+            deadline: deadline,
+            cancellation: CancellationSignal(),
+            eventLoop: context!.eventLoop,
+            remoteAddress: context!.channel.remoteAddress)
+        if let deadline, let timeoutNanos {
+            stream.deadlineTask = context!.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self, weak stream] in
+                guard let self, let stream else { return }
+                self.expire(stream, after: timeoutNanos)
+            }
+        }
+        switch handler {
+        case .unary(let handle):
+            stream.handler = .unary(handle)
+        case .streaming(let open):
+            stream.handler = .streaming
+            open(stream)
+        }
+    }
+
+    private func route(_ path: String, _ stream: ServerStream) -> MethodHandler? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].isEmpty, !parts[1].isEmpty, !parts[2].isEmpty else {
+            reject(stream, RPCError(.unimplemented, "malformed method path '\(path)': expected /package.Service/Method"))
+            return nil
+        }
+        if let handler = router.handler(for: path) { return handler }
+        if router.services.contains(String(parts[1])) {
+            reject(stream, RPCError(.unimplemented, "method '\(parts[2])' is not implemented by service '\(parts[1])'"))
+        } else {
+            reject(stream, RPCError(.unimplemented, "unknown service '\(parts[1])'"))
+        }
+        return nil
+    }
+
+    private static func isGRPCContentType(_ value: String) -> Bool {
+        let base = value.split(separator: ";", maxSplits: 1).first.map { $0.filter { $0 != " " } } ?? ""
+        return base == "application/grpc" || base == "application/grpc+proto"
+    }
+
+    private func deliver(_ message: ByteBuffer, to stream: ServerStream) {
+        switch stream.handler {
+        case .unary:
+            if stream.unaryRequest != nil {
+                fail(stream, RPCError(.internal, "unary call \(stream.context.path) received more than one request message"))
+            } else {
+                stream.unaryRequest = message
+            }
+        case .streaming:
+            stream.onMessage?(message)
+        case .pending, .rejected:
+            break
+        }
+    }
+
+    /// Fails a call because of what the client sent: status to the client, cancellation to the handler.
+    private func fail(_ stream: ServerStream, _ error: RPCError) {
+        guard !stream.finished else { return }
+        stream.context?.cancellation.cancel()
+        stream.onCancel?(error)
+        finish(stream, status: error.status, trailers: error.metadata)
+        releaseCallbacks(stream)
+    }
+}
+
+private func formatNanos(_ nanos: Int64) -> String {
+    if nanos % 1_000_000_000 == 0 { return "\(nanos / 1_000_000_000)s" }
+    if nanos % 1_000_000 == 0 { return "\(nanos / 1_000_000)ms" }
+    if nanos % 1_000 == 0 { return "\(nanos / 1_000)us" }
+    return "\(nanos)ns"
+}
+
+enum ResponseHeaders {
+    static let ok = HeaderBlock([(":status", "200"), ("content-type", "application/grpc")])
+}
+
+extension RequestHeaders {
+    /// Keeps what the server acts on; everything not reserved becomes custom metadata.
+    mutating func record(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        count += 1
+        func equals(_ literal: StaticString) -> Bool {
+            name.elementsEqual(UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+        }
+        let string = { String(decoding: value, as: UTF8.self) }
+        if name.first == UInt8(ascii: ":") {
+            if equals(":path") {
+                path = string()
+            } else if equals(":method") {
+                method = string()
+            }
+            return
+        }
+        if equals("content-type") {
+            contentType = string()
+        } else if equals("grpc-timeout") {
+            timeout = string()
+        } else if equals("grpc-encoding") {
+            encoding = string()
+        } else if equals("te") || equals("grpc-accept-encoding") || equals("content-length") {
+            return
+        } else {
+            let key = String(decoding: name, as: UTF8.self)
+            if !metadata.addWireHeader(name: key, value: string()) {
+                invalidMetadataKey = key
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+public import MaaSCore
+public import NIOCore
+
+/// Everything a handler knows about the call it serves. A value: copy it freely across threads.
+public struct ServerContext: Sendable {
+    /// `/package.Service/Method`.
+    public let path: String
+    /// Custom metadata the client sent (`-bin` values decoded).
+    public let metadata: Metadata
+    /// When the client stops waiting, if it said (`grpc-timeout`). The server enforces it.
+    public let deadline: NIODeadline?
+    /// Raised when the result is no longer wanted: deadline passed, stream reset, connection gone.
+    public let cancellation: CancellationSignal
+    /// The connection's event loop.
+    public let eventLoop: any EventLoop
+    public let remoteAddress: SocketAddress?
+}
+
+/// One unary call whose request has fully arrived.
+public struct UnaryCall: Sendable {
+    public let request: ByteBuffer
+    public let context: ServerContext
+    public let responder: UnaryResponder
+}
+
+/// How a method is served.
+public enum MethodHandler: Sendable {
+    /// One request, one response. Called on the connection's event loop with every call of this
+    /// method whose request completed in the same read cycle, so that work crosses to another
+    /// thread once per batch rather than once per call.
+    case unary(@Sendable (_ calls: [UnaryCall]) -> Void)
+    /// Server, client or bidirectional streaming: called on the event loop when the request
+    /// headers arrive. The handler sets the stream's callbacks before it returns.
+    case streaming(@Sendable (_ stream: ServerStream) -> Void)
+}
+
+/// A gRPC service: a name (`package.Service`) and its methods by name.
+public protocol RPCService: Sendable {
+    var serviceName: String { get }
+    var methods: [String: MethodHandler] { get }
+}
+
+/// Answers a unary call from any thread. Completions made off the event loop are carried back
+/// to it in batches: one hop for all the completions that are waiting.
+public struct UnaryResponder: Sendable {
+    let mailbox: ConnectionMailbox
+    let streamID: Int32
+
+    public func succeed(_ response: ByteBuffer, trailers: Metadata = [:]) {
+        mailbox.post(.unaryResponse(streamID, response, trailers))
+    }
+
+    public func fail(_ error: RPCError) {
+        mailbox.post(.finish(streamID, error.status, error.metadata))
+    }
+
+    /// Answers with what `body` returns, or with the error it throws.
+    public func complete(_ body: () throws(RPCError) -> ByteBuffer) {
+        do {
+            succeed(try body())
+        } catch {
+            fail(error)
+        }
+    }
+}
+
+/// Sends on a ``ServerStream`` from any thread, in order.
+public struct StreamSender: Sendable {
+    let mailbox: ConnectionMailbox
+    let streamID: Int32
+
+    public func send(_ message: ByteBuffer) {
+        mailbox.post(.message(streamID, message))
+    }
+
+    public func finish(_ status: RPCStatus = .ok, trailers: Metadata = [:]) {
+        mailbox.post(.finish(streamID, status, trailers))
+    }
+
+    public func fail(_ error: RPCError) {
+        mailbox.post(.finish(streamID, error.status, error.metadata))
+    }
+}
+
+/// Table of the methods a server answers, by path.
+public struct Router: Sendable {
+    private var handlers: [String: MethodHandler] = [:]
+    private(set) var services: Set<String> = []
+
+    public init(services: [any RPCService] = []) {
+        for service in services { register(service) }
+    }
+
+    public mutating func register(_ service: any RPCService) {
+        services.insert(service.serviceName)
+        for (method, handler) in service.methods {
+            handlers["/\(service.serviceName)/\(method)"] = handler
+        }
+    }
+
+    func handler(for path: String) -> MethodHandler? { handlers[path] }
+}

@@ -1,0 +1,88 @@
+import MaaSCore
+public import NIOCore
+
+/// One call on a server connection. Lives on the connection's event loop: use it from handler
+/// callbacks, and its ``sender`` from other threads.
+public final class ServerStream {
+    /// The call's path, metadata, deadline and cancellation.
+    public internal(set) var context: ServerContext!
+    /// Called with each request message, in order.
+    public var onMessage: ((ByteBuffer) -> Void)?
+    /// Called once the client has sent its last message.
+    public var onEnd: (() -> Void)?
+    /// Called when the call ends before the handler finished it (deadline, reset, disconnect).
+    public var onCancel: ((RPCError) -> Void)?
+    /// Metadata for the response headers; set it before the first ``send(_:)``.
+    public var initialMetadata: Metadata = [:]
+
+    let id: Int32
+    unowned let connection: GRPCServerConnection
+
+    // Request side, filled while headers arrive.
+    var requestHeaders = RequestHeaders()
+    var deframer: MessageDeframer
+    var handler: Kind = .pending
+    var unaryRequest: ByteBuffer?
+    var inboundClosed = false
+
+    // Response side.
+    var outbound = OutboundMessages()
+    var responseHeadersSent = false
+    var trailers: HeaderBlock?
+    var finished = false
+    var bodyDeferred = false
+    var deadlineTask: Scheduled<Void>?
+
+    enum Kind {
+        case pending
+        case unary(@Sendable ([UnaryCall]) -> Void)
+        case streaming
+        case rejected
+    }
+
+    init(id: Int32, connection: GRPCServerConnection, maxMessageSize: Int) {
+        self.id = id
+        self.connection = connection
+        self.deframer = MessageDeframer(maxMessageSize: maxMessageSize)
+    }
+
+    /// A handle for sending on this stream from any thread.
+    public var sender: StreamSender {
+        StreamSender(mailbox: connection.mailbox, streamID: id)
+    }
+
+    /// Whether the call has ended (finished by the handler, cancelled, or reset).
+    public var isFinished: Bool { finished }
+
+    /// Response bytes queued but not yet taken by HTTP/2 flow control.
+    public var queuedBytes: Int { outbound.byteCount }
+
+    /// Sends one response message.
+    public func send(_ message: ByteBuffer) {
+        connection.send(message, on: self)
+    }
+
+    /// Ends the call with `status` and trailing metadata.
+    public func finish(_ status: RPCStatus = .ok, trailers: Metadata = [:]) {
+        connection.finish(self, status: status, trailers: trailers)
+    }
+
+    public func fail(_ error: RPCError) {
+        finish(error.status, trailers: error.metadata)
+    }
+}
+
+@available(*, unavailable)
+extension ServerStream: Sendable {}
+
+/// The request header fields the server acts on, gathered as nghttp2 decodes them.
+struct RequestHeaders {
+    var method: String?
+    var path: String?
+    var contentType: String?
+    var timeout: String?
+    var encoding: String?
+    var metadata = Metadata()
+    var invalidMetadataKey: String?
+    var count = 0
+}

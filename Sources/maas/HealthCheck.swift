@@ -1,0 +1,38 @@
+import ArgumentParser
+import Logging
+import MaaSClient
+import MaaSCore
+import MaaSGRPC
+import MaaSProto
+
+struct HealthCheck: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "health",
+        abstract: "Ask a gRPC server for its health (grpc.health.v1.Health/Check); exits 0 when SERVING."
+    )
+
+    @Option(help: "Server address.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Server port.")
+    var port = 8001
+
+    @Option(help: "Service to ask about; empty means the whole server.")
+    var service = ""
+
+    @Option(help: "Seconds to wait for the answer.")
+    var timeout: Double = 5
+
+    func run() async throws {
+        let client = try await GRPCClient.connect(host: host, port: port)
+        defer { client.close() }
+        do {
+            let status = try await HealthClient(client).check(service: service, timeout: .milliseconds(Int64(timeout * 1000)))
+            print(status)
+            if status != .serving { throw ExitCode(1) }
+        } catch let error as RPCError {
+            print("error: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import ArgumentParser
+import Logging
+import MaaSGRPC
+import MaaSServer
+import ServiceLifecycle
+import UnixSignals
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start the gRPC server.",
+        discussion: "SIGINT or SIGTERM stop it gracefully: GOAWAY to every client, in-flight calls finish."
+    )
+
+    @Option(help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0 picks a free one).")
+    var port = 8001
+
+    @Option(help: "Largest request message accepted, in bytes.")
+    var maxReceiveMessageSize = 64 << 20
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let logger = global.bootstrapLogging()
+        let health = HealthStatusProvider()
+        var configuration = GRPCServerConfiguration()
+        configuration.maxReceiveMessageSize = maxReceiveMessageSize
+        let server = GRPCServer(
+            host: host, port: port,
+            services: [HealthService(provider: health)],
+            configuration: configuration,
+            logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await withGracefulShutdownHandler {
+            try await group.run()
+        } onGracefulShutdown: {
+            health.markAllNotServing()
+        }
+    }
+}
