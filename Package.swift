@@ -107,7 +107,7 @@ let package = Package(
         .executableTarget(
             name: "maas-interop",
             dependencies: [
-                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSTestSupport",
+                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSTestSupport", "MaaSClient", "MaaSProto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -100,3 +100,27 @@ public struct Router: Sendable {
 
     func handler(for path: String) -> MethodHandler? { handlers[path] }
 }
+
+extension MethodHandler {
+    /// A unary method written as an async function. Each call runs in its own task, which is
+    /// cancelled when the call is (deadline, reset, disconnect); thrown ``RPCError``s reach the
+    /// client as they are, anything else as INTERNAL.
+    public static func asyncUnary(
+        _ body: @escaping @Sendable (_ request: ByteBuffer, _ context: ServerContext) async throws -> ByteBuffer
+    ) -> MethodHandler {
+        .unary { calls in
+            for call in calls {
+                let task = Task {
+                    do {
+                        call.responder.succeed(try await body(call.request, call.context))
+                    } catch let error as RPCError {
+                        call.responder.fail(error)
+                    } catch {
+                        call.responder.fail(RPCError(.internal, "\(error)"))
+                    }
+                }
+                call.context.cancellation.onCancel { task.cancel() }
+            }
+        }
+    }
+}
