@@ -121,9 +121,11 @@ let package = Package(
         .testTarget(
             name: "MaaSGRPCTests",
             dependencies: [
-                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSTestSupport", "MaaSClient",
+                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSTestSupport", "MaaSClient", "MaaSProto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),

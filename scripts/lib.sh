@@ -17,3 +17,18 @@ ensure_apt_packages() {
 }
 
 BUILD_PACKAGES=(pkg-config libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev)
+
+# Creates (or refreshes) a venv with the pinned requirements; skips pip when nothing changed.
+ensure_venv() {
+    local venv="$1" requirements="$2"
+    local stamp="$venv/.requirements.sha256"
+    local wanted
+    wanted="$(sha256sum "$requirements" | cut -d' ' -f1)"
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
+        return 0
+    fi
+    log "installing $(basename "$requirements") into ${venv}"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements"
+    echo "$wanted" > "$stamp"
+}

@@ -29,10 +29,10 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
 
     // Timeouts, checked by one timer per connection rather than one per stream.
     private var housekeeping: Scheduled<Void>?
-    private var connectedAt = NIODeadline.now()
+    private var connectedAt = NIODeadline.uptimeNanoseconds(0)
     private var receivedSettings = false
     private var headerBlockStartedAt: NIODeadline?
-    private var idleSince: NIODeadline? = .now()
+    private var idleSince: NIODeadline?
     private var shutdownState: ShutdownState = .serving
 
     private enum ShutdownState {
@@ -57,6 +57,8 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        connectedAt = context.eventLoop.now
+        idleSince = context.eventLoop.now
         self.mailbox = ConnectionMailbox(eventLoop: context.eventLoop, connection: self)
         if let remote = context.channel.remoteAddress {
             logger[metadataKey: "peer"] = "\(remote)"
@@ -75,7 +77,8 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     }
 
     public func channelActive(context: ChannelHandlerContext) {
-        connectedAt = .now()
+        connectedAt = context.eventLoop.now
+        idleSince = context.eventLoop.now
         flush()
         context.fireChannelActive()
     }
@@ -144,6 +147,11 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         housekeeping?.cancel()
         self.context = nil
     }
+
+    /// Bytes of partial request messages held across all streams.
+    var bufferedInboundByteCount: Int { bufferedInboundBytes }
+
+    var openStreamCount: Int { streams.count }
 
     // MARK: Output
 
@@ -320,7 +328,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
 
     private func checkTimeouts() {
         guard let context, !closing else { return }
-        let now = NIODeadline.now()
+        let now = context.eventLoop.now
         if !receivedSettings, now - connectedAt > .init(configuration.handshakeTimeout) {
             logger.debug("closing connection that sent no HTTP/2 preface in time")
             closeNow(context)
@@ -358,7 +366,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     /// Starts a graceful shutdown: GOAWAY now, in-flight calls finish, then the connection closes.
     func beginGracefulShutdown() {
         guard case .serving = shutdownState, context != nil else { return }
-        shutdownState = .noticeSent(deadline: .now() + .init(configuration.shutdownGracePeriod))
+        shutdownState = .noticeSent(deadline: context!.eventLoop.now + .init(configuration.shutdownGracePeriod))
         session.submitShutdownNotice()
         flush()
     }
@@ -382,7 +390,7 @@ extension GRPCServerConnection: Sendable {}
 
 extension GRPCServerConnection: H2SessionDelegate {
     func sessionBeginHeaders(streamID: Int32) {
-        headerBlockStartedAt = .now()
+        headerBlockStartedAt = context?.eventLoop.now
         guard streams[streamID] == nil else { return }  // request trailers
         let stream = ServerStream(id: streamID, connection: self, maxMessageSize: configuration.maxReceiveMessageSize)
         streams[streamID] = stream
@@ -468,7 +476,7 @@ extension GRPCServerConnection: H2SessionDelegate {
             cancel(stream, RPCError(.cancelled, "client reset the stream (HTTP/2 error code \(errorCode))"))
         }
         releaseCallbacks(stream)
-        if streams.isEmpty { idleSince = .now() }
+        if streams.isEmpty { idleSince = context?.eventLoop.now }
         closeIfDrained()
     }
 
@@ -536,7 +544,7 @@ extension GRPCServerConnection: H2SessionDelegate {
         }
         guard let path = headers.path, let handler = route(path, stream) else { return }
 
-        let deadline = timeoutNanos.map { NIODeadline.now() + .nanoseconds($0) }
+        let deadline = timeoutNanos.map { context!.eventLoop.now + .nanoseconds($0) }
         stream.context = ServerContext(
             path: path,
             metadata: headers.metadata,

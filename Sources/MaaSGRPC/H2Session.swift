@@ -99,6 +99,11 @@ final class H2Session {
         return true
     }
 
+    /// A SETTINGS value the peer announced (or the protocol default).
+    func remoteSetting(_ id: Int32) -> UInt32 {
+        nghttp2_session_get_remote_settings(session, nghttp2_settings_id(rawValue: UInt32(id)))
+    }
+
     var wantsRead: Bool { nghttp2_session_want_read(session) != 0 }
     var wantsWrite: Bool { nghttp2_session_want_write(session) != 0 }
 
