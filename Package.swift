@@ -137,7 +137,7 @@ let package = Package(
         .testTarget(
             name: "MaaSServerTests",
             dependencies: [
-                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSTestSupport",
+                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSTestSupport", "MaaSProto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

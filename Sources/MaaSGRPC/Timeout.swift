@@ -32,7 +32,7 @@ enum GRPCTimeout {
         ]
         for (size, unit) in units {
             // Round up so the peer never sees a shorter deadline than ours.
-            let amount = (nanos + size - 1) / size
+            let amount = nanos / size + (nanos % size == 0 ? 0 : 1)
             if amount <= 99_999_999 { return "\(amount)\(unit)" }
         }
         return "99999999H"

@@ -72,5 +72,6 @@ public final class HealthStatusProvider: Sendable {
         _ = state.withLock { $0.watchers.removeValue(forKey: token.id) }
     }
 
-    var watcherCount: Int { state.withLock { $0.watchers.count } }
+    /// How many watches are registered; for tests that check none leak.
+    public var watcherCountForTesting: Int { state.withLock { $0.watchers.count } }
 }
