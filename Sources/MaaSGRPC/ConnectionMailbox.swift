@@ -13,21 +13,23 @@ enum StreamEvent: Sendable {
 final class ConnectionMailbox: Sendable {
     let eventLoop: any EventLoop
     private let pending = NIOLockedValueBox<[StreamEvent]>([])
-    private let target: NIOLoopBound<WeakTarget>
-
-    final class WeakTarget {
-        weak var connection: GRPCServerConnection?
-        init(_ connection: GRPCServerConnection) { self.connection = connection }
-    }
+    // Strong, and cleared when the connection closes: a weak reference would move the
+    // connection's reference counts to a side table and slow every retain on the hot path.
+    private let target: NIOLoopBoundBox<GRPCServerConnection?>
 
     init(eventLoop: any EventLoop, connection: GRPCServerConnection) {
         self.eventLoop = eventLoop
-        self.target = NIOLoopBound(WeakTarget(connection), eventLoop: eventLoop)
+        self.target = NIOLoopBoundBox(connection, eventLoop: eventLoop)
+    }
+
+    /// Called on the event loop when the connection closes; later events are dropped.
+    func detach() {
+        target.value = nil
     }
 
     func post(_ event: StreamEvent) {
         if eventLoop.inEventLoop {
-            target.value.connection?.apply([event])
+            target.value?.apply(event)
             return
         }
         let first = pending.withLockedValue { pending in
@@ -45,6 +47,6 @@ final class ConnectionMailbox: Sendable {
             swap(&taken, &pending)
             return taken
         }
-        target.value.connection?.apply(events)
+        target.value?.apply(events)
     }
 }

@@ -20,12 +20,18 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     private var session: H2Session!
     private var context: ChannelHandlerContext?
     private(set) var mailbox: ConnectionMailbox!
-    private var streams: [Int32: ServerStream] = [:]
-    private var pendingUnary: [(handler: @Sendable ([UnaryCall]) -> Void, path: String, call: UnaryCall)] = []
+    // Hot state, only touched on the event loop and never re-entrantly: no dynamic exclusivity check.
+    @exclusivity(unchecked) private var streams: [Int32: ServerStream] = [:]
+    /// The stream whose header block is being decoded (blocks never interleave in HTTP/2).
+    private var headerStream: ServerStream?
+    // Unary calls whose request completed in this read cycle, and the method of each.
+    @exclusivity(unchecked) private var pendingCalls: [UnaryCall] = []
+    @exclusivity(unchecked) private var pendingMethods: [RegisteredMethod] = []
     private var inReadCycle = false
     private var pendingRead = false
     private var closing = false
     private var bufferedInboundBytes = 0
+    private var remoteAddress: SocketAddress?
 
     // Timeouts, checked by one timer per connection rather than one per stream.
     private var housekeeping: Scheduled<Void>?
@@ -60,8 +66,9 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         connectedAt = context.eventLoop.now
         idleSince = context.eventLoop.now
         self.mailbox = ConnectionMailbox(eventLoop: context.eventLoop, connection: self)
-        if let remote = context.channel.remoteAddress {
-            logger[metadataKey: "peer"] = "\(remote)"
+        remoteAddress = context.channel.remoteAddress
+        if let remoteAddress {
+            logger[metadataKey: "peer"] = "\(remoteAddress)"
         }
         session = H2Session(role: .server, delegate: self)
         session.submitSettings([
@@ -127,6 +134,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
 
     public func channelInactive(context: ChannelHandlerContext) {
         closing = true
+        mailbox.detach()
         housekeeping?.cancel()
         housekeeping = nil
         let open = streams
@@ -144,6 +152,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
+        mailbox.detach()
         housekeeping?.cancel()
         self.context = nil
     }
@@ -188,35 +197,46 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
 
     /// Applies completions that arrived through the mailbox, then flushes once.
     func apply(_ events: [StreamEvent]) {
-        for event in events {
-            switch event {
-            case .unaryResponse(let id, let response, let trailers):
-                guard let stream = streams[id], !stream.finished else { continue }
-                send(response, on: stream)
-                finish(stream, status: .ok, trailers: trailers)
-            case .message(let id, let message):
-                guard let stream = streams[id], !stream.finished else { continue }
-                send(message, on: stream)
-            case .finish(let id, let status, let trailers):
-                guard let stream = streams[id], !stream.finished else { continue }
-                finish(stream, status: status, trailers: trailers)
-            }
-        }
+        let wasInReadCycle = inReadCycle
+        // One flush for the whole batch.
+        inReadCycle = true
+        for event in events { apply(event) }
+        inReadCycle = wasInReadCycle
         flushSoon()
     }
 
+    func apply(_ event: StreamEvent) {
+        switch event {
+        case .unaryResponse(let id, let response, let trailers):
+            guard let stream = streams[id], !stream.finished else { return }
+            send(response, on: stream)
+            finish(stream, status: .ok, trailers: trailers)
+        case .message(let id, let message):
+            guard let stream = streams[id], !stream.finished else { return }
+            send(message, on: stream)
+        case .finish(let id, let status, let trailers):
+            guard let stream = streams[id], !stream.finished else { return }
+            finish(stream, status: status, trailers: trailers)
+        }
+    }
+
     private func dispatchPendingUnary() {
-        guard !pendingUnary.isEmpty else { return }
-        var batch: [(handler: @Sendable ([UnaryCall]) -> Void, path: String, call: UnaryCall)] = []
-        swap(&batch, &pendingUnary)
+        guard !pendingCalls.isEmpty else { return }
+        var calls: [UnaryCall] = []
+        var methods: [RegisteredMethod] = []
+        swap(&calls, &pendingCalls)
+        swap(&methods, &pendingMethods)
         // Consecutive calls to the same method go to its handler together.
         var start = 0
-        while start < batch.count {
+        while start < calls.count {
             var end = start + 1
-            while end < batch.count, batch[end].path == batch[start].path { end += 1 }
-            batch[start].handler(batch[start..<end].map(\.call))
+            while end < calls.count, methods[end] === methods[start] { end += 1 }
+            guard case .unary(let handle) = methods[start].handler else { preconditionFailure("unary call on a streaming method") }
+            handle(start == 0 && end == calls.count ? calls : Array(calls[start..<end]))
             start = end
         }
+        pendingCalls.reserveCapacity(calls.count)
+        pendingMethods.reserveCapacity(calls.count)
     }
 
     // MARK: Responding
@@ -247,7 +267,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     func finish(_ stream: ServerStream, status: RPCStatus, trailers: Metadata) {
         guard !stream.finished else { return }
         stream.finished = true
-        stream.deadlineTask?.cancel()
+        stream.cancelDeadline()
         var block = HeaderBlock()
         if !stream.responseHeadersSent {
             // Trailers-Only: one HEADERS frame carries the status and ends the stream.
@@ -256,7 +276,11 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
             appendStatus(status, trailers, to: &block)
             session.submitResponse(streamID: stream.id, headers: block, hasBody: false)
         } else {
-            appendStatus(status, trailers, to: &block)
+            if status.code == .ok && status.message.isEmpty && trailers.isEmpty {
+                block = ResponseHeaders.okTrailers
+            } else {
+                appendStatus(status, trailers, to: &block)
+            }
             stream.trailers = block
             if stream.bodyDeferred {
                 stream.bodyDeferred = false
@@ -278,7 +302,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     private func cancel(_ stream: ServerStream, _ error: RPCError) {
         guard !stream.finished else { return }
         stream.finished = true
-        stream.deadlineTask?.cancel()
+        stream.cancelDeadline()
         stream.context?.cancellation.cancel()
         stream.onCancel?(error)
         releaseCallbacks(stream)
@@ -319,8 +343,9 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
 
     private func scheduleHousekeeping() {
         guard let context, !closing else { return }
-        housekeeping = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { [weak self] in
-            guard let self else { return }
+        // Strong captures: the task is cancelled when the connection closes, and a weak reference
+        // would put the connection's reference counts in a side table, slowing every retain.
+        housekeeping = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) {
             self.checkTimeouts()
             self.scheduleHousekeeping()
         }
@@ -391,20 +416,26 @@ extension GRPCServerConnection: Sendable {}
 extension GRPCServerConnection: H2SessionDelegate {
     func sessionBeginHeaders(streamID: Int32) {
         headerBlockStartedAt = context?.eventLoop.now
-        guard streams[streamID] == nil else { return }  // request trailers
+        if let existing = streams[streamID] {  // request trailers
+            headerStream = existing
+            return
+        }
         let stream = ServerStream(id: streamID, connection: self, maxMessageSize: configuration.maxReceiveMessageSize)
         streams[streamID] = stream
+        headerStream = stream
         idleSince = nil
     }
 
     func sessionHeader(streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        guard let stream = streams[streamID], case .pending = stream.handler else { return }
+        guard let stream = headerStream, stream.id == streamID, case .pending = stream.handler else { return }
         stream.requestHeaders.record(name: name, value: value)
     }
 
     func sessionHeadersComplete(streamID: Int32, endStream: Bool) {
         headerBlockStartedAt = nil
-        guard let stream = streams[streamID] else { return }
+        let cached = headerStream
+        headerStream = nil
+        guard let stream = cached?.id == streamID ? cached : streams[streamID] else { return }
         if case .pending = stream.handler {
             start(stream)
         }
@@ -451,16 +482,14 @@ extension GRPCServerConnection: H2SessionDelegate {
             return
         }
         switch stream.handler {
-        case .unary(let handler):
+        case .unary(let method):
             guard let request = stream.unaryRequest else {
                 fail(stream, RPCError(.internal, "unary call \(stream.context.path) ended without a request message"))
                 return
             }
             stream.unaryRequest = nil
-            pendingUnary.append((
-                handler, stream.context.path,
-                UnaryCall(request: request, context: stream.context, responder: UnaryResponder(mailbox: mailbox, streamID: streamID))
-            ))
+            pendingCalls.append(UnaryCall(request: request, context: stream.context, responder: UnaryResponder(mailbox: mailbox, streamID: streamID)))
+            pendingMethods.append(method)
         case .streaming:
             stream.onEnd?()
         case .pending, .rejected:
@@ -469,8 +498,9 @@ extension GRPCServerConnection: H2SessionDelegate {
     }
 
     func sessionStreamClosed(streamID: Int32, errorCode: UInt32) {
+        if headerStream?.id == streamID { headerStream = nil }
         guard let stream = streams.removeValue(forKey: streamID) else { return }
-        stream.deadlineTask?.cancel()
+        stream.cancelDeadline()
         bufferedInboundBytes -= stream.deframer.bufferedBytes
         if !stream.finished {
             cancel(stream, RPCError(.cancelled, "client reset the stream (HTTP/2 error code \(errorCode))"))
@@ -514,11 +544,11 @@ extension GRPCServerConnection: H2SessionDelegate {
     private func start(_ stream: ServerStream) {
         let headers = stream.requestHeaders
         stream.requestHeaders = RequestHeaders()
-        guard headers.method == "POST" else {
+        guard headers.isPOST else {
             reject(stream, httpStatus: "405", RPCError(.internal, "gRPC requires method POST, got \(headers.method ?? "none")"))
             return
         }
-        guard let contentType = headers.contentType, Self.isGRPCContentType(contentType) else {
+        guard headers.isGRPCContentType else {
             // The gRPC spec asks for HTTP 415 so that plain HTTP clients see a failure too.
             reject(stream, httpStatus: "415", RPCError(
                 .internal, "invalid content-type '\(headers.contentType ?? "")'; expected application/grpc or application/grpc+proto"))
@@ -542,38 +572,34 @@ extension GRPCServerConnection: H2SessionDelegate {
             }
             timeoutNanos = nanos
         }
-        guard let path = headers.path, let handler = route(path, stream) else { return }
+        guard let path = headers.path, let method = route(path, stream) else { return }
 
         let deadline = timeoutNanos.map { context!.eventLoop.now + .nanoseconds($0) }
         stream.context = ServerContext(
-            path: path,
-            metadata: headers.metadata,
-            deadline: deadline,
-            cancellation: CancellationSignal(),
-            eventLoop: context!.eventLoop,
-            remoteAddress: context!.channel.remoteAddress)
+            path: path, metadata: headers.metadata, deadline: deadline,
+            eventLoop: context!.eventLoop, remoteAddress: remoteAddress)
         if let deadline, let timeoutNanos {
-            stream.deadlineTask = context!.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self, weak stream] in
-                guard let self, let stream else { return }
+            // Cancelled when the stream finishes or closes, which breaks the cycle.
+            stream.deadlineTask = context!.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
                 self.expire(stream, after: timeoutNanos)
             }
         }
-        switch handler {
-        case .unary(let handle):
-            stream.handler = .unary(handle)
+        switch method.handler {
+        case .unary:
+            stream.handler = .unary(method)
         case .streaming(let open):
             stream.handler = .streaming
             open(stream)
         }
     }
 
-    private func route(_ path: String, _ stream: ServerStream) -> MethodHandler? {
+    private func route(_ path: String, _ stream: ServerStream) -> RegisteredMethod? {
+        if let handler = router.handler(for: path) { return handler }
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0].isEmpty, !parts[1].isEmpty, !parts[2].isEmpty else {
             reject(stream, RPCError(.unimplemented, "malformed method path '\(path)': expected /package.Service/Method"))
             return nil
         }
-        if let handler = router.handler(for: path) { return handler }
         if router.services.contains(String(parts[1])) {
             reject(stream, RPCError(.unimplemented, "method '\(parts[2])' is not implemented by service '\(parts[1])'"))
         } else {
@@ -582,7 +608,7 @@ extension GRPCServerConnection: H2SessionDelegate {
         return nil
     }
 
-    private static func isGRPCContentType(_ value: String) -> Bool {
+    static func isGRPCContentType(_ value: String) -> Bool {
         let base = value.split(separator: ";", maxSplits: 1).first.map { $0.filter { $0 != " " } } ?? ""
         return base == "application/grpc" || base == "application/grpc+proto"
     }
@@ -620,7 +646,8 @@ private func formatNanos(_ nanos: Int64) -> String {
 }
 
 enum ResponseHeaders {
-    static let ok = HeaderBlock([(":status", "200"), ("content-type", "application/grpc")])
+    static let ok = HeaderBlock(static: [(":status", "200"), ("content-type", "application/grpc")])
+    static let okTrailers = HeaderBlock(static: [("grpc-status", "0")])
 }
 
 extension RequestHeaders {
@@ -631,16 +658,25 @@ extension RequestHeaders {
             name.elementsEqual(UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
         }
         let string = { String(decoding: value, as: UTF8.self) }
+        func valueEquals(_ literal: StaticString) -> Bool {
+            value.elementsEqual(UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+        }
         if name.first == UInt8(ascii: ":") {
             if equals(":path") {
                 path = string()
             } else if equals(":method") {
-                method = string()
+                isPOST = valueEquals("POST")
+                if !isPOST { method = string() }
             }
             return
         }
         if equals("content-type") {
-            contentType = string()
+            // The exact spellings are compared as bytes; anything else (parameters) the slow way.
+            isGRPCContentType = valueEquals("application/grpc") || valueEquals("application/grpc+proto")
+            if !isGRPCContentType {
+                contentType = string()
+                isGRPCContentType = GRPCServerConnection.isGRPCContentType(contentType!)
+            }
         } else if equals("grpc-timeout") {
             timeout = string()
         } else if equals("grpc-encoding") {

@@ -275,9 +275,12 @@ extension H2Session {
 // MARK: - Header blocks
 
 /// Header fields laid out once in one allocation, ready to hand to nghttp2 (which copies them).
+/// Blocks made with ``init(static:)`` are laid out once for the life of the process and handed
+/// to nghttp2 without copying, for the fields every response repeats.
 struct HeaderBlock {
     private var bytes: [UInt8] = []
     private var spans: [(nameStart: Int, nameCount: Int, valueCount: Int)] = []
+    private var prepared: PreparedFields?
 
     init() {}
 
@@ -285,9 +288,18 @@ struct HeaderBlock {
         for (name, value) in fields { add(name, value) }
     }
 
-    var isEmpty: Bool { spans.isEmpty }
+    /// A block whose fields never change.
+    init(static fields: [(String, String)]) {
+        prepared = PreparedFields(fields)
+    }
+
+    var isEmpty: Bool { spans.isEmpty && prepared == nil }
 
     mutating func add(_ name: String, _ value: String) {
+        if let prepared {
+            self.prepared = nil
+            for (name, value) in prepared.fields { add(name, value) }
+        }
         let start = bytes.count
         bytes.append(contentsOf: name.utf8)
         let nameCount = bytes.count - start
@@ -296,7 +308,10 @@ struct HeaderBlock {
     }
 
     func withNV<Result>(_ body: (UnsafePointer<nghttp2_nv>, Int) -> Result) -> Result {
-        bytes.withUnsafeBufferPointer { storage in
+        if let prepared {
+            return body(prepared.nva, prepared.fields.count)
+        }
+        return bytes.withUnsafeBufferPointer { storage in
             let base = UnsafeMutablePointer(mutating: storage.baseAddress ?? UnsafePointer(bitPattern: 1)!)
             let fields = spans.map { span in
                 nghttp2_nv(
@@ -307,6 +322,32 @@ struct HeaderBlock {
                     flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
             }
             return fields.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
+        }
+    }
+
+    /// Fields in memory that is never freed, so nghttp2 may point at it instead of copying.
+    private final class PreparedFields: @unchecked Sendable {
+        // Immutable after init; only ever read.
+        let fields: [(String, String)]
+        let nva: UnsafeMutablePointer<nghttp2_nv>
+
+        init(_ fields: [(String, String)]) {
+            self.fields = fields
+            nva = .allocate(capacity: max(fields.count, 1))
+            for (index, (name, value)) in fields.enumerated() {
+                let nameBytes = Self.permanentCopy(name)
+                let valueBytes = Self.permanentCopy(value)
+                nva[index] = nghttp2_nv(
+                    name: nameBytes.baseAddress, value: valueBytes.baseAddress,
+                    namelen: nameBytes.count, valuelen: valueBytes.count,
+                    flags: UInt8(NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue))
+            }
+        }
+
+        private static func permanentCopy(_ string: String) -> UnsafeMutableBufferPointer<UInt8> {
+            let buffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(string.utf8.count, 1))
+            _ = buffer.initialize(from: string.utf8)
+            return UnsafeMutableBufferPointer(rebasing: buffer[0..<string.utf8.count])
         }
     }
 }

@@ -2,18 +2,42 @@ public import MaaSCore
 public import NIOCore
 
 /// Everything a handler knows about the call it serves. A value: copy it freely across threads.
+/// (One reference inside, so that batches of calls copy cheaply.)
 public struct ServerContext: Sendable {
+    private final class Storage: Sendable {
+        let path: String
+        let metadata: Metadata
+        let deadline: NIODeadline?
+        let cancellation = CancellationSignal()
+        let eventLoop: any EventLoop
+        let remoteAddress: SocketAddress?
+
+        init(path: String, metadata: Metadata, deadline: NIODeadline?, eventLoop: any EventLoop, remoteAddress: SocketAddress?) {
+            self.path = path
+            self.metadata = metadata
+            self.deadline = deadline
+            self.eventLoop = eventLoop
+            self.remoteAddress = remoteAddress
+        }
+    }
+
+    private let storage: Storage
+
+    init(path: String, metadata: Metadata, deadline: NIODeadline?, eventLoop: any EventLoop, remoteAddress: SocketAddress?) {
+        storage = Storage(path: path, metadata: metadata, deadline: deadline, eventLoop: eventLoop, remoteAddress: remoteAddress)
+    }
+
     /// `/package.Service/Method`.
-    public let path: String
+    public var path: String { storage.path }
     /// Custom metadata the client sent (`-bin` values decoded).
-    public let metadata: Metadata
+    public var metadata: Metadata { storage.metadata }
     /// When the client stops waiting, if it said (`grpc-timeout`). The server enforces it.
-    public let deadline: NIODeadline?
+    public var deadline: NIODeadline? { storage.deadline }
     /// Raised when the result is no longer wanted: deadline passed, stream reset, connection gone.
-    public let cancellation: CancellationSignal
+    public var cancellation: CancellationSignal { storage.cancellation }
     /// The connection's event loop.
-    public let eventLoop: any EventLoop
-    public let remoteAddress: SocketAddress?
+    public var eventLoop: any EventLoop { storage.eventLoop }
+    public var remoteAddress: SocketAddress? { storage.remoteAddress }
 }
 
 /// One unary call whose request has fully arrived.
@@ -84,7 +108,7 @@ public struct StreamSender: Sendable {
 
 /// Table of the methods a server answers, by path.
 public struct Router: Sendable {
-    private var handlers: [String: MethodHandler] = [:]
+    private var handlers: [String: RegisteredMethod] = [:]
     private(set) var services: Set<String> = []
 
     public init(services: [any RPCService] = []) {
@@ -94,11 +118,20 @@ public struct Router: Sendable {
     public mutating func register(_ service: any RPCService) {
         services.insert(service.serviceName)
         for (method, handler) in service.methods {
-            handlers["/\(service.serviceName)/\(method)"] = handler
+            handlers["/\(service.serviceName)/\(method)"] = RegisteredMethod(handler)
         }
     }
 
-    func handler(for path: String) -> MethodHandler? { handlers[path] }
+    func handler(for path: String) -> RegisteredMethod? { handlers[path] }
+}
+
+/// A handler with an identity, so that calls to the same method can be grouped cheaply.
+final class RegisteredMethod: Sendable {
+    let handler: MethodHandler
+
+    init(_ handler: MethodHandler) {
+        self.handler = handler
+    }
 }
 
 extension MethodHandler {

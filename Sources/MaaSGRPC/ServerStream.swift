@@ -18,15 +18,17 @@ public final class ServerStream {
     let id: Int32
     unowned let connection: GRPCServerConnection
 
-    // Request side, filled while headers arrive.
-    var requestHeaders = RequestHeaders()
-    var deframer: MessageDeframer
+    // Request side, filled while headers arrive. These and `outbound` are only touched on the
+    // event loop, never re-entrantly, so they skip the dynamic exclusivity check (measurable
+    // per call).
+    @exclusivity(unchecked) var requestHeaders = RequestHeaders()
+    @exclusivity(unchecked) var deframer: MessageDeframer
     var handler: Kind = .pending
     var unaryRequest: ByteBuffer?
     var inboundClosed = false
 
     // Response side.
-    var outbound = OutboundMessages()
+    @exclusivity(unchecked) var outbound = OutboundMessages()
     var responseHeadersSent = false
     var trailers: HeaderBlock?
     var finished = false
@@ -35,7 +37,7 @@ public final class ServerStream {
 
     enum Kind {
         case pending
-        case unary(@Sendable ([UnaryCall]) -> Void)
+        case unary(RegisteredMethod)
         case streaming
         case rejected
     }
@@ -70,6 +72,12 @@ public final class ServerStream {
     public func fail(_ error: RPCError) {
         finish(error.status, trailers: error.metadata)
     }
+
+    /// Drops the deadline timer, whose closure holds this stream.
+    func cancelDeadline() {
+        deadlineTask?.cancel()
+        deadlineTask = nil
+    }
 }
 
 @available(*, unavailable)
@@ -77,8 +85,12 @@ extension ServerStream: Sendable {}
 
 /// The request header fields the server acts on, gathered as nghttp2 decodes them.
 struct RequestHeaders {
+    var isPOST = false
+    var isGRPCContentType = false
+    /// Kept only when it is not POST, for the error message.
     var method: String?
     var path: String?
+    /// Kept only when it is not one of the exact gRPC spellings.
     var contentType: String?
     var timeout: String?
     var encoding: String?

@@ -32,7 +32,17 @@ public struct HealthService: RPCService {
         guard let status = provider.status(of: service) else {
             throw RPCError(.notFound, "unknown service '\(service)'")
         }
-        return ByteBuffer(bytes: HealthCheckResponse(status: status).serializedBytes())
+        return encoded(status)
+    }
+
+    /// There are four possible answers: encode them once.
+    private static let encodedResponses: [HealthCheckResponse.ServingStatus: ByteBuffer] = Dictionary(
+        uniqueKeysWithValues: [.unknown, .serving, .notServing, .serviceUnknown].map {
+            ($0, ByteBuffer(bytes: HealthCheckResponse(status: $0).serializedBytes()))
+        })
+
+    private static func encoded(_ status: HealthCheckResponse.ServingStatus) -> ByteBuffer {
+        encodedResponses[status]!
     }
 
     private static func watch(_ stream: ServerStream, provider: HealthStatusProvider) {
@@ -51,7 +61,7 @@ public struct HealthService: RPCService {
             }
             let sender = stream.sender
             token = provider.watch(request.service) { status in
-                sender.send(ByteBuffer(bytes: HealthCheckResponse(status: status).serializedBytes()))
+                sender.send(encoded(status))
             }
         }
         stream.onCancel = { _ in
