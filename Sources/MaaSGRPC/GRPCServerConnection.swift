@@ -31,6 +31,8 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     private var pendingRead = false
     private var closing = false
     private var bufferedInboundBytes = 0
+    /// Response bytes waiting for flow control, across all streams.
+    private var queuedOutboundBytes = 0
     private var remoteAddress: SocketAddress?
 
     // Timeouts, checked by one timer per connection rather than one per stream.
@@ -162,6 +164,9 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
 
     var openStreamCount: Int { streams.count }
 
+    /// Response bytes waiting for flow control across all streams.
+    var queuedOutboundByteCount: Int { queuedOutboundBytes }
+
     // MARK: Output
 
     /// Writes everything nghttp2 has queued, as long as the socket takes it.
@@ -243,10 +248,12 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
 
     func send(_ message: ByteBuffer, on stream: ServerStream) {
         guard !stream.finished else { return }
-        if stream.outbound.byteCount + message.readableBytes > configuration.maxQueuedBytesPerStream {
+        if stream.outbound.byteCount + message.readableBytes > configuration.maxQueuedBytesPerStream
+            || queuedOutboundBytes + message.readableBytes > configuration.maxQueuedBytesPerConnection
+        {
             logger.debug("resetting stream whose client does not read", metadata: ["stream": "\(stream.id)"])
             session.resetStream(streamID: stream.id, errorCode: H2ErrorCode.enhanceYourCalm)
-            cancel(stream, RPCError(.resourceExhausted, "client is not reading responses; \(stream.outbound.byteCount) bytes queued"))
+            cancel(stream, RPCError(.resourceExhausted, "client is not reading responses; \(stream.outbound.byteCount) bytes queued on the stream, \(queuedOutboundBytes) on the connection"))
             flushSoon()
             return
         }
@@ -256,7 +263,9 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
             for (name, value) in stream.initialMetadata.wireHeaders { headers.add(name, value) }
             session.submitResponse(streamID: stream.id, headers: headers, hasBody: true)
         }
+        queuedOutboundBytes -= stream.outbound.byteCount
         stream.outbound.append(message)
+        queuedOutboundBytes += stream.outbound.byteCount
         if stream.bodyDeferred {
             stream.bodyDeferred = false
             session.resumeBody(streamID: stream.id)
@@ -502,6 +511,8 @@ extension GRPCServerConnection: H2SessionDelegate {
         guard let stream = streams.removeValue(forKey: streamID) else { return }
         stream.cancelDeadline()
         bufferedInboundBytes -= stream.deframer.bufferedBytes
+        queuedOutboundBytes -= stream.outbound.byteCount
+        stream.outbound.removeAll()
         if !stream.finished {
             cancel(stream, RPCError(.cancelled, "client reset the stream (HTTP/2 error code \(errorCode))"))
         }
@@ -521,6 +532,7 @@ extension GRPCServerConnection: H2SessionDelegate {
     func sessionReadBody(streamID: Int32, into buffer: UnsafeMutableRawBufferPointer) -> H2Session.ReadResult {
         guard let stream = streams[streamID] else { return .end(0, trailers: nil) }
         let written = stream.outbound.copy(into: buffer)
+        queuedOutboundBytes -= written
         if stream.outbound.isEmpty, let trailers = stream.trailers {
             stream.trailers = nil
             return .end(written, trailers: trailers)

@@ -15,6 +15,8 @@ public struct GRPCServerConfiguration: Sendable {
     /// Response bytes one stream may queue while its client does not read; past it the stream
     /// is reset with RESOURCE_EXHAUSTED rather than growing without bound.
     public var maxQueuedBytesPerStream = 128 << 20
+    /// The same bound across all streams of one connection.
+    public var maxQueuedBytesPerConnection = 256 << 20
     /// A connection must send its preface and SETTINGS within this time.
     public var handshakeTimeout: Duration = .seconds(10)
     /// A header block (HEADERS + CONTINUATION) must complete within this time.

@@ -30,7 +30,8 @@ public struct EchoService: RPCService {
             "ServerStream": .streaming { stream in
                 let count = Int(stream.context.metadata["x-count"] ?? "") ?? 3
                 stream.onMessage = { [unowned stream] message in
-                    for _ in 0..<count { stream.send(message) }
+                    // Fresh buffers, as real handlers produce: memory tests see real allocations.
+                    for _ in 0..<count { stream.send(ByteBuffer(bytes: message.readableBytesView)) }
                     stream.finish(.ok, trailers: Self.echoed(stream.context.metadata))
                 }
             },

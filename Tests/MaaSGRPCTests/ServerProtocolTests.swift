@@ -273,7 +273,23 @@ struct ServerProtocolTests {
         let response = h.client.responses[id]!
         #expect(response.resetCode == H2ErrorCode.enhanceYourCalm)
         #expect(response.body.count <= 256 << 10)
+        #expect(h.connection.queuedOutboundByteCount == 0)
         try expectFreshCallSucceeds(h)
+    }
+
+    @Test("nor can many streams together exceed the connection's bound")
+    func boundedConnectionQueue() throws {
+        var configuration = GRPCServerConfiguration()
+        configuration.maxQueuedBytesPerConnection = 512 << 10
+        let h = try harness(configuration)
+        // 8 streams of 100 KiB each: the client's 64 KiB connection window lets little through.
+        let ids = (0..<8).map { _ in
+            h.client.request(path: echo + "ServerStream", headers: [("x-count", "100")], body: RawHTTP2Client.message(Array(repeating: 1, count: 1024)))
+        }
+        try h.exchange()
+        let reset = ids.filter { h.client.responses[$0]!.resetCode == H2ErrorCode.enhanceYourCalm }
+        #expect(reset.count >= 3)
+        #expect(h.connection.queuedOutboundByteCount <= 512 << 10)
     }
 
     @Test("a connection that never sends its preface is closed")
