@@ -52,6 +52,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "MaaSCompute",
+            dependencies: ["MaaSCore", "COpenBLAS"],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "MaaSGRPC",
             dependencies: [
                 "MaaSCore",
@@ -93,7 +98,7 @@ let package = Package(
         .executableTarget(
             name: "maas",
             dependencies: [
-                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSProto",
+                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSProto", "MaaSCompute",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -127,6 +132,12 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "MaaSComputeTests",
+            dependencies: ["MaaSCore", "MaaSProto", "MaaSCompute"],
+            exclude: ["Fixtures"],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -2,4 +2,5 @@
 #ifndef CMAASPROTO_H
 #define CMAASPROTO_H
 #include "grpc/health/v1/health.pb-c.h"
+#include "onnx/onnx.pb-c.h"
 #endif

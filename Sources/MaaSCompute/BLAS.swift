@@ -1,0 +1,23 @@
+internal import COpenBLAS
+
+/// The OpenBLAS entry points the engine uses. Only this file imports COpenBLAS.
+enum BLAS {
+    /// OpenBLAS's own threads would compete with the compute pool; it runs single-threaded and
+    /// the pool calls it per tile.
+    static func useSingleThread() {
+        openblas_set_num_threads(1)
+    }
+
+    /// C[m×n] = alpha · A[m×k] · B[k×n] + beta · C, all row-major with the given leading dims.
+    @inline(__always)
+    static func sgemm(
+        m: Int, n: Int, k: Int, alpha: Float,
+        a: UnsafePointer<Float>, lda: Int, transposeA: Bool = false,
+        b: UnsafePointer<Float>, ldb: Int, transposeB: Bool = false,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        cblas_sgemm(
+            CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+}

@@ -1,0 +1,216 @@
+import Dispatch
+import Glibc
+import Synchronization
+
+/// The one pool of compute threads: as many as the machine has cores, shared by every model.
+///
+/// Work enters with ``run(_:)``, which executes a closure on a pool thread and waits for it;
+/// inside, ``parallelFor(_:_:)`` fans chunks out to the other pool threads and the calling pool
+/// thread takes its share. Callers outside the pool only wait, so no more threads compute at
+/// once than there are cores. OpenBLAS is set to one thread: it is called per tile from here.
+public final class ComputePool: Sendable {
+    public let threadCount: Int
+    private let queue = Mutex(JobQueue())
+    private let wakeup = DispatchSemaphore(value: 0)
+
+    /// Shared by every model in the process.
+    public static let shared = ComputePool(threadCount: ProcessInfoCores.count)
+
+    public init(threadCount: Int) {
+        precondition(threadCount > 0)
+        self.threadCount = threadCount
+        BLAS.useSingleThread()
+        for index in 0..<threadCount {
+            let thread = Thread(pool: self, index: index)
+            thread.start()
+        }
+    }
+
+    /// Runs `body` on a pool thread and returns its result.
+    /// `body` runs on another thread while this call waits, so it need not be Sendable: whatever it
+    /// captures is not touched by the caller until it returns.
+    public func run<Value, Failure: Error>(_ body: () throws(Failure) -> Value) throws(Failure) -> Value {
+        if ComputePool.currentPool === self { return try body() }
+        let box = ResultBox<Value, Failure>()
+        // `body` only runs while this call waits for the job, so it does not really escape.
+        withoutActuallyEscaping(body) { body in
+            let job = Job(count: 1) { _ in box.result = Swift.Result { () throws(Failure) in try body() } }
+            submit(job, wake: 1)
+            job.waitUntilDone()
+        }
+        return try box.result!.get()
+    }
+
+    /// Calls `body(index)` for every index in `0..<count`, spread over the pool. Returns when all
+    /// calls have returned. From a pool thread the caller works too; otherwise it waits.
+    /// Like ``run(_:)``, `body` is scoped to the call and need not be Sendable; its calls for
+    /// different indices must touch disjoint memory.
+    public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
+        guard count > 0 else { return }
+        if count == 1 || threadCount == 1 {
+            for index in 0..<count { body(index) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let job = Job(count: count, body: body)
+            let onPool = ComputePool.currentPool === self
+            submit(job, wake: min(count, threadCount) - (onPool ? 1 : 0))
+            if onPool { job.work() }
+            job.waitUntilDone()
+        }
+    }
+
+    private func submit(_ job: Job, wake: Int) {
+        queue.withLock { $0.jobs.append(job) }
+        for _ in 0..<max(wake, 0) { wakeup.signal() }
+    }
+
+    /// The next job that still has unclaimed indices, dropping finished ones.
+    fileprivate func nextJob() -> Job? {
+        queue.withLock { queue in
+            while let first = queue.jobs.first {
+                if first.hasUnclaimedWork { return first }
+                queue.jobs.removeFirst()
+            }
+            return nil
+        }
+    }
+
+    fileprivate func workerLoop() {
+        while true {
+            wakeup.wait()
+            while let job = nextJob() { job.work() }
+        }
+    }
+
+    fileprivate static let currentKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// A per-thread scratch area of at least `floats` elements, valid until the same thread asks
+    /// again. Kernels use it for im2col columns so that running allocates nothing once warm.
+    static func scratch(floats: Int) -> UnsafeMutablePointer<Float> {
+        let bytes = max(floats, 1) * MemoryLayout<Float>.stride
+        if let pointer = pthread_getspecific(scratchKey) {
+            let area = Unmanaged<ScratchArea>.fromOpaque(pointer).takeUnretainedValue()
+            if area.capacity >= bytes { return area.base.assumingMemoryBound(to: Float.self) }
+            Unmanaged<ScratchArea>.fromOpaque(pointer).release()
+        }
+        let area = ScratchArea(capacity: bytes)
+        pthread_setspecific(scratchKey, Unmanaged.passRetained(area).toOpaque())
+        return area.base.assumingMemoryBound(to: Float.self)
+    }
+
+    private static let scratchKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key) { pointer in
+            if let pointer { Unmanaged<ScratchArea>.fromOpaque(pointer).release() }
+        }
+        return key
+    }()
+
+    static var currentPool: ComputePool? {
+        guard let pointer = pthread_getspecific(currentKey) else { return nil }
+        return Unmanaged<ComputePool>.fromOpaque(pointer).takeUnretainedValue()
+    }
+}
+
+private struct JobQueue {
+    var jobs: [Job] = []
+}
+
+/// One `parallelFor`: indices are claimed one at a time with an atomic counter.
+private final class Job: @unchecked Sendable {
+    // Only called for claimed indices, all of which finish before waitUntilDone returns; then
+    // the submitter clears it, so the closure never outlives its scope (withoutActuallyEscaping
+    // checks that) even if a worker still holds the job.
+    private var body: ((Int) -> Void)?
+    let count: Int
+    let next = Atomic<Int>(0)
+    let remaining: Atomic<Int>
+    let done = DispatchSemaphore(value: 0)
+
+    init(count: Int, body: @escaping (Int) -> Void) {
+        self.count = count
+        self.body = body
+        self.remaining = Atomic(count)
+    }
+
+    var hasUnclaimedWork: Bool { next.load(ordering: .relaxed) < count }
+
+    func work() {
+        while true {
+            let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
+            guard index < count else { return }
+            body!(index)
+            if remaining.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                done.signal()
+            }
+        }
+    }
+
+    func waitUntilDone() {
+        done.wait()
+        body = nil
+    }
+}
+
+private final class ResultBox<Success, Failure: Error>: @unchecked Sendable {
+    // Written by the one pool thread that runs the job, read after the job is done.
+    var result: Result<Success, Failure>?
+}
+
+private final class Thread: @unchecked Sendable {
+    // Owned by the thread it starts; never shared after start().
+    let pool: ComputePool
+    let index: Int
+
+    init(pool: ComputePool, index: Int) {
+        self.pool = pool
+        self.index = index
+    }
+
+    func start() {
+        let attributes = UnsafeMutablePointer<pthread_attr_t>.allocate(capacity: 1)
+        defer { attributes.deallocate() }
+        pthread_attr_init(attributes)
+        pthread_attr_setdetachstate(attributes, Int32(PTHREAD_CREATE_DETACHED))
+        pthread_attr_setstacksize(attributes, 8 << 20)
+        var handle = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let status = pthread_create(&handle, attributes, { context in
+            let thread = Unmanaged<Thread>.fromOpaque(context!).takeRetainedValue()
+            pthread_setspecific(ComputePool.currentKey, Unmanaged.passUnretained(thread.pool).toOpaque())
+            thread.pool.workerLoop()
+            return nil
+        }, context)
+        precondition(status == 0, "pthread_create failed: \(status)")
+        pthread_attr_destroy(attributes)
+    }
+}
+
+enum ProcessInfoCores {
+    /// Online cores, or `MAAS_COMPUTE_THREADS` when set (e.g. to match a taskset).
+    static var count: Int {
+        if let value = getenv("MAAS_COMPUTE_THREADS").flatMap({ Int(String(cString: $0)) }), value > 0 {
+            return value
+        }
+        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+}
+
+private final class ScratchArea {
+    let base: UnsafeMutableRawPointer
+    let capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        base = .allocate(byteCount: capacity, alignment: 64)
+    }
+
+    deinit {
+        base.deallocate()
+    }
+}

@@ -1,0 +1,344 @@
+public import MaaSCore
+import Synchronization
+
+/// A model ready to run: ops checked and ordered, constants folded, weights pre-packed.
+/// Execution plans (buffers sized for one set of input shapes) are built on first use and kept.
+///
+/// ```swift
+/// let model = try CompiledModel(graph: try ONNXModel.load(path: "model.onnx"))
+/// let outputs = try model.run(["input": try Tensor(values, shape: [8, 10])])
+/// ```
+///
+/// Safe to call from any thread; runs with the same input shapes take turns on one plan.
+public final class CompiledModel: Sendable {
+    public let graph: ModelGraph
+    let pool: ComputePool
+    let steps: [Step]
+    /// Value slots: graph inputs first, then everything nodes produce; constants are separate.
+    let valueCount: Int
+    let inputSlots: [Int]
+    let outputSlots: [Int]
+    let constants: [Int: Tensor]
+    private let plans = Mutex(PlanCache())
+
+    struct Step: Sendable {
+        let node: Node
+        let kernel: any Kernel
+        let inputs: [Int?]
+        let outputs: [Int]
+    }
+
+    /// The most plans kept per model; a client sending ever-new shapes must not grow memory.
+    static let maxPlans = 16
+
+    public init(graph: ModelGraph, pool: ComputePool = .shared) throws(InferenceError) {
+        self.graph = graph
+        self.pool = pool
+        var slots: [String: Int] = [:]
+        var constants: [Int: Tensor] = [:]
+        var nextSlot = 0
+        func slot(_ name: String) -> Int {
+            if let existing = slots[name] { return existing }
+            slots[name] = nextSlot
+            nextSlot += 1
+            return nextSlot - 1
+        }
+        var seenInputs = Set<String>()
+        for input in graph.inputs {
+            guard seenInputs.insert(input.name).inserted else { throw .invalidModel("graph input '\(input.name)' is declared twice") }
+        }
+        self.inputSlots = graph.inputs.map { slot($0.name) }
+        for (name, tensor) in graph.initializers where slots[name] == nil {
+            constants[slot(name)] = tensor
+        }
+
+        let ordered = try Self.topologicalOrder(graph)
+        var steps: [Step] = []
+        for node in ordered {
+            let opset = graph.opset(for: node.domain) ?? 0
+            let inputSlots = node.inputs.map { $0.isEmpty ? nil : slots[$0] }
+            let known = inputSlots.map { $0.flatMap { constants[$0] } }
+            let kernel = try OpRegistry.make(NodeContext(node: node, opset: opset, constants: known))
+            for output in node.outputs where !output.isEmpty {
+                guard slots[output] == nil else { throw .invalidModel("\(node.label): output '\(output)' is already produced elsewhere") }
+            }
+            let outputSlots = node.outputs.map { slot($0) }
+            // Nodes whose inputs are all known now are computed once, at load.
+            let nonEmpty = inputSlots.compactMap { $0 }
+            if nonEmpty.allSatisfy({ constants[$0] != nil }) && Self.foldable(node) {
+                let values = try Self.evaluate(kernel, node: node, inputs: known, pool: pool)
+                for (index, slot) in outputSlots.enumerated() { constants[slot] = values[index] }
+                continue
+            }
+            steps.append(Step(node: node, kernel: kernel, inputs: inputSlots, outputs: outputSlots))
+        }
+        for output in graph.outputs {
+            guard slots[output.name] != nil else {
+                throw .invalidModel("graph output '\(output.name)' is not produced by any node, initializer or input")
+            }
+        }
+        self.steps = steps
+        self.constants = constants
+        self.valueCount = nextSlot
+        self.outputSlots = graph.outputs.map { slots[$0.name]! }
+    }
+
+    /// Ops with side effects or randomness would not be folded; all ours are pure.
+    static func foldable(_ node: Node) -> Bool { true }
+
+    /// Runs one forward pass.
+    /// - Parameter inputs: one tensor per graph input, by name.
+    /// - Returns: one tensor per graph output, by name.
+    public func run(_ inputs: [String: Tensor]) throws(InferenceError) -> [String: Tensor] {
+        var ordered: [Tensor] = []
+        for info in graph.inputs {
+            guard let tensor = inputs[info.name] else {
+                throw .invalidInput("missing input '\(info.name)'")
+            }
+            try Self.check(tensor, against: info)
+            ordered.append(tensor)
+        }
+        if let unknown = inputs.keys.first(where: { name in !graph.inputs.contains { $0.name == name } }) {
+            throw .invalidInput("unknown input '\(unknown)'; the model's inputs are \(graph.inputs.map(\.name))")
+        }
+        let plan = try plan(for: ordered.map(\.shape))
+        let feeds = ordered
+        return try pool.run { () throws(InferenceError) in try plan.execute(feeds) }
+            .enumerated().reduce(into: [:]) { result, item in result[graph.outputs[item.offset].name] = item.element }
+    }
+
+    /// The shapes the outputs will have for these input shapes (builds the plan if needed).
+    public func outputShapes(for inputShapes: [String: [Int]]) throws(InferenceError) -> [String: [Int]] {
+        var shapes: [[Int]] = []
+        for info in graph.inputs {
+            guard let shape = inputShapes[info.name] else { throw .invalidInput("missing input '\(info.name)'") }
+            shapes.append(shape)
+        }
+        let plan = try plan(for: shapes)
+        return Dictionary(uniqueKeysWithValues: zip(graph.outputs.map(\.name), plan.outputShapes))
+    }
+
+    static func check(_ tensor: Tensor, against info: ValueInfo) throws(InferenceError) {
+        guard tensor.dataType == info.dataType else {
+            throw .invalidInput("input '\(info.name)': expected \(info.dataType), got \(tensor.dataType)")
+        }
+        guard info.shape.isEmpty || tensor.shape.count == info.shape.count else {
+            throw .invalidInput("input '\(info.name)': expected rank \(info.shape.count) \(info.shape), got shape \(tensor.shape)")
+        }
+        for (index, dim) in info.shape.enumerated() {
+            if case .fixed(let expected) = dim, tensor.shape[index] != expected {
+                throw .invalidInput("input '\(info.name)': expected shape \(info.shape), got \(tensor.shape)")
+            }
+        }
+    }
+
+    func plan(for shapes: [[Int]]) throws(InferenceError) -> ExecutionPlan {
+        if let plan = plans.withLock({ $0.plan(for: shapes) }) { return plan }
+        let plan = try ExecutionPlan(model: self, inputShapes: shapes)
+        plans.withLock { $0.insert(plan, limit: Self.maxPlans) }
+        return plan
+    }
+
+    static func evaluate(_ kernel: any Kernel, node: Node, inputs: [Tensor?], pool: ComputePool) throws(InferenceError) -> [Tensor] {
+        let metas = inputs.map { $0.map { ValueMeta(constant: $0) } }
+        let outputMetas = try kernel.outputs(metas)
+        var outputs: [Tensor] = []
+        let aliases = kernel.aliases
+        for (index, meta) in outputMetas.enumerated() {
+            if let constant = meta.constant {
+                outputs.append(constant)
+            } else if let source = aliases[index], let input = inputs[source] {
+                // Reshapes and identities share their input's bytes.
+                outputs.append(try input.reshaped(meta.shape))
+            } else {
+                outputs.append(try Tensor(zeros: meta.dataType, shape: meta.shape))
+            }
+        }
+        if outputMetas.allSatisfy({ $0.constant != nil }) { return outputs }
+        let inputViews = inputs.map { $0.map { TensorView(base: $0.unsafeBaseAddress, shape: $0.shape, dataType: $0.dataType) } }
+        let outputViews = outputs.map { TensorView(base: $0.unsafeBaseAddress, shape: $0.shape, dataType: $0.dataType) }
+        do {
+            try kernel.run(inputViews, outputViews, pool: pool)
+        } catch {
+            throw InferenceError(error.code, "\(node.label): \(error.message)")
+        }
+        return outputs
+    }
+
+    /// Kahn's algorithm over value names; errors name a missing producer or a cycle.
+    static func topologicalOrder(_ graph: ModelGraph) throws(InferenceError) -> [Node] {
+        var producer: [String: Int] = [:]
+        for (index, node) in graph.nodes.enumerated() {
+            for output in node.outputs where !output.isEmpty {
+                if producer[output] != nil || graph.initializers[output] != nil || graph.inputs.contains(where: { $0.name == output }) {
+                    throw .invalidModel("\(node.label): output '\(output)' is already produced elsewhere")
+                }
+                producer[output] = index
+            }
+        }
+        let available = Set(graph.inputs.map(\.name)).union(graph.initializers.keys)
+        var waiting = [Int](repeating: 0, count: graph.nodes.count)
+        var consumers: [Int: [Int]] = [:]
+        for (index, node) in graph.nodes.enumerated() {
+            for input in node.inputs where !input.isEmpty && !available.contains(input) {
+                guard let source = producer[input] else {
+                    throw .invalidModel("\(node.label): input '\(input)' is not produced by any node, initializer or graph input")
+                }
+                waiting[index] += 1
+                consumers[source, default: []].append(index)
+            }
+        }
+        var ready = (0..<graph.nodes.count).filter { waiting[$0] == 0 }
+        var order: [Node] = []
+        while let index = ready.first {
+            ready.removeFirst()
+            order.append(graph.nodes[index])
+            for consumer in consumers[index] ?? [] {
+                waiting[consumer] -= 1
+                if waiting[consumer] == 0 { ready.append(consumer) }
+            }
+        }
+        if order.count < graph.nodes.count {
+            let stuck = (0..<graph.nodes.count).filter { waiting[$0] > 0 }.prefix(5).map { graph.nodes[$0].label }
+            throw .invalidModel("the graph has a cycle through \(stuck.joined(separator: ", "))")
+        }
+        return order
+    }
+}
+
+struct PlanCache {
+    var plans: [ExecutionPlan] = []
+
+    mutating func plan(for shapes: [[Int]]) -> ExecutionPlan? {
+        guard let index = plans.firstIndex(where: { $0.inputShapes == shapes }) else { return nil }
+        let plan = plans.remove(at: index)
+        plans.append(plan)  // most recently used last
+        return plan
+    }
+
+    mutating func insert(_ plan: ExecutionPlan, limit: Int) {
+        if plans.contains(where: { $0.inputShapes == plan.inputShapes }) { return }
+        if plans.count >= limit { plans.removeFirst() }
+        plans.append(plan)
+    }
+}
+
+/// Buffers and steps for one set of input shapes: shapes inferred, shape-only subgraphs folded,
+/// every intermediate allocated once. Runs take turns.
+final class ExecutionPlan: Sendable {
+    let inputShapes: [[Int]]
+    let outputShapes: [[Int]]
+    private let state: Mutex<State>
+
+    private struct State: @unchecked Sendable {
+        // Buffers are only touched by the run that holds the mutex.
+        var buffers: [Tensor]
+        var views: [TensorView?]
+        var steps: [(kernel: any Kernel, inputs: [Int?], outputs: [Int])]
+        var inputSlots: [Int]
+        var outputSlots: [Int]
+        var outputConstants: [Tensor?]
+    }
+
+    init(model: CompiledModel, inputShapes: [[Int]]) throws(InferenceError) {
+        self.inputShapes = inputShapes
+        var metas = [ValueMeta?](repeating: nil, count: model.valueCount)
+        var views = [TensorView?](repeating: nil, count: model.valueCount)
+        var buffers: [Tensor] = []
+        func allocate(_ slot: Int, _ meta: ValueMeta) throws(InferenceError) {
+            let tensor = try Tensor(zeros: meta.dataType, shape: meta.shape)
+            buffers.append(tensor)
+            views[slot] = TensorView(base: tensor.unsafeBaseAddress, shape: meta.shape, dataType: meta.dataType)
+        }
+        for (slot, tensor) in model.constants {
+            metas[slot] = ValueMeta(constant: tensor)
+            views[slot] = TensorView(base: tensor.unsafeBaseAddress, shape: tensor.shape, dataType: tensor.dataType)
+        }
+        for (index, slot) in model.inputSlots.enumerated() {
+            let meta = ValueMeta(model.graph.inputs[index].dataType, inputShapes[index])
+            metas[slot] = meta
+            try allocate(slot, meta)
+        }
+        var steps: [(kernel: any Kernel, inputs: [Int?], outputs: [Int])] = []
+        for step in model.steps {
+            let inputMetas = step.inputs.map { $0.flatMap { metas[$0] } }
+            let outputMetas: [ValueMeta]
+            do {
+                outputMetas = try step.kernel.outputs(inputMetas)
+            } catch {
+                throw InferenceError(error.code, "\(step.node.label): \(error.message)")
+            }
+            let nonEmpty = step.inputs.compactMap { $0 }
+            if nonEmpty.allSatisfy({ metas[$0]?.constant != nil }) {
+                // Shape-only subgraphs (Shape → Gather → Concat → Reshape) fold here.
+                let values = try CompiledModel.evaluate(step.kernel, node: step.node, inputs: step.inputs.map { $0.flatMap { metas[$0]?.constant } }, pool: model.pool)
+                for (index, slot) in step.outputs.enumerated() {
+                    metas[slot] = ValueMeta(constant: values[index])
+                    views[slot] = TensorView(base: values[index].unsafeBaseAddress, shape: values[index].shape, dataType: values[index].dataType)
+                    buffers.append(values[index])
+                }
+                continue
+            }
+            for (index, slot) in step.outputs.enumerated() {
+                var meta = outputMetas[index]
+                if let constant = meta.constant {
+                    // Known regardless of input values (Shape of a non-constant input).
+                    metas[slot] = meta
+                    views[slot] = TensorView(base: constant.unsafeBaseAddress, shape: constant.shape, dataType: constant.dataType)
+                    buffers.append(constant)
+                    continue
+                }
+                meta.constant = nil
+                metas[slot] = meta
+                if let source = step.kernel.aliases[index], let input = step.inputs[source], let view = views[input] {
+                    views[slot] = TensorView(base: view.base, shape: meta.shape, dataType: meta.dataType)
+                } else {
+                    try allocate(slot, meta)
+                }
+            }
+            if outputMetas.allSatisfy({ $0.constant != nil }) { continue }
+            steps.append((step.kernel, step.inputs, step.outputs))
+        }
+        var outputShapes: [[Int]] = []
+        var outputConstants: [Tensor?] = []
+        for slot in model.outputSlots {
+            guard let meta = metas[slot] else { throw .invalidModel("graph output has no value") }
+            outputShapes.append(meta.shape)
+            outputConstants.append(meta.constant)
+        }
+        self.outputShapes = outputShapes
+        state = Mutex(State(
+            buffers: buffers, views: views, steps: steps,
+            inputSlots: model.inputSlots, outputSlots: model.outputSlots, outputConstants: outputConstants))
+    }
+
+    /// Copies inputs in, runs every step, copies outputs out. Called on a pool thread.
+    func execute(_ inputs: [Tensor]) throws(InferenceError) -> [Tensor] {
+        let pool = ComputePool.currentPool ?? ComputePool.shared
+        return try state.withLock { state throws(InferenceError) -> [Tensor] in
+            for (index, slot) in state.inputSlots.enumerated() {
+                let view = state.views[slot]!
+                inputs[index].withUnsafeBytes { bytes in
+                    if bytes.count > 0 { view.base.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+                }
+            }
+            for step in state.steps {
+                try step.kernel.run(step.inputs.map { $0.flatMap { state.views[$0] } }, step.outputs.map { state.views[$0]! }, pool: pool)
+            }
+            var outputs: [Tensor] = []
+            for (index, slot) in state.outputSlots.enumerated() {
+                if let constant = state.outputConstants[index] {
+                    outputs.append(constant)
+                    continue
+                }
+                let view = state.views[slot]!
+                var tensor = try Tensor(zeros: view.dataType, shape: view.shape)
+                tensor.withUnsafeMutableBytes { bytes in
+                    if bytes.count > 0 { bytes.baseAddress!.copyMemory(from: view.base, byteCount: bytes.count) }
+                }
+                outputs.append(tensor)
+            }
+            return outputs
+        }
+    }
+}

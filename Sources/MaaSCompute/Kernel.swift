@@ -1,0 +1,118 @@
+import MaaSCore
+
+/// A value's element type and shape when a plan is built, and its contents if known then
+/// (initializers, folded constants, the output of Shape).
+struct ValueMeta {
+    var dataType: DataType
+    var shape: [Int]
+    var constant: Tensor?
+
+    init(_ dataType: DataType, _ shape: [Int], constant: Tensor? = nil) {
+        self.dataType = dataType
+        self.shape = shape
+        self.constant = constant
+    }
+
+    init(constant: Tensor) {
+        self.init(constant.dataType, constant.shape, constant: constant)
+    }
+
+    var count: Int { shape.reduce(1, *) }
+}
+
+/// A buffer as kernels see it while a plan runs: a pointer and a shape, owned by the plan.
+struct TensorView: @unchecked Sendable {
+    // Points into a plan's buffers; kernels write disjoint ranges from pool threads.
+    let base: UnsafeMutableRawPointer
+    let shape: [Int]
+    let dataType: DataType
+
+    var count: Int { shape.reduce(1, *) }
+    var floats: UnsafeMutablePointer<Float> { base.assumingMemoryBound(to: Float.self) }
+    func pointer<T>(_: T.Type) -> UnsafeMutablePointer<T> { base.assumingMemoryBound(to: T.self) }
+}
+
+/// One operator, ready to run: attributes parsed and constant weights pre-packed at load.
+protocol Kernel: Sendable {
+    /// Output types and shapes for these inputs (nil = omitted optional input). Throws with a
+    /// message naming what does not fit.
+    func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta]
+    /// Computes the outputs into buffers shaped as ``outputs(_:)`` said.
+    /// Throws only for data-dependent errors (an index out of range), before writing anything.
+    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError)
+    /// Output index → input index whose buffer it reuses unchanged (reshapes and identities).
+    var aliases: [Int: Int] { get }
+}
+
+extension Kernel {
+    var aliases: [Int: Int] { [:] }
+}
+
+/// What a kernel factory knows about a node: attributes with ONNX defaults, and the inputs
+/// whose values are known at load.
+struct NodeContext {
+    let node: Node
+    let opset: Int
+    let constants: [Tensor?]
+
+    func error(_ message: String) -> InferenceError {
+        .invalidModel("\(node.label): \(message)")
+    }
+
+    func int(_ name: String, _ defaultValue: Int) throws(InferenceError) -> Int {
+        switch node.attributes[name] {
+        case nil: return defaultValue
+        case .int(let value): return value
+        default: throw error("attribute '\(name)' must be an int")
+        }
+    }
+
+    func float(_ name: String, _ defaultValue: Float) throws(InferenceError) -> Float {
+        switch node.attributes[name] {
+        case nil: return defaultValue
+        case .float(let value): return value
+        case .int(let value): return Float(value)
+        default: throw error("attribute '\(name)' must be a float")
+        }
+    }
+
+    func ints(_ name: String) throws(InferenceError) -> [Int]? {
+        switch node.attributes[name] {
+        case nil: return nil
+        case .ints(let values): return values
+        default: throw error("attribute '\(name)' must be a list of ints")
+        }
+    }
+
+    func string(_ name: String, _ defaultValue: String) throws(InferenceError) -> String {
+        switch node.attributes[name] {
+        case nil: return defaultValue
+        case .string(let value): return value
+        default: throw error("attribute '\(name)' must be a string")
+        }
+    }
+
+    func tensor(_ name: String) throws(InferenceError) -> Tensor? {
+        switch node.attributes[name] {
+        case nil: return nil
+        case .tensor(let value): return value
+        default: throw error("attribute '\(name)' must be a tensor")
+        }
+    }
+
+    func requireInputs(_ range: ClosedRange<Int>) throws(InferenceError) {
+        let given = node.inputs.count
+        guard range.contains(given) else {
+            throw error("expects \(range.lowerBound == range.upperBound ? "\(range.lowerBound)" : "\(range.lowerBound)-\(range.upperBound)") inputs, got \(given)")
+        }
+    }
+}
+
+/// Normalizes an axis in `-rank..<rank`.
+func normalizeAxis(_ axis: Int, rank: Int, _ what: @autoclosure () -> String) throws(InferenceError) -> Int {
+    let normalized = axis < 0 ? axis + rank : axis
+    guard normalized >= 0, normalized < max(rank, 1) else {
+        throw .invalidInput("\(what()): axis \(axis) is out of range for rank \(rank)")
+    }
+    return normalized
+}

@@ -1,0 +1,287 @@
+import Glibc
+import MaaSCore
+
+/// Spatial attributes shared by Conv and the pools, for 1-D and 2-D inputs ([N, C, W] or
+/// [N, C, H, W]; 1-D is handled as H = 1).
+struct Window {
+    var kernel: [Int]
+    var strides: [Int]
+    var dilations: [Int]
+    var pads: [Int]  // begin..., end...
+    var autoPad: String
+    var ceilMode: Bool
+
+    init(_ context: NodeContext, kernel given: [Int]?, allowDilations: Bool = true) throws(InferenceError) {
+        let kernel: [Int]
+        if let given { kernel = given } else { kernel = try context.ints("kernel_shape") ?? [] }
+        guard !kernel.isEmpty, kernel.count <= 2, kernel.allSatisfy({ $0 > 0 }) else {
+            throw context.error("kernel_shape \(kernel) is not supported (1-D or 2-D windows with positive sizes)")
+        }
+        self.kernel = kernel
+        let rank = kernel.count
+        strides = try context.ints("strides") ?? [Int](repeating: 1, count: rank)
+        dilations = try context.ints("dilations") ?? [Int](repeating: 1, count: rank)
+        pads = try context.ints("pads") ?? [Int](repeating: 0, count: 2 * rank)
+        autoPad = try context.string("auto_pad", "NOTSET")
+        ceilMode = try context.int("ceil_mode", 0) != 0
+        guard strides.count == rank, strides.allSatisfy({ $0 > 0 }) else { throw context.error("strides \(strides) do not fit kernel \(kernel)") }
+        guard dilations.count == rank, dilations.allSatisfy({ $0 > 0 }) else { throw context.error("dilations \(dilations) do not fit kernel \(kernel)") }
+        guard pads.count == 2 * rank, pads.allSatisfy({ $0 >= 0 }) else { throw context.error("pads \(pads) do not fit kernel \(kernel)") }
+        guard ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"].contains(autoPad) else { throw context.error("auto_pad '\(autoPad)' is not supported") }
+        if !allowDilations && dilations.contains(where: { $0 != 1 }) { throw context.error("dilations are not supported here") }
+    }
+
+    /// Output spatial sizes and the pads actually used, for input spatial sizes `input`.
+    func resolve(_ input: [Int]) throws(InferenceError) -> (output: [Int], padBegin: [Int], padEnd: [Int]) {
+        let rank = kernel.count
+        guard input.count == rank else {
+            throw .invalidInput("input has \(input.count) spatial dims, the \(rank)-D window needs \(rank)")
+        }
+        var output: [Int] = [], begin: [Int] = [], end: [Int] = []
+        for d in 0..<rank {
+            let effective = (kernel[d] - 1) * dilations[d] + 1
+            var pb = pads[d], pe = pads[d + rank]
+            switch autoPad {
+            case "VALID":
+                pb = 0
+                pe = 0
+            case "SAME_UPPER", "SAME_LOWER":
+                let out = (input[d] + strides[d] - 1) / strides[d]
+                let total = max(0, (out - 1) * strides[d] + effective - input[d])
+                pb = autoPad == "SAME_UPPER" ? total / 2 : total - total / 2
+                pe = total - pb
+            default:
+                break
+            }
+            let span = input[d] + pb + pe - effective
+            guard span >= 0 else {
+                throw .invalidInput("window \(kernel) (dilations \(dilations)) is larger than the padded input \(input)")
+            }
+            var out = (ceilMode ? (span + strides[d] - 1) / strides[d] : span / strides[d]) + 1
+            // A last window that would start in the end padding is dropped (as onnxruntime does).
+            if ceilMode && (out - 1) * strides[d] >= input[d] + pb { out -= 1 }
+            output.append(out)
+            begin.append(pb)
+            end.append(pe)
+        }
+        return (output, begin, end)
+    }
+}
+
+/// Lifts 1-D geometry to 2-D with H = 1.
+private func twoD(_ values: [Int], _ fill: Int) -> [Int] { values.count == 1 ? [fill] + values : values }
+
+struct ConvKernel: Kernel {
+    let window: Window
+    let group: Int
+
+    init(_ context: NodeContext) throws(InferenceError) {
+        try context.requireInputs(2...3)
+        group = try context.int("group", 1)
+        guard group >= 1 else { throw context.error("group \(group) must be >= 1") }
+        var kernel = try context.ints("kernel_shape")
+        if kernel == nil, let weight = context.constants[1], weight.rank >= 3 { kernel = Array(weight.shape.dropFirst(2)) }
+        window = try Window(context, kernel: kernel)
+    }
+
+    func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
+        guard let x = inputs[0], let w = inputs[1] else { throw .invalidModel("missing input") }
+        guard x.dataType == .float32, w.dataType == .float32 else { throw .unsupported("Conv on \(x.dataType) is not supported (float32 only)") }
+        let rank = window.kernel.count
+        guard x.shape.count == rank + 2, w.shape.count == rank + 2 else {
+            throw .invalidInput("input \(x.shape) and weight \(w.shape) must have rank \(rank + 2) for a \(rank)-D Conv")
+        }
+        let (channels, filters) = (x.shape[1], w.shape[0])
+        guard channels % group == 0, filters % group == 0, w.shape[1] == channels / group else {
+            throw .invalidInput("weight \(w.shape) does not fit \(channels) input channels in \(group) groups")
+        }
+        guard Array(w.shape.dropFirst(2)) == window.kernel else {
+            throw .invalidInput("weight \(w.shape) does not match kernel_shape \(window.kernel)")
+        }
+        if inputs.count > 2, let b = inputs[2], b.shape != [filters] {
+            throw .invalidInput("bias \(b.shape) must be [\(filters)]")
+        }
+        let (output, _, _) = try window.resolve(Array(x.shape.dropFirst(2)))
+        return [ValueMeta(.float32, [x.shape[0], filters] + output)]
+    }
+
+    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
+        let x = inputs[0]!, w = inputs[1]!, y = outputs[0]
+        let bias = inputs.count > 2 ? inputs[2] : nil
+        let (_, padBegin, _) = try window.resolve(Array(x.shape.dropFirst(2)))
+        let inSize = twoD(Array(x.shape.dropFirst(2)), 1), outSize = twoD(Array(y.shape.dropFirst(2)), 1)
+        let kernel = twoD(window.kernel, 1), stride = twoD(window.strides, 1), dilation = twoD(window.dilations, 1)
+        let pad = twoD(padBegin, 0)
+        let (batch, channels, filters) = (x.shape[0], x.shape[1], y.shape[1])
+        let groupChannels = channels / group, groupFilters = filters / group
+        let columns = outSize[0] * outSize[1]
+        let patch = groupChannels * kernel[0] * kernel[1]
+        let geometry = Im2Col(
+            channels: groupChannels, height: inSize[0], width: inSize[1], kernel: kernel, stride: stride,
+            dilation: dilation, pad: pad, outHeight: outSize[0], outWidth: outSize[1])
+        let px = x.floats, pw = w.floats, py = y.floats, pb = bias?.floats
+        let group = self.group
+        // One (image, group) pair per task when there are enough; otherwise the GEMM's columns
+        // spread over the pool.
+        let tasks = batch * group
+        let perTask: (Int, Bool) -> Void = { task, nested in
+            let (n, g) = (task / group, task % group)
+            let col = ComputePool.scratch(floats: patch * columns)
+            geometry.fill(col, from: px + (n * channels + g * groupChannels) * inSize[0] * inSize[1])
+            let out = py + (n * filters + g * groupFilters) * columns
+            if let pb {
+                for f in 0..<groupFilters { (out + f * columns).update(repeating: pb[g * groupFilters + f], count: columns) }
+            }
+            var gemm = TiledGEMM(
+                m: groupFilters, n: columns, k: patch, a: pw + g * groupFilters * patch, lda: patch,
+                b: col, ldb: columns, c: out)
+            gemm.accumulate = pb != nil
+            if nested { gemm.run(pool: pool) } else { gemm.runSingle() }
+        }
+        if tasks >= pool.threadCount {
+            pool.parallelFor(tasks) { perTask($0, false) }
+        } else {
+            for task in 0..<tasks { perTask(task, true) }
+        }
+    }
+}
+
+/// Unfolds image patches into columns so a convolution becomes one GEMM.
+struct Im2Col: Sendable {
+    let channels: Int, height: Int, width: Int
+    let kernel: [Int], stride: [Int], dilation: [Int], pad: [Int]
+    let outHeight: Int, outWidth: Int
+
+    func fill(_ col: UnsafeMutablePointer<Float>, from image: UnsafePointer<Float>) {
+        var row = 0
+        for c in 0..<channels {
+            let plane = image + c * height * width
+            for kh in 0..<kernel[0] {
+                for kw in 0..<kernel[1] {
+                    let target = col + row * outHeight * outWidth
+                    for oh in 0..<outHeight {
+                        let ih = oh * stride[0] - pad[0] + kh * dilation[0]
+                        let line = target + oh * outWidth
+                        if ih < 0 || ih >= height {
+                            line.update(repeating: 0, count: outWidth)
+                            continue
+                        }
+                        let source = plane + ih * width
+                        for ow in 0..<outWidth {
+                            let iw = ow * stride[1] - pad[1] + kw * dilation[1]
+                            line[ow] = iw >= 0 && iw < width ? source[iw] : 0
+                        }
+                    }
+                    row += 1
+                }
+            }
+        }
+    }
+}
+
+/// MaxPool and AveragePool (count_include_pad), 1-D and 2-D.
+struct PoolKernel: Kernel {
+    let window: Window
+    let isMax: Bool
+    let countIncludePad: Bool
+
+    init(_ context: NodeContext) throws(InferenceError) {
+        try context.requireInputs(1...1)
+        isMax = context.node.opType == "MaxPool"
+        if isMax, context.node.outputs.count > 1, !context.node.outputs[1].isEmpty {
+            throw context.error("the Indices output of MaxPool is not supported")
+        }
+        if try context.int("storage_order", 0) != 0 { throw context.error("storage_order=1 is not supported") }
+        window = try Window(context, kernel: nil, allowDilations: isMax || context.opset >= 19)
+        countIncludePad = try context.int("count_include_pad", 0) != 0
+    }
+
+    func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
+        guard let x = inputs[0], x.dataType == .float32 else { throw .unsupported("expects a float32 input") }
+        guard x.shape.count == window.kernel.count + 2 else {
+            throw .invalidInput("input \(x.shape) must have rank \(window.kernel.count + 2)")
+        }
+        let (output, _, _) = try window.resolve(Array(x.shape.dropFirst(2)))
+        return [ValueMeta(.float32, Array(x.shape.prefix(2)) + output)]
+    }
+
+    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
+        let x = inputs[0]!, y = outputs[0]
+        let (_, begin, end) = try window.resolve(Array(x.shape.dropFirst(2)))
+        let inSize = twoD(Array(x.shape.dropFirst(2)), 1), outSize = twoD(Array(y.shape.dropFirst(2)), 1)
+        let kernel = twoD(window.kernel, 1), stride = twoD(window.strides, 1), dilation = twoD(window.dilations, 1)
+        let padBegin = twoD(begin, 0), padEnd = twoD(end, 0)
+        let planes = x.shape[0] * x.shape[1]
+        let px = x.floats, py = y.floats
+        let (isMax, includePad) = (isMax, countIncludePad)
+        forEachChunk(planes, pool: pool, grain: max(1, 16384 / max(outSize[0] * outSize[1] * kernel[0] * kernel[1], 1))) { range in
+            for plane in range {
+                let input = px + plane * inSize[0] * inSize[1]
+                let output = py + plane * outSize[0] * outSize[1]
+                for oh in 0..<outSize[0] {
+                    for ow in 0..<outSize[1] {
+                        let hStart = oh * stride[0] - padBegin[0], wStart = ow * stride[1] - padBegin[1]
+                        if isMax {
+                            var best = -Float.infinity
+                            for kh in 0..<kernel[0] {
+                                let ih = hStart + kh * dilation[0]
+                                if ih < 0 || ih >= inSize[0] { continue }
+                                for kw in 0..<kernel[1] {
+                                    let iw = wStart + kw * dilation[1]
+                                    if iw < 0 || iw >= inSize[1] { continue }
+                                    best = max(best, input[ih * inSize[1] + iw])
+                                }
+                            }
+                            output[oh * outSize[1] + ow] = best
+                        } else {
+                            let hEnd = min(hStart + (kernel[0] - 1) * dilation[0] + 1, inSize[0] + padEnd[0])
+                            let wEnd = min(wStart + (kernel[1] - 1) * dilation[1] + 1, inSize[1] + padEnd[1])
+                            var sum: Float = 0
+                            var valid = 0
+                            var total = 0
+                            var ih = hStart
+                            while ih < hEnd {
+                                var iw = wStart
+                                while iw < wEnd {
+                                    total += 1
+                                    if ih >= 0 && ih < inSize[0] && iw >= 0 && iw < inSize[1] {
+                                        sum += input[ih * inSize[1] + iw]
+                                        valid += 1
+                                    }
+                                    iw += dilation[1]
+                                }
+                                ih += dilation[0]
+                            }
+                            let divisor = includePad ? total : valid
+                            output[oh * outSize[1] + ow] = divisor > 0 ? sum / Float(divisor) : 0
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct GlobalAveragePoolKernel: Kernel {
+    init(_ context: NodeContext) throws(InferenceError) {
+        try context.requireInputs(1...1)
+    }
+
+    func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
+        guard let x = inputs[0], x.dataType == .float32, x.shape.count >= 3 else {
+            throw .unsupported("expects a float32 input of rank >= 3")
+        }
+        return [ValueMeta(.float32, Array(x.shape.prefix(2)) + [Int](repeating: 1, count: x.shape.count - 2))]
+    }
+
+    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) {
+        let x = inputs[0]!, y = outputs[0]
+        let spatial = x.shape.dropFirst(2).reduce(1, *)
+        let px = x.floats, py = y.floats
+        for plane in 0..<y.count {
+            var sum: Float = 0
+            for i in 0..<spatial { sum += px[plane * spatial + i] }
+            py[plane] = spatial > 0 ? sum / Float(spatial) : 0
+        }
+    }
+}

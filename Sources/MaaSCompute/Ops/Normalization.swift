@@ -1,0 +1,294 @@
+import Glibc
+import MaaSCore
+
+/// Softmax and LogSoftmax. Before opset 13 the input is coerced to 2-D at `axis` (default 1)
+/// and normalized over everything after it; from 13 on, over the one `axis` (default -1).
+struct SoftmaxKernel: Kernel {
+    let axis: Int
+    let log: Bool
+    let legacy: Bool
+
+    init(_ context: NodeContext) throws(InferenceError) {
+        try context.requireInputs(1...1)
+        legacy = context.opset < 13
+        axis = try context.int("axis", legacy ? 1 : -1)
+        log = context.node.opType == "LogSoftmax"
+    }
+
+    func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
+        guard let data = inputs[0], data.dataType == .float32 else { throw .unsupported("expects a float32 input") }
+        _ = try normalizeAxis(axis, rank: data.shape.count, "Softmax")
+        return [ValueMeta(.float32, data.shape)]
+    }
+
+    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
+        let x = inputs[0]!.floats, y = outputs[0].floats
+        let shape = outputs[0].shape
+        let axis = try normalizeAxis(self.axis, rank: shape.count, "Softmax")
+        // (outer, length, inner): normalize over `length` elements spaced `inner` apart.
+        let outer = shape[..<axis].reduce(1, *)
+        let length = legacy ? shape[axis...].reduce(1, *) : shape[axis]
+        let inner = legacy ? 1 : shape[(axis + 1)...].reduce(1, *)
+        let log = self.log
+        forEachChunk(outer * inner, pool: pool, grain: max(1, 4096 / max(length, 1))) { range in
+            for lane in range {
+                let base = (lane / inner) * length * inner + lane % inner
+                var maximum = -Float.infinity
+                for j in 0..<length { maximum = max(maximum, x[base + j * inner]) }
+                var sum: Float = 0
+                for j in 0..<length {
+                    let e = expf(x[base + j * inner] - maximum)
+                    y[base + j * inner] = e
+                    sum += e
+                }
+                if log {
+                    let logSum = logf(sum)
+                    for j in 0..<length { y[base + j * inner] = x[base + j * inner] - maximum - logSum }
+                } else {
+                    let scale = 1 / sum
+                    for j in 0..<length { y[base + j * inner] *= scale }
+                }
+            }
+        }
+    }
+}
+
+/// BatchNormalization at inference: per channel (axis 1), y = x · a + b with a and b folded
+/// from scale, bias, mean and variance at load.
+struct BatchNormalizationKernel: Kernel {
+    let epsilon: Float
+    let folded: (scale: [Float], shift: [Float])?
+
+    init(_ context: NodeContext) throws(InferenceError) {
+        try context.requireInputs(5...5)
+        epsilon = try context.float("epsilon", 1e-5)
+        if try context.int("training_mode", 0) != 0 {
+            throw context.error("training_mode=1 is not supported (inference only)")
+        }
+        if context.node.outputs.count > 1 {
+            throw context.error("running mean/variance outputs (training) are not supported")
+        }
+        if let scale = context.constants[1], let bias = context.constants[2], let mean = context.constants[3], let variance = context.constants[4],
+            [scale, bias, mean, variance].allSatisfy({ $0.dataType == .float32 && $0.rank == 1 && $0.shape == scale.shape })
+        {
+            let s = scale.scalars(as: Float.self), b = bias.scalars(as: Float.self)
+            let m = mean.scalars(as: Float.self), v = variance.scalars(as: Float.self)
+            let eps = epsilon
+            let a = (0..<s.count).map { s[$0] / sqrtf(v[$0] + eps) }
+            folded = (a, (0..<s.count).map { b[$0] - m[$0] * a[$0] })
+        } else {
+            folded = nil
+        }
+    }
+
+    func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
+        guard let x = inputs[0], x.dataType == .float32, x.shape.count >= 2 else {
+            throw .unsupported("expects a float32 input of rank >= 2")
+        }
+        for index in 1...4 {
+            guard let meta = inputs[index], meta.shape == [x.shape[1]] else {
+                throw .invalidInput("input \(index) must have shape [\(x.shape[1])], got \(inputs[index]?.shape ?? [])")
+            }
+        }
+        return [ValueMeta(.float32, x.shape)]
+    }
+
+    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) {
+        let x = inputs[0]!, y = outputs[0]
+        let channels = x.shape[1]
+        var scale: [Float], shift: [Float]
+        if let folded {
+            (scale, shift) = folded
+        } else {
+            let s = inputs[1]!.floats, b = inputs[2]!.floats, m = inputs[3]!.floats, v = inputs[4]!.floats
+            scale = (0..<channels).map { s[$0] / sqrtf(v[$0] + epsilon) }
+            shift = (0..<channels).map { b[$0] - m[$0] * scale[$0] }
+        }
+        let spatial = x.shape[2...].reduce(1, *)
+        let px = x.floats, py = y.floats
+        let batch = x.shape[0]
+        for n in 0..<batch {
+            for c in 0..<channels {
+                let base = (n * channels + c) * spatial
+                let (a, b) = (scale[c], shift[c])
+                for i in 0..<spatial { py[base + i] = px[base + i] * a + b }
+            }
+        }
+    }
+}
+
+/// LayerNormalization over the dims from `axis` on, with optional scale and bias.
+struct LayerNormalizationKernel: Kernel {
+    let axis: Int
+    let epsilon: Float
+
+    init(_ context: NodeContext) throws(InferenceError) {
+        try context.requireInputs(2...3)
+        axis = try context.int("axis", -1)
+        epsilon = try context.float("epsilon", 1e-5)
+        if context.node.outputs.count > 1, context.node.outputs.dropFirst().contains(where: { !$0.isEmpty }) {
+            throw context.error("Mean and InvStdDev outputs are not supported")
+        }
+        if try context.int("stash_type", 1) != 1 {
+            throw context.error("stash_type other than float32 is not supported")
+        }
+    }
+
+    func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
+        guard let x = inputs[0], x.dataType == .float32 else { throw .unsupported("expects a float32 input") }
+        let axis = try normalizeAxis(self.axis, rank: x.shape.count, "LayerNormalization")
+        let normalized = Array(x.shape[axis...])
+        for index in 1..<inputs.count {
+            guard let meta = inputs[index] else { continue }
+            guard Shape.broadcast(normalized, meta.shape) == normalized else {
+                throw .invalidInput("input \(index) shape \(meta.shape) does not broadcast to \(normalized)")
+            }
+        }
+        return [ValueMeta(.float32, x.shape)]
+    }
+
+    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
+        let x = inputs[0]!, y = outputs[0]
+        let axis = try normalizeAxis(self.axis, rank: x.shape.count, "LayerNormalization")
+        let size = x.shape[axis...].reduce(1, *)
+        let rows = x.count / max(size, 1)
+        let scale = inputs[1].map { $0.count == 1 ? [Float](repeating: $0.floats[0], count: size) : Array(UnsafeBufferPointer(start: $0.floats, count: size)) }
+        let bias = inputs.count > 2 ? inputs[2].map { $0.count == 1 ? [Float](repeating: $0.floats[0], count: size) : Array(UnsafeBufferPointer(start: $0.floats, count: size)) } : nil
+        let px = x.floats, py = y.floats, epsilon = self.epsilon
+        forEachChunk(rows, pool: pool, grain: max(1, 8192 / max(size, 1))) { range in
+            for row in range {
+                let input = px + row * size, output = py + row * size
+                var mean: Float = 0
+                for i in 0..<size { mean += input[i] }
+                mean /= Float(size)
+                var variance: Float = 0
+                for i in 0..<size {
+                    let d = input[i] - mean
+                    variance += d * d
+                }
+                let inverse = 1 / sqrtf(variance / Float(size) + epsilon)
+                for i in 0..<size {
+                    var value = (input[i] - mean) * inverse
+                    if let scale { value *= scale[i] }
+                    if let bias { value += bias[i] }
+                    output[i] = value
+                }
+            }
+        }
+    }
+}
+
+/// ReduceMean: axes from the attribute (before opset 18) or the optional second input.
+struct ReduceMeanKernel: Kernel {
+    let axesAttribute: [Int]?
+    let keepDims: Bool
+    let noopWithEmptyAxes: Bool
+    let opset: Int
+
+    init(_ context: NodeContext) throws(InferenceError) {
+        opset = context.opset
+        try context.requireInputs(opset < 18 ? 1...1 : 1...2)
+        axesAttribute = opset < 18 ? try context.ints("axes") : nil
+        keepDims = try context.int("keepdims", 1) != 0
+        noopWithEmptyAxes = try context.int("noop_with_empty_axes", 0) != 0
+    }
+
+    func axes(_ inputs: [ValueMeta?], rank: Int) throws(InferenceError) -> [Int] {
+        var axes = axesAttribute ?? []
+        if opset >= 18, inputs.count > 1, inputs[1] != nil {
+            axes = try constantInts(inputs[1], "the axes input")
+        }
+        if axes.isEmpty { return noopWithEmptyAxes ? [] : Array(0..<rank) }
+        var normalized: [Int] = []
+        for axis in axes { normalized.append(try normalizeAxis(axis, rank: rank, "ReduceMean")) }
+        return Array(Set(normalized)).sorted()
+    }
+
+    func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
+        guard let x = inputs[0], x.dataType == .float32 else { throw .unsupported("expects a float32 input") }
+        let axes = try self.axes(inputs, rank: x.shape.count)
+        var shape: [Int] = []
+        for (dim, size) in x.shape.enumerated() {
+            if axes.contains(dim) {
+                if keepDims { shape.append(1) }
+            } else {
+                shape.append(size)
+            }
+        }
+        return [ValueMeta(.float32, shape)]
+    }
+
+    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
+        let x = inputs[0]!, y = outputs[0]
+        var axes = axesAttribute ?? []
+        if opset >= 18, inputs.count > 1, let view = inputs[1] {
+            axes = (0..<view.count).map { Int(view.pointer(Int64.self)[$0]) }
+        }
+        var normalized: [Int] = []
+        for axis in axes { normalized.append(try normalizeAxis(axis, rank: x.shape.count, "ReduceMean")) }
+        if normalized.isEmpty && !noopWithEmptyAxes { normalized = Array(0..<x.shape.count) }
+        let reduced = Set(normalized)
+        let outShape = x.shape.enumerated().map { reduced.contains($0.offset) ? 1 : $0.element }
+        let outStrides = Shape.strides(outShape)
+        let py = y.floats, px = x.floats
+        py.update(repeating: 0, count: y.count)
+        var index = [Int](repeating: 0, count: x.shape.count)
+        for flat in 0..<x.count {
+            var target = 0
+            for dim in 0..<index.count where !reduced.contains(dim) { target += index[dim] * outStrides[dim] }
+            py[target] += px[flat]
+            var dim = index.count - 1
+            while dim >= 0 {
+                index[dim] += 1
+                if index[dim] < x.shape[dim] { break }
+                index[dim] = 0
+                dim -= 1
+            }
+        }
+        let divisor = Float(normalized.reduce(1) { $0 * x.shape[$1] })
+        if divisor > 0 { for i in 0..<y.count { py[i] /= divisor } }
+    }
+}
+
+struct ArgMaxKernel: Kernel {
+    let axis: Int
+    let keepDims: Bool
+    let selectLast: Bool
+
+    init(_ context: NodeContext) throws(InferenceError) {
+        try context.requireInputs(1...1)
+        axis = try context.int("axis", 0)
+        keepDims = try context.int("keepdims", 1) != 0
+        selectLast = try context.int("select_last_index", 0) != 0
+    }
+
+    func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
+        guard let x = inputs[0], x.dataType == .float32 else { throw .unsupported("expects a float32 input") }
+        let axis = try normalizeAxis(self.axis, rank: x.shape.count, "ArgMax")
+        guard x.shape[axis] > 0 else { throw .invalidInput("ArgMax over an empty axis") }
+        var shape = x.shape
+        if keepDims { shape[axis] = 1 } else { shape.remove(at: axis) }
+        return [ValueMeta(.int64, shape)]
+    }
+
+    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
+        let x = inputs[0]!, y = outputs[0].pointer(Int64.self)
+        let axis = try normalizeAxis(self.axis, rank: x.shape.count, "ArgMax")
+        let outer = x.shape[..<axis].reduce(1, *), length = x.shape[axis], inner = x.shape[(axis + 1)...].reduce(1, *)
+        let px = x.floats
+        for o in 0..<outer {
+            for i in 0..<inner {
+                var best = 0
+                var bestValue = px[o * length * inner + i]
+                for j in 1..<max(length, 1) {
+                    let value = px[(o * length + j) * inner + i]
+                    if value > bestValue || (selectLast && value == bestValue) {
+                        best = j
+                        bestValue = value
+                    }
+                }
+                y[o * inner + i] = Int64(best)
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+/// NumPy `.npy` files (format versions 1.0-3.0), little-endian, C order.
+public enum NPY {
+    /// Reads an array. Errors say what is wrong: magic, version, header, dtype, order, size.
+    public static func decode(_ bytes: [UInt8], source: String = "array") throws(InferenceError) -> Tensor {
+        let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]  // \x93NUMPY
+        guard bytes.count >= 10, Array(bytes[0..<6]) == magic else {
+            throw .invalidInput("\(source): not a .npy file (wrong magic)")
+        }
+        let major = bytes[6]
+        let headerLength: Int
+        let headerStart: Int
+        switch major {
+        case 1:
+            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+            headerStart = 10
+        case 2, 3:
+            guard bytes.count >= 12 else { throw .invalidInput("\(source): truncated .npy header") }
+            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
+            headerStart = 12
+        default:
+            throw .invalidInput("\(source): unsupported .npy version \(major).\(bytes[7])")
+        }
+        guard headerStart + headerLength <= bytes.count else {
+            throw .invalidInput("\(source): truncated .npy header (\(headerLength) bytes announced, \(bytes.count - headerStart) present)")
+        }
+        let header = String(decoding: bytes[headerStart..<headerStart + headerLength], as: UTF8.self)
+        guard let descr = field("descr", in: header), let order = field("fortran_order", in: header),
+            let shapeText = field("shape", in: header)
+        else {
+            throw .invalidInput("\(source): malformed .npy header \(header.debugDescription)")
+        }
+        let dtype = descr.trimmingQuotes()
+        guard let dataType = dataType(for: dtype) else {
+            throw .invalidInput("\(source): unsupported dtype '\(dtype)' (supported: <f4 <f8 <i8 <i4 <i2 |i1 |u1 <u2 <u4 <u8 |b1)")
+        }
+        guard order == "False" else {
+            throw .invalidInput("\(source): Fortran-ordered arrays are not supported; save with np.ascontiguousarray")
+        }
+        var shape: [Int] = []
+        for part in shapeText.dropFirst().dropLast().split(separator: ",") {
+            let text = part.filter { $0 != " " && $0 != "L" }
+            guard let dim = Int(text), dim >= 0 else { throw .invalidInput("\(source): bad shape \(shapeText)") }
+            shape.append(dim)
+        }
+        let dataStart = headerStart + headerLength
+        let expected: Int
+        do {
+            expected = try Shape.elementCount(shape) * dataType.byteSize!
+        } catch {
+            throw .invalidInput("\(source): shape \(shape) is too large")
+        }
+        guard bytes.count - dataStart == expected else {
+            throw .invalidInput("\(source): \(bytes.count - dataStart) bytes of data, but shape \(shape) of \(dtype) needs \(expected) (truncated?)")
+        }
+        return try bytes.withUnsafeBufferPointer { buffer throws(InferenceError) in
+            try Tensor(dataType: dataType, shape: shape, bytes: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[dataStart...]))
+        }
+    }
+
+    /// Writes a version 1.0 file, header padded so the data starts 64-byte aligned.
+    public static func encode(_ tensor: Tensor) throws(InferenceError) -> [UInt8] {
+        guard let descr = descr(for: tensor.dataType) else {
+            throw .unsupported("cannot write \(tensor.dataType) to .npy")
+        }
+        let shape = tensor.shape.count == 1 ? "(\(tensor.shape[0]),)" : "(\(tensor.shape.map(String.init).joined(separator: ", ")))"
+        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }"
+        let unpadded = 10 + header.utf8.count + 1
+        header += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
+        var bytes: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0]
+        let length = header.utf8.count
+        bytes += [UInt8(length & 0xFF), UInt8(length >> 8)]
+        bytes += Array(header.utf8)
+        tensor.withUnsafeBytes { bytes += $0 }
+        return bytes
+    }
+
+    private static func field(_ name: String, in header: String) -> String? {
+        guard let range = header.firstRange(of: "'\(name)':") else { return nil }
+        var rest = header[range.upperBound...].drop { $0 == " " }
+        if rest.first == "(" {
+            guard let close = rest.firstIndex(of: ")") else { return nil }
+            return String(rest[...close])
+        }
+        rest = rest.prefix { $0 != "," && $0 != "}" }
+        return String(rest).trimmingSpaces()
+    }
+
+    private static let table: [(String, DataType)] = [
+        ("<f4", .float32), ("<f8", .float64), ("<i8", .int64), ("<i4", .int32), ("<i2", .int16),
+        ("|i1", .int8), ("|u1", .uint8), ("<u2", .uint16), ("<u4", .uint32), ("<u8", .uint64), ("|b1", .bool),
+    ]
+
+    private static func dataType(for descr: String) -> DataType? {
+        table.first { $0.0 == descr }?.1
+    }
+
+    private static func descr(for type: DataType) -> String? {
+        table.first { $0.1 == type }?.0
+    }
+}
+
+extension String {
+    fileprivate func trimmingSpaces() -> String {
+        String(drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
+    }
+
+    fileprivate func trimmingQuotes() -> String {
+        filter { $0 != "'" && $0 != "\"" }
+    }
+}
