@@ -1,0 +1,168 @@
+"""Small ONNX graphs, one per operator edge case, built with the `onnx` package."""
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+F = TensorProto.FLOAT
+I64 = TensorProto.INT64
+
+
+def model(nodes, inputs, outputs, initializers=(), opset=17, extra_opsets=()):
+    graph = helper.make_graph(
+        nodes, "case",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
+        [numpy_helper.from_array(np.asarray(v), n) for n, v in initializers])
+    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in extra_opsets]
+    m = helper.make_model(graph, opset_imports=opsets)
+    m.ir_version = 8
+    return m
+
+
+def rand(*shape, seed=0):
+    return np.asarray(np.random.default_rng(seed + sum(shape)).standard_normal(shape), dtype=np.float32)
+
+
+def binary(op, a_shape, b_shape):
+    return (model([helper.make_node(op, ["a", "b"], ["y"])], [("a", F, a_shape), ("b", F, b_shape)], [("y", F, None)]),
+            {"a": rand(*a_shape), "b": np.asarray(rand(*b_shape, seed=1) + (3.0 if op == "Div" else 0.0), dtype=np.float32)})
+
+
+def unary(op, shape=(2, 3, 5), opset=17, **attrs):
+    return (model([helper.make_node(op, ["x"], ["y"], **attrs)], [("x", F, shape)], [("y", F, None)], opset=opset),
+            {"x": rand(*shape) * 3})
+
+
+def gemm(m, k, n, trans_a=0, trans_b=0, alpha=1.0, beta=1.0, c_shape=(), weights_constant=True):
+    a_shape = (k, m) if trans_a else (m, k)
+    b_shape = (n, k) if trans_b else (k, n)
+    inputs = [("a", F, a_shape)]
+    inits = []
+    feeds = {"a": rand(*a_shape)}
+    names = ["a", "b"]
+    if weights_constant:
+        inits.append(("b", rand(*b_shape, seed=2)))
+    else:
+        inputs.append(("b", F, b_shape))
+        feeds["b"] = rand(*b_shape, seed=2)
+    if c_shape is not None:
+        inits.append(("c", rand(*c_shape, seed=3) if c_shape != () else np.float32(0.5)))
+        names.append("c")
+    node = helper.make_node("Gemm", names, ["y"], transA=trans_a, transB=trans_b, alpha=alpha, beta=beta)
+    return model([node], inputs, [("y", F, None)], inits), feeds
+
+
+def matmul(a_shape, b_shape, b_constant=True):
+    inputs = [("a", F, a_shape)]
+    feeds = {"a": rand(*a_shape)}
+    inits = []
+    if b_constant:
+        inits.append(("b", rand(*b_shape, seed=4)))
+    else:
+        inputs.append(("b", F, b_shape))
+        feeds["b"] = rand(*b_shape, seed=4)
+    return model([helper.make_node("MatMul", ["a", "b"], ["y"])], inputs, [("y", F, None)], inits), feeds
+
+
+def conv(x_shape, w_shape, bias=True, **attrs):
+    names = ["x", "w"] + (["b"] if bias else [])
+    inits = [("w", rand(*w_shape, seed=5))] + ([("b", rand(w_shape[0], seed=6))] if bias else [])
+    return (model([helper.make_node("Conv", names, ["y"], **attrs)], [("x", F, x_shape)], [("y", F, None)], inits),
+            {"x": rand(*x_shape)})
+
+
+def pool(op, x_shape, opset=17, **attrs):
+    return (model([helper.make_node(op, ["x"], ["y"], **attrs)], [("x", F, x_shape)], [("y", F, None)], opset=opset),
+            {"x": rand(*x_shape)})
+
+
+def flatten_subgraph(batch):
+    """What torch.flatten exports at opset 11: Shape -> Gather -> Unsqueeze -> Concat -> Reshape."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n"], ["n1"], axes=[0]),
+        helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["y"]),
+    ]
+    inits = [("zero", np.array(0, dtype=np.int64)), ("minus1", np.array([-1], dtype=np.int64))]
+    return model(nodes, [("x", F, ["batch", 2, 3])], [("y", F, None)], inits, opset=11), {"x": rand(batch, 2, 3)}
+
+
+def cases():
+    c = {}
+    for op in ("Add", "Sub", "Mul", "Div"):
+        for a, b in [((2, 3, 4), (4,)), ((2, 1, 4), (3, 1)), ((1,), (2, 3)), ((2, 3), ()), ((3, 4), (3, 4)), ((4, 1, 3), (1, 5, 1))]:
+            c[f"{op}_{a}_{b}"] = binary(op, a, b)
+    for op, kw in [("Relu", {}), ("LeakyRelu", {"alpha": 0.2}), ("Sigmoid", {}), ("Tanh", {}), ("Erf", {}), ("Identity", {})]:
+        c[op] = unary(op, **kw)
+    c["Gelu_none"] = unary("Gelu", opset=20)
+    c["Gelu_tanh"] = unary("Gelu", opset=20, approximate="tanh")
+    c["Softmax_op11_axis1_rank3"] = unary("Softmax", opset=11, axis=1)
+    c["Softmax_op13_axis1_rank3"] = unary("Softmax", opset=13, axis=1)
+    c["LogSoftmax_op11_default"] = unary("LogSoftmax", opset=11)
+    c["LogSoftmax_op13_axis0"] = unary("LogSoftmax", opset=13, axis=0)
+    for args in [dict(m=3, k=4, n=5), dict(m=3, k=4, n=5, trans_b=1), dict(m=3, k=4, n=5, trans_a=1, trans_b=1),
+                 dict(m=3, k=4, n=5, alpha=0.5, beta=2.0, c_shape=(3, 5)), dict(m=3, k=4, n=5, c_shape=(3, 1)),
+                 dict(m=3, k=4, n=5, c_shape=(1, 5)), dict(m=3, k=4, n=5, c_shape=None),
+                 dict(m=3, k=4, n=5, trans_b=1, weights_constant=False), dict(m=64, k=96, n=80, trans_b=1, beta=0.5, c_shape=(80,))]:
+        c["Gemm_" + "_".join(f"{k}{v}" for k, v in args.items())] = gemm(**args)
+    for a, b, const in [((2, 3, 4), (4, 5), True), ((2, 3, 4), (2, 4, 5), False), ((1, 3, 4), (2, 4, 5), False),
+                        ((4,), (4, 5), True), ((2, 3, 4), (4,), False), ((40, 70), (70, 50), True)]:
+        c[f"MatMul_{a}_{b}"] = matmul(a, b, const)
+    c["Conv_pads_strides"] = conv((2, 3, 9, 8), (4, 3, 3, 3), pads=[1, 2, 0, 1], strides=[2, 1])
+    c["Conv_dilations"] = conv((1, 2, 10, 10), (3, 2, 3, 3), dilations=[2, 2])
+    c["Conv_group2"] = conv((2, 4, 6, 6), (6, 2, 3, 3), group=2, pads=[1, 1, 1, 1])
+    c["Conv_depthwise"] = conv((1, 3, 7, 7), (3, 1, 3, 3), group=3, bias=False)
+    c["Conv_same_upper"] = conv((1, 2, 7, 6), (2, 2, 4, 3), auto_pad="SAME_UPPER", strides=[2, 2])
+    c["Conv_same_lower"] = conv((1, 2, 7, 6), (2, 2, 4, 3), auto_pad="SAME_LOWER")
+    c["Conv_valid_1x1"] = conv((3, 5, 4, 4), (6, 5, 1, 1), auto_pad="VALID")
+    c["Conv_1d"] = conv((2, 3, 11), (4, 3, 3), pads=[1, 2], strides=[2])
+    c["MaxPool_pads_strides"] = pool("MaxPool", (2, 3, 9, 9), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    c["MaxPool_ceil"] = pool("MaxPool", (1, 2, 8, 8), kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    c["MaxPool_dilations"] = pool("MaxPool", (1, 2, 9, 9), kernel_shape=[2, 2], dilations=[2, 2])
+    c["AveragePool_exclude_pad"] = pool("AveragePool", (2, 3, 7, 7), kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    c["AveragePool_include_pad"] = pool("AveragePool", (2, 3, 7, 7), kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)
+    c["AveragePool_ceil"] = pool("AveragePool", (1, 1, 6, 6), kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    c["AveragePool_1d"] = pool("AveragePool", (2, 3, 10), kernel_shape=[3], strides=[2])
+    c["GlobalAveragePool"] = pool("GlobalAveragePool", (2, 3, 5, 4))
+    c["BatchNormalization_4d"] = (
+        model([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-3)], [("x", F, (2, 3, 4, 4))], [("y", F, None)],
+              [("s", rand(3, seed=7)), ("b", rand(3, seed=8)), ("m", rand(3, seed=9)), ("v", np.abs(rand(3, seed=10)) + 0.1)]),
+        {"x": rand(2, 3, 4, 4)})
+    c["LayerNormalization_axis1"] = (
+        model([helper.make_node("LayerNormalization", ["x", "s", "b"], ["y"], axis=1)], [("x", F, (2, 3, 4))], [("y", F, None)],
+              [("s", rand(3, 4, seed=11)), ("b", rand(3, 4, seed=12))]), {"x": rand(2, 3, 4)})
+    c["ReduceMean_op13_keepdims"] = (model([helper.make_node("ReduceMean", ["x"], ["y"], axes=[1, -1])], [("x", F, (2, 3, 4))], [("y", F, None)], opset=13), {"x": rand(2, 3, 4)})
+    c["ReduceMean_op13_all_nokeep"] = (model([helper.make_node("ReduceMean", ["x"], ["y"], keepdims=0)], [("x", F, (2, 3, 4))], [("y", F, None)], opset=13), {"x": rand(2, 3, 4)})
+    c["ReduceMean_op18_axes_input"] = (model([helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=0)], [("x", F, (2, 3, 4))], [("y", F, None)],
+                                             [("axes", np.array([0, 2], dtype=np.int64))], opset=18), {"x": rand(2, 3, 4)})
+    c["ArgMax_axis1_nokeep"] = (model([helper.make_node("ArgMax", ["x"], ["y"], axis=1, keepdims=0)], [("x", F, (3, 4, 2))], [("y", I64, None)]), {"x": rand(3, 4, 2)})
+    ties = np.array([[1, 3, 3, 0], [2, 2, 1, 2]], dtype=np.float32)
+    c["ArgMax_select_last"] = (model([helper.make_node("ArgMax", ["x"], ["y"], axis=-1, select_last_index=1)], [("x", F, (2, 4))], [("y", I64, None)]), {"x": ties})
+    c["ArgMax_ties_first"] = (model([helper.make_node("ArgMax", ["x"], ["y"], axis=-1)], [("x", F, (2, 4))], [("y", I64, None)]), {"x": ties})
+    c["Transpose_perm"] = unary("Transpose", shape=(2, 3, 4), perm=[1, 2, 0])
+    c["Transpose_default"] = unary("Transpose", shape=(2, 3, 4))
+    c["Concat_axis_neg"] = (model([helper.make_node("Concat", ["a", "b"], ["y"], axis=-1)], [("a", F, (2, 3)), ("b", F, (2, 2))], [("y", F, None)]), {"a": rand(2, 3), "b": rand(2, 2)})
+    c["Flatten_axis0"] = unary("Flatten", shape=(2, 3, 4), axis=0)
+    c["Flatten_axis2"] = unary("Flatten", shape=(2, 3, 4), axis=2)
+    c["Unsqueeze_op11"] = unary("Unsqueeze", shape=(2, 3), opset=11, axes=[0, -1])
+    c["Squeeze_op11"] = unary("Squeeze", shape=(1, 3, 1, 2), opset=11, axes=[2])
+    c["Squeeze_op13_all"] = unary("Squeeze", shape=(1, 3, 1, 2), opset=13)
+    c["Unsqueeze_op13"] = (model([helper.make_node("Unsqueeze", ["x", "axes"], ["y"])], [("x", F, (2, 3))], [("y", F, None)],
+                                 [("axes", np.array([1], dtype=np.int64))], opset=13), {"x": rand(2, 3)})
+    c["Gather_axis1_negative"] = (model([helper.make_node("Gather", ["x", "i"], ["y"], axis=1)], [("x", F, (2, 5, 3))], [("y", F, None)],
+                                        [("i", np.array([[0, -1], [2, 2]], dtype=np.int64))]), {"x": rand(2, 5, 3)})
+    c["Reshape_zero_minus1"] = (model([helper.make_node("Reshape", ["x", "s"], ["y"])], [("x", F, (2, 3, 4))], [("y", F, None)],
+                                      [("s", np.array([0, -1], dtype=np.int64))]), {"x": rand(2, 3, 4)})
+    c["Reshape_allowzero_empty"] = (model([helper.make_node("Reshape", ["x", "s"], ["y"], allowzero=1)], [("x", F, (0, 3))], [("y", F, None)],
+                                          [("s", np.array([3, 0], dtype=np.int64))], opset=14), {"x": np.zeros((0, 3), np.float32)})
+    c["Cast_float_to_int64"] = (model([helper.make_node("Cast", ["x"], ["y"], to=I64)], [("x", F, (2, 3))], [("y", I64, None)]),
+                                {"x": np.array([[-2.7, -0.5, 0.4], [1.9, 3.0, 100.99]], np.float32)})
+    c["Cast_int64_to_float"] = (model([helper.make_node("Cast", ["x"], ["y"], to=F)], [("x", I64, (3,))], [("y", F, None)]),
+                                {"x": np.array([-3, 0, 1 << 40], np.int64)})
+    c["Flatten_subgraph_batch1"] = flatten_subgraph(1)
+    c["Flatten_subgraph_batch5"] = flatten_subgraph(5)
+    c["Dropout_inference"] = unary("Dropout", opset=13)
+    c["Constant_value_floats"] = (model([helper.make_node("Constant", [], ["c"], value_floats=[1.0, 2.0, 3.0]), helper.make_node("Add", ["x", "c"], ["y"])],
+                                        [("x", F, (2, 3))], [("y", F, None)], opset=13), {"x": rand(2, 3)})
+    return c
