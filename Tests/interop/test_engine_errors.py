@@ -1,0 +1,187 @@
+"""Bad model files and bad .npy inputs: `maas run` exits 1 with a message that says what and
+where (never a crash), and our onnx.proto matches the onnx package's descriptors."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import ROOT, binary
+from onnx_cases import model
+
+FIXTURES = ROOT / "Tests" / "MaaSComputeTests" / "Fixtures" / "onnx"
+SEED = FIXTURES / "seed_mlp.torchscript.op17.onnx"
+F = TensorProto.FLOAT
+
+
+def maas_run(model_path, tmp_path, feeds=None):
+    feeds = feeds if feeds is not None else {"input": np.zeros((1, 10), np.float32)}
+    args = [binary("maas"), "run", str(model_path), "--output-dir", str(tmp_path / "out")]
+    for name, value in feeds.items():
+        path = tmp_path / f"{name}.npy"
+        if isinstance(value, bytes):
+            path.write_bytes(value)
+        else:
+            np.save(path, value)
+        args += ["--input", f"{name}={path}"]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+
+def expect_error(result, *fragments):
+    assert result.returncode == 1, f"exit {result.returncode}: {result.stdout} {result.stderr}"
+    for fragment in fragments:
+        assert fragment in result.stderr, f"{fragment!r} not in {result.stderr!r}"
+
+
+def test_truncated_file(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(SEED.read_bytes()[:300])
+    expect_error(maas_run(path, tmp_path), "not a valid ONNX model")
+
+
+def test_not_an_onnx_file(tmp_path):
+    path = tmp_path / "m.onnx"
+    np.save(tmp_path / "x.npy", np.zeros(3, np.float32))
+    path.write_bytes((tmp_path / "x.npy").read_bytes())
+    result = maas_run(path, tmp_path)
+    assert result.returncode == 1 and "error:" in result.stderr
+
+
+def test_initializer_size_mismatch(tmp_path):
+    m = onnx.load(SEED)
+    m.graph.initializer[0].raw_data = m.graph.initializer[0].raw_data[:-4]
+    onnx.save(m, tmp_path / "m.onnx")
+    expect_error(maas_run(tmp_path / "m.onnx", tmp_path), "initializer '0.weight'", "raw_data", "need 800")
+
+
+def test_dim_product_overflow(tmp_path):
+    m = onnx.load(SEED)
+    weight = m.graph.initializer[0]
+    del weight.dims[:]
+    weight.dims.extend([2**31 - 1, 2**31 - 1, 2**31 - 1])
+    onnx.save(m, tmp_path / "m.onnx")
+    expect_error(maas_run(tmp_path / "m.onnx", tmp_path), "initializer '0.weight'", "overflows")
+
+
+def test_missing_external_data_file(tmp_path):
+    shutil.copy(FIXTURES / "seed_default.onnx", tmp_path / "m.onnx")
+    expect_error(maas_run(tmp_path / "m.onnx", tmp_path, {"input": np.zeros((4, 10), np.float32)}),
+                 "external data file", "seed_default.onnx.data", "cannot be opened")
+
+
+def test_external_offset_past_end(tmp_path):
+    shutil.copy(FIXTURES / "seed_default.onnx.data", tmp_path / "seed_default.onnx.data")
+    m = onnx.load(FIXTURES / "seed_default.onnx", load_external_data=False)
+    for tensor in m.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "offset":
+                entry.value = "100000"
+    onnx.save(m, tmp_path / "m.onnx")
+    expect_error(maas_run(tmp_path / "m.onnx", tmp_path, {"input": np.zeros((4, 10), np.float32)}), "past the end")
+
+
+def test_external_location_outside_directory(tmp_path):
+    m = onnx.load(FIXTURES / "seed_default.onnx", load_external_data=False)
+    for tensor in m.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../../etc/passwd"
+    onnx.save(m, tmp_path / "m.onnx")
+    expect_error(maas_run(tmp_path / "m.onnx", tmp_path, {"input": np.zeros((4, 10), np.float32)}), "outside the model's directory")
+
+
+def test_cycle(tmp_path):
+    nodes = [helper.make_node("Add", ["x", "c"], ["b"], name="first"), helper.make_node("Relu", ["b"], ["c"], name="second")]
+    onnx.save(model(nodes, [("x", F, (1, 2))], [("c", F, None)]), tmp_path / "m.onnx")
+    expect_error(maas_run(tmp_path / "m.onnx", tmp_path, {"x": np.zeros((1, 2), np.float32)}), "cycle", "first")
+
+
+def test_input_nothing_produces(tmp_path):
+    nodes = [helper.make_node("Add", ["x", "ghost"], ["y"], name="adder")]
+    onnx.save(model(nodes, [("x", F, (1, 2))], [("y", F, None)]), tmp_path / "m.onnx")
+    expect_error(maas_run(tmp_path / "m.onnx", tmp_path, {"x": np.zeros((1, 2), np.float32)}), "adder", "'ghost'", "not produced")
+
+
+def test_unsupported_operator_is_refused_at_load(tmp_path):
+    nodes = [helper.make_node("Einsum", ["x", "x"], ["y"], name="contract", equation="ij,ij->i")]
+    onnx.save(model(nodes, [("x", F, (1, 2))], [("y", F, None)], opset=17), tmp_path / "m.onnx")
+    expect_error(maas_run(tmp_path / "m.onnx", tmp_path, {"x": np.zeros((1, 2), np.float32)}),
+                 "unsupported operator 'Einsum'", "'contract'", "opset 17")
+
+
+def test_wrong_input_shape_and_type(tmp_path):
+    expect_error(maas_run(SEED, tmp_path, {"input": np.zeros((2, 7), np.float32)}), "input 'input'", "[2, 7]")
+    expect_error(maas_run(SEED, tmp_path, {"input": np.zeros((2, 10), np.float64)}), "expected float32, got float64")
+
+
+@pytest.mark.parametrize("content,fragment", [
+    (b"not numpy at all", "wrong magic"),
+    (None, "unsupported dtype '<c8'"),
+    ("fortran", "Fortran-ordered"),
+    ("truncated", "truncated"),
+])
+def test_bad_npy_files(tmp_path, content, fragment):
+    if content is None:
+        np.save(tmp_path / "x.npy", np.zeros((1, 10), np.complex64))
+        content = (tmp_path / "x.npy").read_bytes()
+    elif content == "fortran":
+        np.save(tmp_path / "x.npy", np.asfortranarray(np.zeros((2, 10), np.float32)))
+        content = (tmp_path / "x.npy").read_bytes()
+    elif content == "truncated":
+        np.save(tmp_path / "x.npy", np.zeros((1, 10), np.float32))
+        content = (tmp_path / "x.npy").read_bytes()[:-8]
+    expect_error(maas_run(SEED, tmp_path, {"input": content}), fragment)
+
+
+def test_outputs_written_as_npy_with_the_model_dtype(tmp_path):
+    m = FIXTURES / "sk_mlpclassifier_nozipmap.skl2onnx.op17.onnx"
+    x = np.load(FIXTURES / "sk_mlpclassifier_nozipmap.skl2onnx.op17.b3.in.input.npy")
+    result = maas_run(m, tmp_path, {"input": x})
+    assert result.returncode == 0, result.stderr
+    assert "label: int64 [3]" in result.stdout and "probabilities: float32 [3, 3]" in result.stdout
+    label = np.load(tmp_path / "out" / "label.npy")
+    assert label.dtype == np.int64
+    np.testing.assert_array_equal(label, np.load(FIXTURES / "sk_mlpclassifier_nozipmap.skl2onnx.op17.b3.out.label.npy"))
+
+
+def test_our_onnx_proto_matches_the_onnx_package(tmp_path):
+    """Every message, field (number, type, repeated) and enum value we declare is ONNX's."""
+    from google.protobuf import descriptor_pb2
+    from grpc_tools import protoc
+    from onnx import onnx_ml_pb2 as reference
+
+    out = tmp_path / "onnx.desc"
+    assert protoc.main(["protoc", f"-I{ROOT / 'proto'}", f"--descriptor_set_out={out}", "onnx/onnx.proto"]) == 0
+    files = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    ours = files.file[0]
+    assert ours.package == "onnx"
+
+    def reference_proto(name):
+        proto = descriptor_pb2.DescriptorProto()
+        reference.DESCRIPTOR.message_types_by_name[name].CopyToProto(proto)
+        return proto
+
+    def compare(our, ref, path):
+        ref_fields = {f.name: f for f in ref.field}
+        for field in our.field:
+            assert field.name in ref_fields, f"{path}.{field.name} is not in onnx"
+            r = ref_fields[field.name]
+            assert field.number == r.number, f"{path}.{field.name}: number {field.number} vs {r.number}"
+            assert field.type == r.type, f"{path}.{field.name}: type {field.type} vs {r.type}"
+            assert (field.label == 3) == (r.label == 3), f"{path}.{field.name}: repeated differs"
+            assert field.type_name.split(".")[-1] == r.type_name.split(".")[-1], f"{path}.{field.name}: {field.type_name} vs {r.type_name}"
+        ref_enums = {e.name: {v.name: v.number for v in e.value} for e in ref.enum_type}
+        for enum in our.enum_type:
+            for value in enum.value:
+                assert ref_enums[enum.name][value.name] == value.number, f"{path}.{enum.name}.{value.name}"
+        ref_nested = {n.name: n for n in ref.nested_type}
+        for nested in our.nested_type:
+            compare(nested, ref_nested[nested.name], f"{path}.{nested.name}")
+
+    assert len(ours.message_type) >= 10
+    for message in ours.message_type:
+        compare(message, reference_proto(message.name), message.name)
