@@ -11,6 +11,7 @@ let package = Package(
     name: "swift-maas",
     products: [
         .executable(name: "maas", targets: ["maas"]),
+        .executable(name: "maas-bench", targets: ["MaaSBench"]),
         .library(name: "MaaSClient", targets: ["MaaSClient"]),
     ],
     dependencies: [
@@ -51,9 +52,11 @@ let package = Package(
             dependencies: ["MaaSCore", "CMaaSProto", "CProtobufC"],
             swiftSettings: strictSettings
         ),
+        // Small-batch GEMM microkernels (AVX2/FMA, chosen at run time).
+        .target(name: "CMaaSKernels"),
         .target(
             name: "MaaSCompute",
-            dependencies: ["MaaSCore", "COpenBLAS"],
+            dependencies: ["MaaSCore", "COpenBLAS", "CMaaSKernels"],
             swiftSettings: strictSettings
         ),
         .target(
@@ -105,6 +108,14 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "MaaSBench",
+            dependencies: [
+                "MaaSCore", "MaaSProto", "MaaSCompute",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings
         ),

@@ -8,6 +8,19 @@ enum BLAS {
         openblas_set_num_threads(1)
     }
 
+    /// y[n] = alpha · x[k] · B[k×n] + beta · y, B row-major with leading dim ldb (or B[n×k] if transposed).
+    @inline(__always)
+    static func sgemv(
+        k: Int, n: Int, alpha: Float, x: UnsafePointer<Float>, b: UnsafePointer<Float>, ldb: Int, transposeB: Bool,
+        beta: Float, y: UnsafeMutablePointer<Float>
+    ) {
+        if transposeB {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), alpha, b, Int32(ldb), x, 1, beta, y, 1)
+        } else {
+            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(k), Int32(n), alpha, b, Int32(ldb), x, 1, beta, y, 1)
+        }
+    }
+
     /// C[m×n] = alpha · A[m×k] · B[k×n] + beta · C, all row-major with the given leading dims.
     @inline(__always)
     static func sgemm(

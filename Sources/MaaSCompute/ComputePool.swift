@@ -1,3 +1,4 @@
+import CMaaSKernels
 import Dispatch
 import Glibc
 import Synchronization
@@ -12,6 +13,11 @@ public final class ComputePool: Sendable {
     public let threadCount: Int
     private let queue = Mutex(JobQueue())
     private let wakeup = DispatchSemaphore(value: 0)
+    /// Bumped on every submit; idle workers spin on it briefly before they sleep, because a
+    /// futex wake-up costs tens of microseconds, which at batch 1 is as long as a layer.
+    private let epoch = Atomic<Int>(0)
+    private let sleepers = Atomic<Int>(0)
+    private static let spinIterations = getenvInt("MAAS_SPIN") ?? 5_000
 
     /// Shared by every model in the process.
     public static let shared = ComputePool(threadCount: ProcessInfoCores.count)
@@ -62,7 +68,9 @@ public final class ComputePool: Sendable {
 
     private func submit(_ job: Job, wake: Int) {
         queue.withLock { $0.jobs.append(job) }
-        for _ in 0..<max(wake, 0) { wakeup.signal() }
+        epoch.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        let sleeping = sleepers.load(ordering: .sequentiallyConsistent)
+        for _ in 0..<min(max(wake, 0), sleeping) { wakeup.signal() }
     }
 
     /// The next job that still has unclaimed indices, dropping finished ones.
@@ -78,8 +86,19 @@ public final class ComputePool: Sendable {
 
     fileprivate func workerLoop() {
         while true {
-            wakeup.wait()
             while let job = nextJob() { job.work() }
+            let seen = epoch.load(ordering: .sequentiallyConsistent)
+            var spins = 0
+            while spins < Self.spinIterations && epoch.load(ordering: .relaxed) == seen {
+                CMaaSKernels_spin_pause()
+                spins += 1
+            }
+            if epoch.load(ordering: .sequentiallyConsistent) != seen { continue }
+            sleepers.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            if epoch.load(ordering: .sequentiallyConsistent) == seen {
+                wakeup.wait()
+            }
+            sleepers.wrappingSubtract(1, ordering: .sequentiallyConsistent)
         }
     }
 

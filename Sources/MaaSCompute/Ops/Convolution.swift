@@ -124,8 +124,23 @@ struct ConvKernel: Kernel {
         // One (image, group) pair per task when there are enough; otherwise the GEMM's columns
         // spread over the pool.
         let tasks = batch * group
+        let usePanels = SmallGEMM.isAvailable
         let perTask: (Int, Bool) -> Void = { task, nested in
             let (n, g) = (task / group, task % group)
+            if usePanels {
+                // im2col writes straight into the kernels' panel layout: no packing pass.
+                let panelCount = (columns + 15) / 16
+                let scratch = ComputePool.scratch(floats: panelCount * patch * 16 + patch * columns)
+                let panels = scratch + patch * columns
+                geometry.fillPanels(panels, scratch: scratch, from: px + (n * channels + g * groupChannels) * inSize[0] * inSize[1])
+                let out = py + (n * filters + g * groupFilters) * columns
+                let weights = pw + g * groupFilters * patch
+                let rowBias = pb.map { UnsafePointer($0 + g * groupFilters) }
+                SmallGEMM.runRows(
+                    m: groupFilters, k: patch, a: weights, panels: panels, panelCount: panelCount,
+                    rowBias: rowBias, c: out, n: columns, pool: nested ? pool : nil)
+                return
+            }
             let col = ComputePool.scratch(floats: patch * columns)
             geometry.fill(col, from: px + (n * channels + g * groupChannels) * inSize[0] * inSize[1])
             let out = py + (n * filters + g * groupFilters) * columns
@@ -152,30 +167,80 @@ struct Im2Col: Sendable {
     let kernel: [Int], stride: [Int], dilation: [Int], pad: [Int]
     let outHeight: Int, outWidth: Int
 
+    /// Row-major columns: [patch][outHeight * outWidth].
     func fill(_ col: UnsafeMutablePointer<Float>, from image: UnsafePointer<Float>) {
+        let columns = outHeight * outWidth
+        forEachPatchLine(image) { row, oh, source, first, last in
+            let line = col + row * columns + oh * outWidth
+            write(line, source, first, last)
+        }
+    }
+
+    /// Columns in the panel layout of the small-GEMM kernels, [columns / 16][patch][16]: the
+    /// row-major columns first (contiguous copies), then 16-float blocks moved into panels.
+    /// `scratch` holds patch x columns floats.
+    func fillPanels(_ panels: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, from image: UnsafePointer<Float>) {
+        fill(scratch, from: image)
+        let patch = channels * kernel[0] * kernel[1]
+        let columns = outHeight * outWidth
+        let whole = columns / 16, rest = columns % 16
+        for row in 0..<patch {
+            let source = scratch + row * columns
+            for panel in 0..<whole {
+                (panels + (panel * patch + row) * 16).update(from: source + panel * 16, count: 16)
+            }
+            if rest > 0 {
+                let target = panels + (whole * patch + row) * 16
+                target.update(from: source + whole * 16, count: rest)
+                (target + rest).update(repeating: 0, count: 16 - rest)
+            }
+        }
+    }
+
+    /// Calls `body(patchRow, oh, source, first, last)` for every output line: `source[ow * strideW]`
+    /// is the input for output column ow when `first <= ow < last`, zero (padding) otherwise.
+    @inline(__always)
+    private func forEachPatchLine(
+        _ image: UnsafePointer<Float>,
+        _ body: (Int, Int, UnsafePointer<Float>, Int, Int) -> Void
+    ) {
+        let (kernelH, kernelW) = (kernel[0], kernel[1])
+        let (strideH, strideW) = (stride[0], stride[1])
+        let (dilationH, dilationW) = (dilation[0], dilation[1])
+        let (padH, padW) = (pad[0], pad[1])
         var row = 0
         for c in 0..<channels {
             let plane = image + c * height * width
-            for kh in 0..<kernel[0] {
-                for kw in 0..<kernel[1] {
-                    let target = col + row * outHeight * outWidth
+            for kh in 0..<kernelH {
+                for kw in 0..<kernelW {
+                    let shift = kw * dilationW - padW
+                    // Output columns whose input column ow * strideW + shift lies inside the row.
+                    let first = shift >= 0 ? 0 : (-shift + strideW - 1) / strideW
+                    let last = max(first, min(outWidth, (width - shift + strideW - 1) / strideW))
                     for oh in 0..<outHeight {
-                        let ih = oh * stride[0] - pad[0] + kh * dilation[0]
-                        let line = target + oh * outWidth
+                        let ih = oh * strideH - padH + kh * dilationH
                         if ih < 0 || ih >= height {
-                            line.update(repeating: 0, count: outWidth)
-                            continue
-                        }
-                        let source = plane + ih * width
-                        for ow in 0..<outWidth {
-                            let iw = ow * stride[1] - pad[1] + kw * dilation[1]
-                            line[ow] = iw >= 0 && iw < width ? source[iw] : 0
+                            body(row, oh, plane, 0, 0)
+                        } else {
+                            body(row, oh, plane + ih * width + shift, first, last)
                         }
                     }
                     row += 1
                 }
             }
         }
+    }
+
+    @inline(__always)
+    private func write(_ line: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>, _ first: Int, _ last: Int) {
+        if first > 0 { line.update(repeating: 0, count: first) }
+        if stride[1] == 1 {
+            if last > first { (line + first).update(from: source + first, count: last - first) }
+        } else {
+            let step = stride[1]
+            for ow in first..<last { line[ow] = source[ow * step] }
+        }
+        if last < outWidth { (line + last).update(repeating: 0, count: outWidth - last) }
     }
 }
 
@@ -214,46 +279,55 @@ struct PoolKernel: Kernel {
         let planes = x.shape[0] * x.shape[1]
         let px = x.floats, py = y.floats
         let (isMax, includePad) = (isMax, countIncludePad)
-        forEachChunk(planes, pool: pool, grain: max(1, 16384 / max(outSize[0] * outSize[1] * kernel[0] * kernel[1], 1))) { range in
+        // Plain locals: array subscripts in the inner loops would be bounds-checked each time.
+        let (inH, inW, outH, outW) = (inSize[0], inSize[1], outSize[0], outSize[1])
+        let (kH, kW, sH, sW, dH, dW) = (kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1])
+        let (pH, pW, peH, peW) = (padBegin[0], padBegin[1], padEnd[0], padEnd[1])
+        forEachChunk(planes, pool: pool, grain: max(1, 16384 / max(outH * outW * kH * kW, 1))) { range in
             for plane in range {
-                let input = px + plane * inSize[0] * inSize[1]
-                let output = py + plane * outSize[0] * outSize[1]
-                for oh in 0..<outSize[0] {
-                    for ow in 0..<outSize[1] {
-                        let hStart = oh * stride[0] - padBegin[0], wStart = ow * stride[1] - padBegin[1]
+                let input = px + plane * inH * inW
+                let output = py + plane * outH * outW
+                for oh in 0..<outH {
+                    let hStart = oh * sH - pH
+                    // Kernel rows that land inside the input.
+                    let khFirst = hStart >= 0 ? 0 : (-hStart + dH - 1) / dH
+                    let khLast = min(kH, (inH - hStart + dH - 1) / dH)
+                    for ow in 0..<outW {
+                        let wStart = ow * sW - pW
+                        let kwFirst = wStart >= 0 ? 0 : (-wStart + dW - 1) / dW
+                        let kwLast = min(kW, (inW - wStart + dW - 1) / dW)
                         if isMax {
                             var best = -Float.infinity
-                            for kh in 0..<kernel[0] {
-                                let ih = hStart + kh * dilation[0]
-                                if ih < 0 || ih >= inSize[0] { continue }
-                                for kw in 0..<kernel[1] {
-                                    let iw = wStart + kw * dilation[1]
-                                    if iw < 0 || iw >= inSize[1] { continue }
-                                    best = max(best, input[ih * inSize[1] + iw])
+                            var kh = khFirst
+                            while kh < khLast {
+                                let line = input + (hStart + kh * dH) * inW + wStart
+                                var kw = kwFirst
+                                while kw < kwLast {
+                                    best = max(best, line[kw * dW])
+                                    kw += 1
                                 }
+                                kh += 1
                             }
-                            output[oh * outSize[1] + ow] = best
+                            output[oh * outW + ow] = best
                         } else {
-                            let hEnd = min(hStart + (kernel[0] - 1) * dilation[0] + 1, inSize[0] + padEnd[0])
-                            let wEnd = min(wStart + (kernel[1] - 1) * dilation[1] + 1, inSize[1] + padEnd[1])
                             var sum: Float = 0
-                            var valid = 0
-                            var total = 0
-                            var ih = hStart
-                            while ih < hEnd {
-                                var iw = wStart
-                                while iw < wEnd {
-                                    total += 1
-                                    if ih >= 0 && ih < inSize[0] && iw >= 0 && iw < inSize[1] {
-                                        sum += input[ih * inSize[1] + iw]
-                                        valid += 1
-                                    }
-                                    iw += dilation[1]
+                            var kh = khFirst
+                            while kh < khLast {
+                                let line = input + (hStart + kh * dH) * inW + wStart
+                                var kw = kwFirst
+                                while kw < kwLast {
+                                    sum += line[kw * dW]
+                                    kw += 1
                                 }
-                                ih += dilation[0]
+                                kh += 1
                             }
+                            let valid = max(0, khLast - khFirst) * max(0, kwLast - kwFirst)
+                            // count_include_pad counts the window clipped to the padded input.
+                            let hEnd = min(hStart + (kH - 1) * dH + 1, inH + peH)
+                            let wEnd = min(wStart + (kW - 1) * dW + 1, inW + peW)
+                            let total = ((hEnd - hStart + dH - 1) / dH) * ((wEnd - wStart + dW - 1) / dW)
                             let divisor = includePad ? total : valid
-                            output[oh * outSize[1] + ow] = divisor > 0 ? sum / Float(divisor) : 0
+                            output[oh * outW + ow] = divisor > 0 ? sum / Float(divisor) : 0
                         }
                     }
                 }

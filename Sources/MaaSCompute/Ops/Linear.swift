@@ -1,4 +1,10 @@
+import CMaaSKernels
+import Glibc
 import MaaSCore
+
+func getenvInt(_ name: String) -> Int? {
+    getenv(name).flatMap { Int(String(cString: $0)) }
+}
 
 /// A right-hand matrix laid out [K, N] row-major once, at load: measured here 1.2-1.6x faster
 /// through OpenBLAS than ONNX's [N, K] (transB=1) layout at small batch.
@@ -7,6 +13,9 @@ struct PackedMatrix: @unchecked Sendable {
     let k: Int
     let n: Int
     let storage: Tensor
+    /// The same matrix as 16-column panels (K x 16 each, zero-padded) for the small-batch
+    /// kernels, when this CPU has them.
+    let panels: Tensor?
 
     init(_ tensor: Tensor, transposed: Bool) throws(InferenceError) {
         guard tensor.rank == 2, tensor.dataType == .float32 else {
@@ -14,6 +23,7 @@ struct PackedMatrix: @unchecked Sendable {
         }
         k = transposed ? tensor.shape[1] : tensor.shape[0]
         n = transposed ? tensor.shape[0] : tensor.shape[1]
+        panels = try Self.panels(tensor, transposed: transposed)
         if !transposed {
             storage = tensor
             return
@@ -33,6 +43,90 @@ struct PackedMatrix: @unchecked Sendable {
     }
 
     var pointer: UnsafePointer<Float> { UnsafePointer(storage.unsafeBaseAddress.assumingMemoryBound(to: Float.self)) }
+
+    var panelPointer: UnsafePointer<Float>? {
+        panels.map { UnsafePointer($0.unsafeBaseAddress.assumingMemoryBound(to: Float.self)) }
+    }
+
+    private static func panels(_ tensor: Tensor, transposed: Bool) throws(InferenceError) -> Tensor? {
+        guard SmallGEMM.isAvailable else { return nil }
+        let k = transposed ? tensor.shape[1] : tensor.shape[0]
+        let n = transposed ? tensor.shape[0] : tensor.shape[1]
+        let count = (n + 15) / 16
+        var panels = try Tensor(zeros: .float32, shape: [count, k, 16])
+        tensor.withUnsafeBytes { source in
+            let src = source.bindMemory(to: Float.self)
+            panels.withUnsafeMutableBytes { target in
+                let dst = target.bindMemory(to: Float.self)
+                for column in 0..<n {
+                    let (panel, lane) = (column / 16, column % 16)
+                    for row in 0..<k {
+                        dst[(panel * k + row) * 16 + lane] = transposed ? src[column * k + row] : src[row * n + column]
+                    }
+                }
+            }
+        }
+        return panels
+    }
+}
+
+extension SmallGEMM {
+    /// C[m x n] = A[m x k] . panels + rowBias, A's rows split over the pool when `pool` is given
+    /// (B here is per-call data, e.g. im2col columns, already in panel layout).
+    static func runRows(
+        m: Int, k: Int, a: UnsafePointer<Float>, panels: UnsafePointer<Float>, panelCount: Int,
+        rowBias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>, n: Int, pool: ComputePool?
+    ) {
+        let groups = (m + 5) / 6
+        let body: (Int) -> Void = { group in
+            let row = group * 6, rows = min(6, m - row)
+            CMaaSKernels_gemm_panels_row_bias(
+                Int32(rows), Int32(k), a + row * k, k, panels, Int32(panelCount),
+                rowBias.map { $0 + row }, c + row * n, n, Int32(n))
+        }
+        if let pool, groups > 1 {
+            pool.parallelFor(groups, body)
+        } else {
+            for group in 0..<groups { body(group) }
+        }
+    }
+}
+
+/// Our AVX2/FMA kernels for few rows (C in CMaaSKernels): B streamed once from 16-column panels,
+/// where OpenBLAS would pack both operands on every call.
+enum SmallGEMM {
+    static let isAvailable = getenv("MAAS_NO_SMALL_GEMM") == nil && CMaaSKernels_available() != 0
+    /// Up to this many rows use the panel kernels, more go to OpenBLAS. With AVX-512 ours won at
+    /// every batch size measured (scripts/bench-engine); with AVX2 only up to about 32 rows.
+    static let maxRows = getenvInt("MAAS_SMALL_GEMM_ROWS") ?? (CMaaSKernels_has_avx512() != 0 ? Int.max : 32)
+
+    /// C[m x n] = A[m x k] . B + bias over the pool, splitting panels between threads.
+    static func run(
+        m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, panels: UnsafePointer<Float>,
+        bias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>, pool: ComputePool
+    ) {
+        let panelCount = (n + 15) / 16
+        let threads = m * n * k < (1 << 15) ? 1 : min(pool.threadCount, panelCount)
+        let perThread = (panelCount + threads - 1) / threads
+        let block = 4  // panels per pass over the rows: 4 x K x 16 floats stay in L2
+        pool.parallelFor(threads) { thread in
+            let first = thread * perThread, last = min(panelCount, first + perThread)
+            var panel = first
+            while panel < last {
+                let count = min(block, last - panel)
+                var row = 0
+                while row < m {
+                    let rows = min(6, m - row)
+                    CMaaSKernels_gemm_panels(
+                        Int32(rows), Int32(k), a + row * lda, lda,
+                        panels + panel * k * 16, Int32(count),
+                        bias.map { $0 + panel * 16 }, c + row * n + panel * 16, n, Int32(n - panel * 16))
+                    row += rows
+                }
+                panel += count
+            }
+        }
+    }
 }
 
 /// C[m×n] = alpha · op(A) · B + bias, tiled over the pool: rows when there are enough of them,
@@ -52,6 +146,8 @@ struct TiledGEMM: @unchecked Sendable {
     var biasRow: UnsafePointer<Float>?
     /// Add to what `c` holds instead of overwriting it.
     var accumulate = false
+
+    static let gemvRows = Int(getenvInt("MAAS_GEMV_ROWS") ?? 1)
 
     /// The whole product on the calling thread.
     func runSingle() {
@@ -97,6 +193,14 @@ struct TiledGEMM: @unchecked Sendable {
         }
         let aTile = transposeA ? a + rows.lowerBound : a + rows.lowerBound * lda
         let bTile = transposeB ? b + columns.lowerBound * ldb : b + columns.lowerBound
+        if !transposeA && rows.count <= Self.gemvRows {
+            // OpenBLAS packs both operands on every sgemm call, which dominates when A has few
+            // rows; GEMV streams B once per row without packing.
+            for row in 0..<rows.count {
+                BLAS.sgemv(k: k, n: columns.count, alpha: alpha, x: aTile + row * lda, b: bTile, ldb: ldb, transposeB: transposeB, beta: beta, y: out + row * n)
+            }
+            return
+        }
         BLAS.sgemm(
             m: rows.count, n: columns.count, k: k, alpha: alpha,
             a: aTile, lda: lda, transposeA: transposeA,
@@ -112,7 +216,7 @@ struct GemmKernel: Kernel {
     let transA: Bool
     let transB: Bool
     let packed: PackedMatrix?
-    /// beta · C as one row, when C is a constant [N] or [1, N].
+    /// beta · C as one row, when C is a constant [N] or [1, N] (zero-padded to whole panels).
     let biasRow: Tensor?
 
     init(_ context: NodeContext) throws(InferenceError) {
@@ -134,7 +238,9 @@ struct GemmKernel: Kernel {
             c.rank == 1 || (c.rank == 2 && c.shape[0] == 1), packed.map({ c.shape.last == $0.n }) ?? false
         {
             let beta = self.beta
-            biasRow = try Tensor(c.scalars(as: Float.self).map { $0 * beta }, shape: [c.shape.last!])
+            let values = c.scalars(as: Float.self).map { $0 * beta }
+            let padded = (values.count + 15) / 16 * 16
+            biasRow = try Tensor(values + [Float](repeating: 0, count: padded - values.count), shape: [padded])
         } else {
             biasRow = nil
         }
@@ -174,6 +280,13 @@ struct GemmKernel: Kernel {
         }
         gemm.alpha = alpha
         gemm.transposeA = transA
+        let bias = biasRow.map { UnsafePointer($0.unsafeBaseAddress.assumingMemoryBound(to: Float.self)) }
+        if let panels = packed?.panelPointer, m <= SmallGEMM.maxRows, !transA, alpha == 1,
+            biasRow != nil || inputs.count < 3 || inputs[2] == nil
+        {
+            SmallGEMM.run(m: m, n: n, k: k, a: a.floats, lda: a.shape[1], panels: panels, bias: bias, c: y.floats, pool: pool)
+            return
+        }
         if let biasRow {
             gemm.biasRow = UnsafePointer(biasRow.unsafeBaseAddress.assumingMemoryBound(to: Float.self))
             gemm.run(pool: pool)
@@ -233,6 +346,10 @@ struct MatMulKernel: Kernel {
         if bShape.count == 2 {
             // Every row of A, whatever its batch dims, meets the same B.
             let rows = a.count / max(k, 1)
+            if let panels = packed?.panelPointer, rows <= SmallGEMM.maxRows {
+                SmallGEMM.run(m: rows, n: n, k: k, a: a.floats, lda: k, panels: panels, bias: nil, c: y.floats, pool: pool)
+                return
+            }
             TiledGEMM(
                 m: rows, n: n, k: k, a: a.floats, lda: k,
                 b: packed?.pointer ?? UnsafePointer(b.floats), ldb: n, c: y.floats

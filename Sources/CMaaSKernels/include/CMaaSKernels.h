@@ -1,0 +1,39 @@
+#ifndef CMAASKERNELS_H
+#define CMAASKERNELS_H
+
+#include <stddef.h>
+
+/// Column width of a packed panel: B is stored as ceil(N/16) panels of K x 16 floats.
+#define CMaaSKernels_PANEL 16
+
+/// Whether this CPU runs the AVX2/FMA kernels (checked at run time; otherwise callers use BLAS).
+int CMaaSKernels_available(void);
+
+/// Whether the AVX-512 variants are used (set MAAS_NO_AVX512 to turn them off).
+int CMaaSKernels_has_avx512(void);
+
+/// C[m x (16 * panels)] = A[m x k] . P + bias, for m <= 6 rows and `panels` consecutive panels
+/// of packed B (each k x 16 floats). `bias` (16 * panels floats) may be NULL. `columns` is how
+/// many of the output columns are real (the last panel may be padding); `ldc` is C's row stride.
+void CMaaSKernels_gemm_panels(
+    int m, int k, const float *a, size_t lda,
+    const float *panels, int panel_count,
+    const float *bias, float *c, size_t ldc, int columns);
+
+/// The same with a per-row bias (`row_bias[r]` added to row r; may be NULL), as convolutions
+/// need: rows are filters there.
+void CMaaSKernels_gemm_panels_row_bias(
+    int m, int k, const float *a, size_t lda,
+    const float *panels, int panel_count,
+    const float *row_bias, float *c, size_t ldc, int columns);
+
+
+
+/// A spin-wait hint (PAUSE on x86), so a spinning thread yields the core's resources.
+static inline void CMaaSKernels_spin_pause(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+}
+
+#endif

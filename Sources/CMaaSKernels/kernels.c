@@ -1,0 +1,188 @@
+// Small-batch GEMM microkernels: at M <= ~32 rows OpenBLAS spends most of its time packing both
+// operands on every call, while these stream B once, pre-packed in 16-column panels.
+#include "CMaaSKernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+int CMaaSKernels_available(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+// MR rows x NP panels (NP * 16 columns): MR * NP * 2 ymm accumulators, kept in registers.
+#define DEFINE_KERNEL(MR, NP)                                                                      \
+    __attribute__((target("avx2,fma"))) static void kernel_##MR##x##NP(                          \
+        int k, const float *a, size_t lda, const float *p, size_t panel_stride,                  \
+        const float *bias, const float *row_bias, float *c, size_t ldc, int columns) {           \
+        __m256 acc[MR][NP][2];                                                                    \
+        for (int r = 0; r < MR; r++)                                                              \
+            for (int q = 0; q < NP; q++) acc[r][q][0] = acc[r][q][1] = _mm256_setzero_ps();      \
+        _Pragma("clang loop unroll_count(4)")                                                     \
+        for (int i = 0; i < k; i++) {                                                             \
+            __m256 b[NP][2];                                                                      \
+            for (int q = 0; q < NP; q++) {                                                        \
+                b[q][0] = _mm256_loadu_ps(p + q * panel_stride + i * 16);                         \
+                b[q][1] = _mm256_loadu_ps(p + q * panel_stride + i * 16 + 8);                     \
+            }                                                                                     \
+            for (int r = 0; r < MR; r++) {                                                        \
+                __m256 x = _mm256_broadcast_ss(a + r * lda + i);                                  \
+                for (int q = 0; q < NP; q++) {                                                    \
+                    acc[r][q][0] = _mm256_fmadd_ps(x, b[q][0], acc[r][q][0]);                     \
+                    acc[r][q][1] = _mm256_fmadd_ps(x, b[q][1], acc[r][q][1]);                     \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int r = 0; r < MR; r++) {                                                            \
+            for (int q = 0; q < NP; q++) {                                                        \
+                float out[16];                                                                    \
+                __m256 lo = acc[r][q][0], hi = acc[r][q][1];                                      \
+                if (bias) {                                                                       \
+                    lo = _mm256_add_ps(lo, _mm256_loadu_ps(bias + q * 16));                       \
+                    hi = _mm256_add_ps(hi, _mm256_loadu_ps(bias + q * 16 + 8));                   \
+                }                                                                                 \
+                if (row_bias) {                                                                   \
+                    __m256 rb = _mm256_broadcast_ss(row_bias + r);                                \
+                    lo = _mm256_add_ps(lo, rb);                                                   \
+                    hi = _mm256_add_ps(hi, rb);                                                   \
+                }                                                                                 \
+                int valid = columns - q * 16;                                                     \
+                float *row = c + r * ldc + q * 16;                                                \
+                if (valid >= 16) {                                                                \
+                    _mm256_storeu_ps(row, lo);                                                    \
+                    _mm256_storeu_ps(row + 8, hi);                                                \
+                } else if (valid > 0) {                                                           \
+                    _mm256_storeu_ps(out, lo);                                                    \
+                    _mm256_storeu_ps(out + 8, hi);                                                \
+                    memcpy(row, out, (size_t)valid * sizeof(float));                              \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+// Wide kernels keep >= 8 independent accumulators (FMA latency x throughput) at every row
+// count; the one-panel kernels finish the panels left over.
+DEFINE_KERNEL(1, 4)
+DEFINE_KERNEL(2, 2)
+DEFINE_KERNEL(3, 2)
+DEFINE_KERNEL(4, 1)
+DEFINE_KERNEL(5, 1)
+DEFINE_KERNEL(6, 1)
+DEFINE_KERNEL(1, 1)
+DEFINE_KERNEL(2, 1)
+DEFINE_KERNEL(3, 1)
+
+
+// AVX-512 variants: one zmm per 16-column panel row, so twice the columns per instruction.
+#define DEFINE_KERNEL512(MR, NP)                                                                   \
+    __attribute__((target("avx512f"))) static void kernel512_##MR##x##NP(                         \
+        int k, const float *a, size_t lda, const float *p, size_t panel_stride,                  \
+        const float *bias, const float *row_bias, float *c, size_t ldc, int columns) {           \
+        __m512 acc[MR][NP];                                                                       \
+        for (int r = 0; r < MR; r++)                                                              \
+            for (int q = 0; q < NP; q++) acc[r][q] = _mm512_setzero_ps();                        \
+        _Pragma("clang loop unroll_count(2)")                                                     \
+        for (int i = 0; i < k; i++) {                                                             \
+            __m512 b[NP];                                                                         \
+            for (int q = 0; q < NP; q++) b[q] = _mm512_loadu_ps(p + q * panel_stride + i * 16);   \
+            for (int r = 0; r < MR; r++) {                                                        \
+                __m512 x = _mm512_set1_ps(a[r * lda + i]);                                        \
+                for (int q = 0; q < NP; q++) acc[r][q] = _mm512_fmadd_ps(x, b[q], acc[r][q]);     \
+            }                                                                                     \
+        }                                                                                         \
+        for (int r = 0; r < MR; r++) {                                                            \
+            for (int q = 0; q < NP; q++) {                                                        \
+                __m512 v = acc[r][q];                                                             \
+                if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + q * 16));                   \
+                if (row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(row_bias[r]));                  \
+                int valid = columns - q * 16;                                                     \
+                float *row = c + r * ldc + q * 16;                                                \
+                if (valid >= 16) {                                                                \
+                    _mm512_storeu_ps(row, v);                                                     \
+                } else if (valid > 0) {                                                           \
+                    _mm512_mask_storeu_ps(row, (__mmask16)((1u << valid) - 1), v);                \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+DEFINE_KERNEL512(1, 8)
+DEFINE_KERNEL512(2, 4)
+DEFINE_KERNEL512(3, 3)
+DEFINE_KERNEL512(4, 2)
+DEFINE_KERNEL512(5, 2)
+DEFINE_KERNEL512(6, 2)
+DEFINE_KERNEL512(1, 1)
+DEFINE_KERNEL512(2, 1)
+DEFINE_KERNEL512(3, 1)
+DEFINE_KERNEL512(4, 1)
+DEFINE_KERNEL512(5, 1)
+DEFINE_KERNEL512(6, 1)
+
+int CMaaSKernels_has_avx512(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") && getenv("MAAS_NO_AVX512") == 0;
+    }
+    return cached;
+}
+
+typedef void (*kernel_fn)(int, const float *, size_t, const float *, size_t, const float *, const float *, float *, size_t, int);
+
+static void gemm_panels(
+    int m, int k, const float *a, size_t lda,
+    const float *panels, int panel_count,
+    const float *bias, const float *row_bias, float *c, size_t ldc, int columns) {
+    static const kernel_fn wide2[7] = {0, kernel_1x4, kernel_2x2, kernel_3x2, kernel_4x1, kernel_5x1, kernel_6x1};
+    static const kernel_fn narrow2[7] = {0, kernel_1x1, kernel_2x1, kernel_3x1, kernel_4x1, kernel_5x1, kernel_6x1};
+    static const int width2[7] = {0, 4, 2, 2, 1, 1, 1};
+    static const kernel_fn wide5[7] = {0, kernel512_1x8, kernel512_2x4, kernel512_3x3, kernel512_4x2, kernel512_5x2, kernel512_6x2};
+    static const kernel_fn narrow5[7] = {0, kernel512_1x1, kernel512_2x1, kernel512_3x1, kernel512_4x1, kernel512_5x1, kernel512_6x1};
+    static const int width5[7] = {0, 8, 4, 3, 2, 2, 2};
+    if (m < 1 || m > 6) return;
+    int wide_avx512 = CMaaSKernels_has_avx512();
+    const kernel_fn *wide = wide_avx512 ? wide5 : wide2;
+    const kernel_fn *narrow = wide_avx512 ? narrow5 : narrow2;
+    const int *width = wide_avx512 ? width5 : width2;
+    size_t panel_stride = (size_t)k * 16;
+    int q = 0;
+    for (; q + width[m] <= panel_count; q += width[m]) {
+        wide[m](k, a, lda, panels + q * panel_stride, panel_stride, bias ? bias + q * 16 : 0, row_bias,
+                c + q * 16, ldc, columns - q * 16);
+    }
+    for (; q < panel_count; q++) {
+        narrow[m](k, a, lda, panels + q * panel_stride, panel_stride, bias ? bias + q * 16 : 0, row_bias,
+                  c + q * 16, ldc, columns - q * 16);
+    }
+}
+
+void CMaaSKernels_gemm_panels(
+    int m, int k, const float *a, size_t lda,
+    const float *panels, int panel_count,
+    const float *bias, float *c, size_t ldc, int columns) {
+    gemm_panels(m, k, a, lda, panels, panel_count, bias, 0, c, ldc, columns);
+}
+
+void CMaaSKernels_gemm_panels_row_bias(
+    int m, int k, const float *a, size_t lda,
+    const float *panels, int panel_count,
+    const float *row_bias, float *c, size_t ldc, int columns) {
+    gemm_panels(m, k, a, lda, panels, panel_count, 0, row_bias, c, ldc, columns);
+}
+
+#else
+int CMaaSKernels_available(void) { return 0; }
+int CMaaSKernels_has_avx512(void) { return 0; }
+void CMaaSKernels_gemm_panels(int m, int k, const float *a, size_t lda, const float *panels, int panel_count,
+                              const float *bias, float *c, size_t ldc, int columns) {
+    (void)m; (void)k; (void)a; (void)lda; (void)panels; (void)panel_count; (void)bias; (void)c; (void)ldc; (void)columns;
+}
+void CMaaSKernels_gemm_panels_row_bias(int m, int k, const float *a, size_t lda, const float *panels, int panel_count,
+                                       const float *row_bias, float *c, size_t ldc, int columns) {
+    (void)m; (void)k; (void)a; (void)lda; (void)panels; (void)panel_count; (void)row_bias; (void)c; (void)ldc; (void)columns;
+}
+#endif
