@@ -71,6 +71,7 @@ DEFINE_KERNEL(3, 2)
 DEFINE_KERNEL(4, 1)
 DEFINE_KERNEL(5, 1)
 DEFINE_KERNEL(6, 1)
+DEFINE_KERNEL(1, 2)
 DEFINE_KERNEL(1, 1)
 DEFINE_KERNEL(2, 1)
 DEFINE_KERNEL(3, 1)
@@ -115,6 +116,9 @@ DEFINE_KERNEL512(3, 3)
 DEFINE_KERNEL512(4, 2)
 DEFINE_KERNEL512(5, 2)
 DEFINE_KERNEL512(6, 2)
+DEFINE_KERNEL512(1, 4)
+DEFINE_KERNEL512(1, 2)
+DEFINE_KERNEL512(2, 2)
 DEFINE_KERNEL512(1, 1)
 DEFINE_KERNEL512(2, 1)
 DEFINE_KERNEL512(3, 1)
@@ -133,30 +137,45 @@ int CMaaSKernels_has_avx512(void) {
 
 typedef void (*kernel_fn)(int, const float *, size_t, const float *, size_t, const float *, const float *, float *, size_t, int);
 
+typedef struct {
+    int width;
+    kernel_fn fn;
+} variant;
+
+// Per row count, the kernels from widest to narrowest; leftover panels take the widest that fits.
+static const variant avx2_variants[7][4] = {
+    {{0, 0}},
+    {{4, kernel_1x4}, {2, kernel_1x2}, {1, kernel_1x1}},
+    {{2, kernel_2x2}, {1, kernel_2x1}},
+    {{2, kernel_3x2}, {1, kernel_3x1}},
+    {{1, kernel_4x1}},
+    {{1, kernel_5x1}},
+    {{1, kernel_6x1}},
+};
+static const variant avx512_variants[7][4] = {
+    {{0, 0}},
+    {{8, kernel512_1x8}, {4, kernel512_1x4}, {2, kernel512_1x2}, {1, kernel512_1x1}},
+    {{4, kernel512_2x4}, {2, kernel512_2x2}, {1, kernel512_2x1}},
+    {{3, kernel512_3x3}, {1, kernel512_3x1}},
+    {{2, kernel512_4x2}, {1, kernel512_4x1}},
+    {{2, kernel512_5x2}, {1, kernel512_5x1}},
+    {{2, kernel512_6x2}, {1, kernel512_6x1}},
+};
+
 static void gemm_panels(
     int m, int k, const float *a, size_t lda,
     const float *panels, int panel_count,
     const float *bias, const float *row_bias, float *c, size_t ldc, int columns) {
-    static const kernel_fn wide2[7] = {0, kernel_1x4, kernel_2x2, kernel_3x2, kernel_4x1, kernel_5x1, kernel_6x1};
-    static const kernel_fn narrow2[7] = {0, kernel_1x1, kernel_2x1, kernel_3x1, kernel_4x1, kernel_5x1, kernel_6x1};
-    static const int width2[7] = {0, 4, 2, 2, 1, 1, 1};
-    static const kernel_fn wide5[7] = {0, kernel512_1x8, kernel512_2x4, kernel512_3x3, kernel512_4x2, kernel512_5x2, kernel512_6x2};
-    static const kernel_fn narrow5[7] = {0, kernel512_1x1, kernel512_2x1, kernel512_3x1, kernel512_4x1, kernel512_5x1, kernel512_6x1};
-    static const int width5[7] = {0, 8, 4, 3, 2, 2, 2};
     if (m < 1 || m > 6) return;
-    int wide_avx512 = CMaaSKernels_has_avx512();
-    const kernel_fn *wide = wide_avx512 ? wide5 : wide2;
-    const kernel_fn *narrow = wide_avx512 ? narrow5 : narrow2;
-    const int *width = wide_avx512 ? width5 : width2;
+    const variant *variants = CMaaSKernels_has_avx512() ? avx512_variants[m] : avx2_variants[m];
     size_t panel_stride = (size_t)k * 16;
     int q = 0;
-    for (; q + width[m] <= panel_count; q += width[m]) {
-        wide[m](k, a, lda, panels + q * panel_stride, panel_stride, bias ? bias + q * 16 : 0, row_bias,
-                c + q * 16, ldc, columns - q * 16);
-    }
-    for (; q < panel_count; q++) {
-        narrow[m](k, a, lda, panels + q * panel_stride, panel_stride, bias ? bias + q * 16 : 0, row_bias,
-                  c + q * 16, ldc, columns - q * 16);
+    for (int v = 0; v < 4 && variants[v].width > 0; v++) {
+        int width = variants[v].width;
+        for (; q + width <= panel_count; q += width) {
+            variants[v].fn(k, a, lda, panels + q * panel_stride, panel_stride, bias ? bias + q * 16 : 0, row_bias,
+                           c + q * 16, ldc, columns - q * 16);
+        }
     }
 }
 

@@ -2,10 +2,11 @@ internal import COpenBLAS
 
 /// The OpenBLAS entry points the engine uses. Only this file imports COpenBLAS.
 enum BLAS {
-    /// OpenBLAS's own threads would compete with the compute pool; it runs single-threaded and
-    /// the pool calls it per tile.
-    static func useSingleThread() {
-        openblas_set_num_threads(1)
+    /// OpenBLAS's own threads would compete with the compute pool, so it runs single-threaded
+    /// and the pool calls it per tile (scripts/bench-engine measures the alternative by setting
+    /// MAAS_OPENBLAS_THREADS with a one-thread pool).
+    static func setThreads(_ count: Int) {
+        openblas_set_num_threads(Int32(count))
     }
 
     /// y[n] = alpha · x[k] · B[k×n] + beta · y, B row-major with leading dim ldb (or B[n×k] if transposed).

@@ -25,7 +25,7 @@ public final class ComputePool: Sendable {
     public init(threadCount: Int) {
         precondition(threadCount > 0)
         self.threadCount = threadCount
-        BLAS.useSingleThread()
+        BLAS.setThreads(getenvInt("MAAS_OPENBLAS_THREADS") ?? 1)
         for index in 0..<threadCount {
             let thread = Thread(pool: self, index: index)
             thread.start()
@@ -42,7 +42,7 @@ public final class ComputePool: Sendable {
         withoutActuallyEscaping(body) { body in
             let job = Job(count: 1) { _ in box.result = Swift.Result { () throws(Failure) in try body() } }
             submit(job, wake: 1)
-            job.waitUntilDone()
+            job.waitUntilDone(spin: false)
         }
         return try box.result!.get()
     }
@@ -62,7 +62,7 @@ public final class ComputePool: Sendable {
             let onPool = ComputePool.currentPool === self
             submit(job, wake: min(count, threadCount) - (onPool ? 1 : 0))
             if onPool { job.work() }
-            job.waitUntilDone()
+            job.waitUntilDone(spin: onPool)
         }
     }
 
@@ -170,8 +170,16 @@ private final class Job: @unchecked Sendable {
         }
     }
 
-    func waitUntilDone() {
-        done.wait()
+    /// Pool threads spin briefly before sleeping: the other threads' chunks usually finish within
+    /// microseconds, and a futex sleep and wake-up costs tens of them on this kind of machine.
+    /// Callers from outside the pool just sleep: spinning there would take a core from the pool.
+    func waitUntilDone(spin: Bool) {
+        var spins = 0
+        while spin && remaining.load(ordering: .acquiring) > 0 && spins < 50_000 {
+            CMaaSKernels_spin_pause()
+            spins += 1
+        }
+        if remaining.load(ordering: .acquiring) > 0 { done.wait() }
         body = nil
     }
 }

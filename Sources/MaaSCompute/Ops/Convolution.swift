@@ -130,9 +130,8 @@ struct ConvKernel: Kernel {
             if usePanels {
                 // im2col writes straight into the kernels' panel layout: no packing pass.
                 let panelCount = (columns + 15) / 16
-                let scratch = ComputePool.scratch(floats: panelCount * patch * 16 + patch * columns)
-                let panels = scratch + patch * columns
-                geometry.fillPanels(panels, scratch: scratch, from: px + (n * channels + g * groupChannels) * inSize[0] * inSize[1])
+                let panels = ComputePool.scratch(floats: panelCount * patch * 16)
+                geometry.fillPanels(panels, from: px + (n * channels + g * groupChannels) * inSize[0] * inSize[1], pool: nested ? pool : nil)
                 let out = py + (n * filters + g * groupFilters) * columns
                 let weights = pw + g * groupFilters * patch
                 let rowBias = pb.map { UnsafePointer($0 + g * groupFilters) }
@@ -168,31 +167,61 @@ struct Im2Col: Sendable {
     let outHeight: Int, outWidth: Int
 
     /// Row-major columns: [patch][outHeight * outWidth].
-    func fill(_ col: UnsafeMutablePointer<Float>, from image: UnsafePointer<Float>) {
+    func fill(_ col: UnsafeMutablePointer<Float>, from image: UnsafePointer<Float>, channelRange: Range<Int>? = nil) {
         let columns = outHeight * outWidth
-        forEachPatchLine(image) { row, oh, source, first, last in
+        forEachPatchLine(image, channels: channelRange ?? 0..<channels) { row, oh, source, first, last in
             let line = col + row * columns + oh * outWidth
             write(line, source, first, last)
         }
     }
 
-    /// Columns in the panel layout of the small-GEMM kernels, [columns / 16][patch][16]: the
-    /// row-major columns first (contiguous copies), then 16-float blocks moved into panels.
-    /// `scratch` holds patch x columns floats.
-    func fillPanels(_ panels: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, from image: UnsafePointer<Float>) {
-        fill(scratch, from: image)
+    /// Columns in the panel layout of the small-GEMM kernels, [columns / 16][patch][16], so the
+    /// convolution's GEMM needs no packing pass.
+    func fillPanels(_ panels: UnsafeMutablePointer<Float>, from image: UnsafePointer<Float>, pool: ComputePool?) {
+        // Channels are independent: spread them over the pool when the caller has no other
+        // parallelism (batch 1).
+        let tasks = pool.map { min($0.threadCount, channels) } ?? 1
+        if tasks > 1, let pool {
+            let per = (channels + tasks - 1) / tasks
+            pool.parallelFor(tasks) { task in
+                let range = task * per..<min(channels, (task + 1) * per)
+                if !range.isEmpty { fillPanels(panels, from: image, channels: range) }
+            }
+        } else {
+            fillPanels(panels, from: image, channels: 0..<channels)
+        }
+    }
+
+    private func fillPanels(_ panels: UnsafeMutablePointer<Float>, from image: UnsafePointer<Float>, channels range: Range<Int>) {
         let patch = channels * kernel[0] * kernel[1]
         let columns = outHeight * outWidth
-        let whole = columns / 16, rest = columns % 16
-        for row in 0..<patch {
-            let source = scratch + row * columns
-            for panel in 0..<whole {
-                (panels + (panel * patch + row) * 16).update(from: source + panel * 16, count: 16)
+        let (width, step) = (outWidth, stride[1])
+        let rest = columns % 16
+        if rest > 0 {
+            // The last panel's padding lanes must be zero.
+            let perChannel = kernel[0] * kernel[1]
+            for row in range.lowerBound * perChannel..<range.upperBound * perChannel {
+                (panels + ((columns / 16) * patch + row) * 16 + rest).update(repeating: 0, count: 16 - rest)
             }
-            if rest > 0 {
-                let target = panels + (whole * patch + row) * 16
-                target.update(from: source + whole * 16, count: rest)
-                (target + rest).update(repeating: 0, count: 16 - rest)
+        }
+        // Each output line is cut at panel boundaries and copied straight into its panels.
+        forEachPatchLine(image, channels: range) { row, oh, source, first, last in
+            var ow = 0
+            var column = oh * width
+            while ow < width {
+                let lane = column & 15
+                let take = min(16 - lane, width - ow)
+                let target = panels + ((column >> 4) * patch + row) * 16 + lane
+                if step == 1 && ow >= first && ow + take <= last {
+                    target.update(from: source + ow, count: take)
+                } else {
+                    for i in 0..<take {
+                        let x = ow + i
+                        target[i] = x >= first && x < last ? source[x * step] : 0
+                    }
+                }
+                ow += take
+                column += take
             }
         }
     }
@@ -202,14 +231,15 @@ struct Im2Col: Sendable {
     @inline(__always)
     private func forEachPatchLine(
         _ image: UnsafePointer<Float>,
+        channels range: Range<Int>,
         _ body: (Int, Int, UnsafePointer<Float>, Int, Int) -> Void
     ) {
         let (kernelH, kernelW) = (kernel[0], kernel[1])
         let (strideH, strideW) = (stride[0], stride[1])
         let (dilationH, dilationW) = (dilation[0], dilation[1])
         let (padH, padW) = (pad[0], pad[1])
-        var row = 0
-        for c in 0..<channels {
+        var row = range.lowerBound * kernelH * kernelW
+        for c in range {
             let plane = image + c * height * width
             for kh in 0..<kernelH {
                 for kw in 0..<kernelW {
@@ -283,6 +313,25 @@ struct PoolKernel: Kernel {
         let (inH, inW, outH, outW) = (inSize[0], inSize[1], outSize[0], outSize[1])
         let (kH, kW, sH, sW, dH, dW) = (kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1])
         let (pH, pW, peH, peW) = (padBegin[0], padBegin[1], padEnd[0], padEnd[1])
+        if isMax && kH == 2 && kW == 2 && sH == 2 && sW == 2 && dH == 1 && dW == 1 && pH == 0 && pW == 0
+            && outH * 2 <= inH && outW * 2 <= inW
+        {
+            // The common 2x2/2 max pool: no window leaves the input, so no bounds checks.
+            forEachChunk(planes, pool: pool, grain: max(1, 16384 / max(outH * outW * 4, 1))) { range in
+                for plane in range {
+                    let input = px + plane * inH * inW
+                    let output = py + plane * outH * outW
+                    for oh in 0..<outH {
+                        let top = input + 2 * oh * inW, bottom = top + inW
+                        let line = output + oh * outW
+                        for ow in 0..<outW {
+                            line[ow] = max(max(top[2 * ow], top[2 * ow + 1]), max(bottom[2 * ow], bottom[2 * ow + 1]))
+                        }
+                    }
+                }
+            }
+            return
+        }
         forEachChunk(planes, pool: pool, grain: max(1, 16384 / max(outH * outW * kH * kW, 1))) { range in
             for plane in range {
                 let input = px + plane * inH * inW

@@ -108,7 +108,9 @@ enum SmallGEMM {
         let panelCount = (n + 15) / 16
         let threads = m * n * k < (1 << 15) ? 1 : min(pool.threadCount, panelCount)
         let perThread = (panelCount + threads - 1) / threads
-        let block = 4  // panels per pass over the rows: 4 x K x 16 floats stay in L2
+        // Panels per pass over the rows: with several row groups, 4 x K x 16 floats stay in L2 for
+        // the next group; a single group uses each panel once, so it takes the widest kernel.
+        let block = m <= 6 ? 8 : 4
         pool.parallelFor(threads) { thread in
             let first = thread * perThread, last = min(panelCount, first + perThread)
             var panel = first
@@ -147,7 +149,8 @@ struct TiledGEMM: @unchecked Sendable {
     /// Add to what `c` holds instead of overwriting it.
     var accumulate = false
 
-    static let gemvRows = Int(getenvInt("MAAS_GEMV_ROWS") ?? 1)
+    /// sgemm with one row is 3x slower than sgemv on Debian's OpenBLAS 0.3.21 (measured here).
+    static let gemvRows = 1
 
     /// The whole product on the calling thread.
     func runSingle() {
