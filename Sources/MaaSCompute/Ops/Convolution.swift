@@ -130,8 +130,11 @@ struct ConvKernel: Kernel {
             if usePanels {
                 // im2col writes straight into the kernels' panel layout: no packing pass.
                 let panelCount = (columns + 15) / 16
-                let panels = ComputePool.scratch(floats: panelCount * patch * 16)
-                geometry.fillPanels(panels, from: px + (n * channels + g * groupChannels) * inSize[0] * inSize[1], pool: nested ? pool : nil)
+                let scratch = ComputePool.scratch(floats: panelCount * patch * 16 + patch * columns)
+                let panels = scratch + patch * columns
+                geometry.fillPanels(
+                    panels, scratch: scratch, from: px + (n * channels + g * groupChannels) * inSize[0] * inSize[1],
+                    pool: nested ? pool : nil)
                 let out = py + (n * filters + g * groupFilters) * columns
                 let weights = pw + g * groupFilters * patch
                 let rowBias = pb.map { UnsafePointer($0 + g * groupFilters) }
@@ -176,8 +179,13 @@ struct Im2Col: Sendable {
     }
 
     /// Columns in the panel layout of the small-GEMM kernels, [columns / 16][patch][16], so the
-    /// convolution's GEMM needs no packing pass.
-    func fillPanels(_ panels: UnsafeMutablePointer<Float>, from image: UnsafePointer<Float>, pool: ComputePool?) {
+    /// convolution's GEMM needs no packing pass. Lines are unfolded row-major into `scratch`
+    /// (patch x columns floats; contiguous copies), then moved into panels panel by panel, so
+    /// that the panel writes are sequential.
+    func fillPanels(
+        _ panels: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, from image: UnsafePointer<Float>,
+        pool: ComputePool?
+    ) {
         // Channels are independent: spread them over the pool when the caller has no other
         // parallelism (batch 1).
         let tasks = pool.map { min($0.threadCount, channels) } ?? 1
@@ -185,43 +193,32 @@ struct Im2Col: Sendable {
             let per = (channels + tasks - 1) / tasks
             pool.parallelFor(tasks) { task in
                 let range = task * per..<min(channels, (task + 1) * per)
-                if !range.isEmpty { fillPanels(panels, from: image, channels: range) }
+                if !range.isEmpty { fillPanels(panels, scratch: scratch, from: image, channels: range) }
             }
         } else {
-            fillPanels(panels, from: image, channels: 0..<channels)
+            fillPanels(panels, scratch: scratch, from: image, channels: 0..<channels)
         }
     }
 
-    private func fillPanels(_ panels: UnsafeMutablePointer<Float>, from image: UnsafePointer<Float>, channels range: Range<Int>) {
-        let patch = channels * kernel[0] * kernel[1]
+    private func fillPanels(
+        _ panels: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, from image: UnsafePointer<Float>,
+        channels range: Range<Int>
+    ) {
+        fill(scratch, from: image, channelRange: range)
+        let perChannel = kernel[0] * kernel[1]
+        let patch = channels * perChannel
         let columns = outHeight * outWidth
-        let (width, step) = (outWidth, stride[1])
-        let rest = columns % 16
-        if rest > 0 {
-            // The last panel's padding lanes must be zero.
-            let perChannel = kernel[0] * kernel[1]
-            for row in range.lowerBound * perChannel..<range.upperBound * perChannel {
-                (panels + ((columns / 16) * patch + row) * 16 + rest).update(repeating: 0, count: 16 - rest)
-            }
-        }
-        // Each output line is cut at panel boundaries and copied straight into its panels.
-        forEachPatchLine(image, channels: range) { row, oh, source, first, last in
-            var ow = 0
-            var column = oh * width
-            while ow < width {
-                let lane = column & 15
-                let take = min(16 - lane, width - ow)
-                let target = panels + ((column >> 4) * patch + row) * 16 + lane
-                if step == 1 && ow >= first && ow + take <= last {
-                    target.update(from: source + ow, count: take)
-                } else {
-                    for i in 0..<take {
-                        let x = ow + i
-                        target[i] = x >= first && x < last ? source[x * step] : 0
-                    }
-                }
-                ow += take
-                column += take
+        let rows = range.lowerBound * perChannel..<range.upperBound * perChannel
+        let panelCount = (columns + 15) / 16
+        for panel in 0..<panelCount {
+            let start = panel * 16
+            let count = min(16, columns - start)
+            var target = panels + (panel * patch + rows.lowerBound) * 16
+            for row in rows {
+                let source = scratch + row * columns + start
+                for lane in 0..<count { target[lane] = source[lane] }
+                for lane in count..<16 { target[lane] = 0 }
+                target += 16
             }
         }
     }

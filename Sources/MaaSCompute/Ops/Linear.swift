@@ -78,16 +78,22 @@ extension SmallGEMM {
         rowBias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>, n: Int, pool: ComputePool?
     ) {
         let groups = (m + 5) / 6
-        let body: (Int) -> Void = { group in
-            let row = group * 6, rows = min(6, m - row)
-            CMaaSKernels_gemm_panels_row_bias(
-                Int32(rows), Int32(k), a + row * k, k, panels, Int32(panelCount),
-                rowBias.map { $0 + row }, c + row * n, n, Int32(n))
+        // One contiguous share of row groups per thread: a task per group costs more in
+        // hand-offs than it gains at these sizes.
+        let tasks = min(pool?.threadCount ?? 1, groups)
+        let perTask = (groups + tasks - 1) / tasks
+        let body: (Int) -> Void = { task in
+            for group in task * perTask..<min(groups, (task + 1) * perTask) {
+                let row = group * 6, rows = min(6, m - row)
+                CMaaSKernels_gemm_panels_row_bias(
+                    Int32(rows), Int32(k), a + row * k, k, panels, Int32(panelCount),
+                    rowBias.map { $0 + row }, c + row * n, n, Int32(n))
+            }
         }
-        if let pool, groups > 1 {
-            pool.parallelFor(groups, body)
+        if let pool, tasks > 1 {
+            pool.parallelFor(tasks, body)
         } else {
-            for group in 0..<groups { body(group) }
+            body(0)
         }
     }
 }
