@@ -17,7 +17,7 @@ int CMaaSKernels_available(void) {
 #define DEFINE_KERNEL(MR, NP)                                                                      \
     __attribute__((target("avx2,fma"))) static void kernel_##MR##x##NP(                          \
         int k, const float *a, size_t lda, const float *p, size_t panel_stride,                  \
-        const float *bias, const float *row_bias, float *c, size_t ldc, int columns) {           \
+        const float *bias, const float *row_bias, float *c, size_t ldc, int columns, int relu) { \
         __m256 acc[MR][NP][2];                                                                    \
         for (int r = 0; r < MR; r++)                                                              \
             for (int q = 0; q < NP; q++) acc[r][q][0] = acc[r][q][1] = _mm256_setzero_ps();      \
@@ -48,6 +48,10 @@ int CMaaSKernels_available(void) {
                     __m256 rb = _mm256_broadcast_ss(row_bias + r);                                \
                     lo = _mm256_add_ps(lo, rb);                                                   \
                     hi = _mm256_add_ps(hi, rb);                                                   \
+                }                                                                                 \
+                if (relu) {                                                                       \
+                    lo = _mm256_max_ps(lo, _mm256_setzero_ps());                                  \
+                    hi = _mm256_max_ps(hi, _mm256_setzero_ps());                                  \
                 }                                                                                 \
                 int valid = columns - q * 16;                                                     \
                 float *row = c + r * ldc + q * 16;                                                \
@@ -81,7 +85,7 @@ DEFINE_KERNEL(3, 1)
 #define DEFINE_KERNEL512(MR, NP)                                                                   \
     __attribute__((target("avx512f"))) static void kernel512_##MR##x##NP(                         \
         int k, const float *a, size_t lda, const float *p, size_t panel_stride,                  \
-        const float *bias, const float *row_bias, float *c, size_t ldc, int columns) {           \
+        const float *bias, const float *row_bias, float *c, size_t ldc, int columns, int relu) { \
         __m512 acc[MR][NP];                                                                       \
         for (int r = 0; r < MR; r++)                                                              \
             for (int q = 0; q < NP; q++) acc[r][q] = _mm512_setzero_ps();                        \
@@ -99,6 +103,7 @@ DEFINE_KERNEL(3, 1)
                 __m512 v = acc[r][q];                                                             \
                 if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + q * 16));                   \
                 if (row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(row_bias[r]));                  \
+                if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());                              \
                 int valid = columns - q * 16;                                                     \
                 float *row = c + r * ldc + q * 16;                                                \
                 if (valid >= 16) {                                                                \
@@ -135,7 +140,7 @@ int CMaaSKernels_has_avx512(void) {
     return cached;
 }
 
-typedef void (*kernel_fn)(int, const float *, size_t, const float *, size_t, const float *, const float *, float *, size_t, int);
+typedef void (*kernel_fn)(int, const float *, size_t, const float *, size_t, const float *, const float *, float *, size_t, int, int);
 
 typedef struct {
     int width;
@@ -165,7 +170,7 @@ static const variant avx512_variants[7][4] = {
 static void gemm_panels(
     int m, int k, const float *a, size_t lda,
     const float *panels, int panel_count,
-    const float *bias, const float *row_bias, float *c, size_t ldc, int columns) {
+    const float *bias, const float *row_bias, float *c, size_t ldc, int columns, int relu) {
     if (m < 1 || m > 6) return;
     const variant *variants = CMaaSKernels_has_avx512() ? avx512_variants[m] : avx2_variants[m];
     size_t panel_stride = (size_t)k * 16;
@@ -174,7 +179,7 @@ static void gemm_panels(
         int width = variants[v].width;
         for (; q + width <= panel_count; q += width) {
             variants[v].fn(k, a, lda, panels + q * panel_stride, panel_stride, bias ? bias + q * 16 : 0, row_bias,
-                           c + q * 16, ldc, columns - q * 16);
+                           c + q * 16, ldc, columns - q * 16, relu);
         }
     }
 }
@@ -182,26 +187,26 @@ static void gemm_panels(
 void CMaaSKernels_gemm_panels(
     int m, int k, const float *a, size_t lda,
     const float *panels, int panel_count,
-    const float *bias, float *c, size_t ldc, int columns) {
-    gemm_panels(m, k, a, lda, panels, panel_count, bias, 0, c, ldc, columns);
+    const float *bias, float *c, size_t ldc, int columns, int relu) {
+    gemm_panels(m, k, a, lda, panels, panel_count, bias, 0, c, ldc, columns, relu);
 }
 
 void CMaaSKernels_gemm_panels_row_bias(
     int m, int k, const float *a, size_t lda,
     const float *panels, int panel_count,
-    const float *row_bias, float *c, size_t ldc, int columns) {
-    gemm_panels(m, k, a, lda, panels, panel_count, 0, row_bias, c, ldc, columns);
+    const float *row_bias, float *c, size_t ldc, int columns, int relu) {
+    gemm_panels(m, k, a, lda, panels, panel_count, 0, row_bias, c, ldc, columns, relu);
 }
 
 #else
 int CMaaSKernels_available(void) { return 0; }
 int CMaaSKernels_has_avx512(void) { return 0; }
 void CMaaSKernels_gemm_panels(int m, int k, const float *a, size_t lda, const float *panels, int panel_count,
-                              const float *bias, float *c, size_t ldc, int columns) {
-    (void)m; (void)k; (void)a; (void)lda; (void)panels; (void)panel_count; (void)bias; (void)c; (void)ldc; (void)columns;
+                              const float *bias, float *c, size_t ldc, int columns, int relu) {
+    (void)m; (void)k; (void)a; (void)lda; (void)panels; (void)panel_count; (void)bias; (void)c; (void)ldc; (void)columns; (void)relu;
 }
 void CMaaSKernels_gemm_panels_row_bias(int m, int k, const float *a, size_t lda, const float *panels, int panel_count,
-                                       const float *row_bias, float *c, size_t ldc, int columns) {
-    (void)m; (void)k; (void)a; (void)lda; (void)panels; (void)panel_count; (void)row_bias; (void)c; (void)ldc; (void)columns;
+                                       const float *row_bias, float *c, size_t ldc, int columns, int relu) {
+    (void)m; (void)k; (void)a; (void)lda; (void)panels; (void)panel_count; (void)row_bias; (void)c; (void)ldc; (void)columns; (void)relu;
 }
 #endif

@@ -77,10 +77,33 @@ public final class CompiledModel: Sendable {
                 throw .invalidModel("graph output '\(output.name)' is not produced by any node, initializer or input")
             }
         }
-        self.steps = steps
+        self.steps = Self.fuseRelu(steps, graphOutputs: Set(graph.outputs.map { slots[$0.name]! }))
         self.constants = constants
         self.valueCount = nextSlot
         self.outputSlots = graph.outputs.map { slots[$0.name]! }
+    }
+
+    /// Folds each Relu into the Gemm, MatMul or Conv before it when nothing else reads the
+    /// product: one pass over the output instead of two.
+    static func fuseRelu(_ steps: [Step], graphOutputs: Set<Int>) -> [Step] {
+        var readers: [Int: Int] = [:]
+        for step in steps {
+            for input in step.inputs.compactMap({ $0 }) { readers[input, default: 0] += 1 }
+        }
+        var result: [Step] = []
+        for step in steps {
+            if step.node.opType == "Relu", step.node.domain.isEmpty || step.node.domain == "ai.onnx",
+                let input = step.inputs.first ?? nil, readers[input] == 1, !graphOutputs.contains(input),
+                let index = result.lastIndex(where: { $0.outputs.first == input }), result[index].outputs.count == 1,
+                let fused = result[index].kernel.fusingRelu()
+            {
+                let producer = result[index]
+                result[index] = Step(node: producer.node, kernel: fused, inputs: producer.inputs, outputs: step.outputs)
+                continue
+            }
+            result.append(step)
+        }
+        return result
     }
 
     /// Ops with side effects or randomness would not be folded; all ours are pure.

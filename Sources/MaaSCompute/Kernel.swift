@@ -42,10 +42,15 @@ protocol Kernel: Sendable {
     func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError)
     /// Output index → input index whose buffer it reuses unchanged (reshapes and identities).
     var aliases: [Int: Int] { get }
+    /// This kernel with a following Relu folded into its output pass, if it can do that.
+    func fusingRelu() -> (any Kernel)?
 }
 
 extension Kernel {
     var aliases: [Int: Int] { [:] }
+
+    /// This kernel with a following Relu folded into its output pass, if it can do that.
+    func fusingRelu() -> (any Kernel)? { nil }
 }
 
 /// What a kernel factory knows about a node: attributes with ONNX defaults, and the inputs

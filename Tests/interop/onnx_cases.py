@@ -165,4 +165,20 @@ def cases():
     c["Dropout_inference"] = unary("Dropout", opset=13)
     c["Constant_value_floats"] = (model([helper.make_node("Constant", [], ["c"], value_floats=[1.0, 2.0, 3.0]), helper.make_node("Add", ["x", "c"], ["y"])],
                                         [("x", F, (2, 3))], [("y", F, None)], opset=13), {"x": rand(2, 3)})
+    # Relu after a product is fused into it; also when the product is itself an output (no fusion).
+    for name, (m, feeds) in {
+        "Gemm_relu_rowbias": gemm(m=5, k=7, n=33, trans_b=1, c_shape=(33,)),
+        "Gemm_relu_generalC": gemm(m=5, k=7, n=33, c_shape=(5, 33)),
+        "MatMul_relu": matmul((2, 3, 40), (40, 20), True),
+        "MatMul_relu_batched": matmul((2, 3, 4), (2, 4, 5), False),
+        "Conv_relu": conv((2, 3, 9, 8), (4, 3, 3, 3), pads=[1, 1, 1, 1]),
+    }.items():
+        m.graph.node.append(helper.make_node("Relu", ["y"], ["z"]))
+        del m.graph.output[:]
+        m.graph.output.append(helper.make_tensor_value_info("z", F, None))
+        c[name] = (m, feeds)
+    both, feeds = gemm(m=4, k=6, n=18, trans_b=1, c_shape=(18,))
+    both.graph.node.append(helper.make_node("Relu", ["y"], ["z"]))
+    both.graph.output.append(helper.make_tensor_value_info("z", F, None))
+    c["Gemm_relu_product_also_output"] = (both, feeds)
     return c

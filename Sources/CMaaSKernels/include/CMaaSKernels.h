@@ -15,17 +15,18 @@ int CMaaSKernels_has_avx512(void);
 /// C[m x (16 * panels)] = A[m x k] . P + bias, for m <= 6 rows and `panels` consecutive panels
 /// of packed B (each k x 16 floats). `bias` (16 * panels floats) may be NULL. `columns` is how
 /// many of the output columns are real (the last panel may be padding); `ldc` is C's row stride.
+/// With `relu`, negative results are stored as zero (a fused Relu).
 void CMaaSKernels_gemm_panels(
     int m, int k, const float *a, size_t lda,
     const float *panels, int panel_count,
-    const float *bias, float *c, size_t ldc, int columns);
+    const float *bias, float *c, size_t ldc, int columns, int relu);
 
 /// The same with a per-row bias (`row_bias[r]` added to row r; may be NULL), as convolutions
 /// need: rows are filters there.
 void CMaaSKernels_gemm_panels_row_bias(
     int m, int k, const float *a, size_t lda,
     const float *panels, int panel_count,
-    const float *row_bias, float *c, size_t ldc, int columns);
+    const float *row_bias, float *c, size_t ldc, int columns, int relu);
 
 
 

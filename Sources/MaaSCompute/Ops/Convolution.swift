@@ -74,6 +74,14 @@ private func twoD(_ values: [Int], _ fill: Int) -> [Int] { values.count == 1 ? [
 struct ConvKernel: Kernel {
     let window: Window
     let group: Int
+    /// A following Relu computed in the same pass (set by the graph compiler).
+    var relu = false
+
+    func fusingRelu() -> (any Kernel)? {
+        var fused = self
+        fused.relu = true
+        return fused
+    }
 
     init(_ context: NodeContext) throws(InferenceError) {
         try context.requireInputs(2...3)
@@ -120,7 +128,7 @@ struct ConvKernel: Kernel {
             channels: groupChannels, height: inSize[0], width: inSize[1], kernel: kernel, stride: stride,
             dilation: dilation, pad: pad, outHeight: outSize[0], outWidth: outSize[1])
         let px = x.floats, pw = w.floats, py = y.floats, pb = bias?.floats
-        let group = self.group
+        let (group, relu) = (self.group, self.relu)
         // One (image, group) pair per task when there are enough; otherwise the GEMM's columns
         // spread over the pool.
         let tasks = batch * group
@@ -140,7 +148,7 @@ struct ConvKernel: Kernel {
                 let rowBias = pb.map { UnsafePointer($0 + g * groupFilters) }
                 SmallGEMM.runRows(
                     m: groupFilters, k: patch, a: weights, panels: panels, panelCount: panelCount,
-                    rowBias: rowBias, c: out, n: columns, pool: nested ? pool : nil)
+                    rowBias: rowBias, c: out, n: columns, relu: relu, pool: nested ? pool : nil)
                 return
             }
             let col = ComputePool.scratch(floats: patch * columns)
@@ -153,6 +161,7 @@ struct ConvKernel: Kernel {
                 m: groupFilters, n: columns, k: patch, a: pw + g * groupFilters * patch, lda: patch,
                 b: col, ldb: columns, c: out)
             gemm.accumulate = pb != nil
+            gemm.relu = relu
             if nested { gemm.run(pool: pool) } else { gemm.runSingle() }
         }
         if tasks >= pool.threadCount {

@@ -75,7 +75,7 @@ extension SmallGEMM {
     /// (B here is per-call data, e.g. im2col columns, already in panel layout).
     static func runRows(
         m: Int, k: Int, a: UnsafePointer<Float>, panels: UnsafePointer<Float>, panelCount: Int,
-        rowBias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>, n: Int, pool: ComputePool?
+        rowBias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>, n: Int, relu: Bool = false, pool: ComputePool?
     ) {
         let groups = (m + 5) / 6
         // One contiguous share of row groups per thread: a task per group costs more in
@@ -87,7 +87,7 @@ extension SmallGEMM {
                 let row = group * 6, rows = min(6, m - row)
                 CMaaSKernels_gemm_panels_row_bias(
                     Int32(rows), Int32(k), a + row * k, k, panels, Int32(panelCount),
-                    rowBias.map { $0 + row }, c + row * n, n, Int32(n))
+                    rowBias.map { $0 + row }, c + row * n, n, Int32(n), relu ? 1 : 0)
             }
         }
         if let pool, tasks > 1 {
@@ -109,7 +109,7 @@ enum SmallGEMM {
     /// C[m x n] = A[m x k] . B + bias over the pool, splitting panels between threads.
     static func run(
         m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, panels: UnsafePointer<Float>,
-        bias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>, pool: ComputePool
+        bias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>, relu: Bool = false, pool: ComputePool
     ) {
         let panelCount = (n + 15) / 16
         let threads = m * n * k < (1 << 15) ? 1 : min(pool.threadCount, panelCount)
@@ -128,7 +128,7 @@ enum SmallGEMM {
                     CMaaSKernels_gemm_panels(
                         Int32(rows), Int32(k), a + row * lda, lda,
                         panels + panel * k * 16, Int32(count),
-                        bias.map { $0 + panel * 16 }, c + row * n + panel * 16, n, Int32(n - panel * 16))
+                        bias.map { $0 + panel * 16 }, c + row * n + panel * 16, n, Int32(n - panel * 16), relu ? 1 : 0)
                     row += rows
                 }
                 panel += count
@@ -154,6 +154,8 @@ struct TiledGEMM: @unchecked Sendable {
     var biasRow: UnsafePointer<Float>?
     /// Add to what `c` holds instead of overwriting it.
     var accumulate = false
+    /// Clamp the result at zero (a Relu fused into this product).
+    var relu = false
 
     /// sgemm with one row is 3x slower than sgemv on Debian's OpenBLAS 0.3.21 (measured here).
     static let gemvRows = 1
@@ -208,6 +210,7 @@ struct TiledGEMM: @unchecked Sendable {
             for row in 0..<rows.count {
                 BLAS.sgemv(k: k, n: columns.count, alpha: alpha, x: aTile + row * lda, b: bTile, ldb: ldb, transposeB: transposeB, beta: beta, y: out + row * n)
             }
+            if relu { clamp(out, rows: rows.count, columns: columns.count) }
             return
         }
         BLAS.sgemm(
@@ -215,6 +218,15 @@ struct TiledGEMM: @unchecked Sendable {
             a: aTile, lda: lda, transposeA: transposeA,
             b: bTile, ldb: ldb, transposeB: transposeB,
             beta: beta, c: out, ldc: n)
+        if relu { clamp(out, rows: rows.count, columns: columns.count) }
+    }
+
+    /// The fused Relu, on the tile just computed while it is still in cache.
+    private func clamp(_ out: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
+        for row in 0..<rows {
+            let line = out + row * n
+            for column in 0..<columns { line[column] = max(line[column], 0) }
+        }
     }
 }
 
@@ -227,6 +239,8 @@ struct GemmKernel: Kernel {
     let packed: PackedMatrix?
     /// beta · C as one row, when C is a constant [N] or [1, N] (zero-padded to whole panels).
     let biasRow: Tensor?
+    /// A following Relu computed in the same pass (set by the graph compiler).
+    var relu = false
 
     init(_ context: NodeContext) throws(InferenceError) {
         try context.requireInputs(2...3)
@@ -293,9 +307,11 @@ struct GemmKernel: Kernel {
         if let panels = packed?.panelPointer, m <= SmallGEMM.maxRows, !transA, alpha == 1,
             biasRow != nil || inputs.count < 3 || inputs[2] == nil
         {
-            SmallGEMM.run(m: m, n: n, k: k, a: a.floats, lda: a.shape[1], panels: panels, bias: bias, c: y.floats, pool: pool)
+            SmallGEMM.run(m: m, n: n, k: k, a: a.floats, lda: a.shape[1], panels: panels, bias: bias, c: y.floats, relu: relu, pool: pool)
             return
         }
+        let generalC = inputs.count > 2 && inputs[2] != nil && biasRow == nil && beta != 0
+        gemm.relu = relu && !generalC
         if let biasRow {
             gemm.biasRow = UnsafePointer(biasRow.unsafeBaseAddress.assumingMemoryBound(to: Float.self))
             gemm.run(pool: pool)
@@ -305,8 +321,18 @@ struct GemmKernel: Kernel {
         if inputs.count > 2, let c = inputs[2], beta != 0 {
             // General C: y += beta · broadcast(C).
             let beta = self.beta
-            broadcastApply(y, c, y, Float.self, pool: pool) { $0 + beta * $1 }
+            if relu {
+                broadcastApply(y, c, y, Float.self, pool: pool) { max($0 + beta * $1, 0) }
+            } else {
+                broadcastApply(y, c, y, Float.self, pool: pool) { $0 + beta * $1 }
+            }
         }
+    }
+
+    func fusingRelu() -> (any Kernel)? {
+        var fused = self
+        fused.relu = true
+        return fused
     }
 }
 
@@ -314,6 +340,13 @@ struct GemmKernel: Kernel {
 /// batched otherwise, 1-D operands promoted and squeezed.
 struct MatMulKernel: Kernel {
     let packed: PackedMatrix?
+    var relu = false
+
+    func fusingRelu() -> (any Kernel)? {
+        var fused = self
+        fused.relu = true
+        return fused
+    }
 
     init(_ context: NodeContext) throws(InferenceError) {
         try context.requireInputs(2...2)
@@ -356,13 +389,14 @@ struct MatMulKernel: Kernel {
             // Every row of A, whatever its batch dims, meets the same B.
             let rows = a.count / max(k, 1)
             if let panels = packed?.panelPointer, rows <= SmallGEMM.maxRows {
-                SmallGEMM.run(m: rows, n: n, k: k, a: a.floats, lda: k, panels: panels, bias: nil, c: y.floats, pool: pool)
+                SmallGEMM.run(m: rows, n: n, k: k, a: a.floats, lda: k, panels: panels, bias: nil, c: y.floats, relu: relu, pool: pool)
                 return
             }
-            TiledGEMM(
+            var gemm = TiledGEMM(
                 m: rows, n: n, k: k, a: a.floats, lda: k,
-                b: packed?.pointer ?? UnsafePointer(b.floats), ldb: n, c: y.floats
-            ).run(pool: pool)
+                b: packed?.pointer ?? UnsafePointer(b.floats), ldb: n, c: y.floats)
+            gemm.relu = relu
+            gemm.run(pool: pool)
             return
         }
         let m = aShape[aShape.count - 2]
@@ -381,12 +415,13 @@ struct MatMulKernel: Kernel {
             return flat * matrixSize
         }
         for index in 0..<batchCount {
-            TiledGEMM(
+            var gemm = TiledGEMM(
                 m: m, n: n, k: k,
                 a: a.floats + offset(index, batchA, m * k), lda: k,
                 b: b.floats + offset(index, batchB, k * n), ldb: n,
-                c: y.floats + index * m * n
-            ).run(pool: pool)
+                c: y.floats + index * m * n)
+            gemm.relu = relu
+            gemm.run(pool: pool)
         }
     }
 }
