@@ -138,10 +138,12 @@ struct LayerNormalizationKernel: Kernel {
         guard let x = inputs[0], x.dataType == .float32 else { throw .unsupported("expects a float32 input") }
         let axis = try normalizeAxis(self.axis, rank: x.shape.count, "LayerNormalization")
         let normalized = Array(x.shape[axis...])
+        let size = normalized.reduce(1, *)
         for index in 1..<inputs.count {
             guard let meta = inputs[index] else { continue }
-            guard Shape.broadcast(normalized, meta.shape) == normalized else {
-                throw .invalidInput("input \(index) shape \(meta.shape) does not broadcast to \(normalized)")
+            // Scale and bias cover the normalized dims exactly (as exporters write them) or are scalars.
+            guard Shape.broadcast(normalized, meta.shape) == normalized, meta.count == size || meta.count == 1 else {
+                throw .unsupported("input \(index) of shape \(meta.shape) for normalized dims \(normalized): only full or scalar scale/bias are supported")
             }
         }
         return [ValueMeta(.float32, x.shape)]
@@ -152,8 +154,9 @@ struct LayerNormalizationKernel: Kernel {
         let axis = try normalizeAxis(self.axis, rank: x.shape.count, "LayerNormalization")
         let size = x.shape[axis...].reduce(1, *)
         let rows = x.count / max(size, 1)
-        let scale = inputs[1].map { $0.count == 1 ? [Float](repeating: $0.floats[0], count: size) : Array(UnsafeBufferPointer(start: $0.floats, count: size)) }
-        let bias = inputs.count > 2 ? inputs[2].map { $0.count == 1 ? [Float](repeating: $0.floats[0], count: size) : Array(UnsafeBufferPointer(start: $0.floats, count: size)) } : nil
+        // Scale and bias are read in place; a one-element tensor broadcasts (stride 0).
+        let scale = inputs[1].map { (pointer: $0.floats, stride: $0.count == 1 ? 0 : 1) }
+        let bias = inputs.count > 2 ? inputs[2].map { (pointer: $0.floats, stride: $0.count == 1 ? 0 : 1) } : nil
         let px = x.floats, py = y.floats, epsilon = self.epsilon
         forEachChunk(rows, pool: pool, grain: max(1, 8192 / max(size, 1))) { range in
             for row in range {
@@ -169,8 +172,8 @@ struct LayerNormalizationKernel: Kernel {
                 let inverse = 1 / sqrtf(variance / Float(size) + epsilon)
                 for i in 0..<size {
                     var value = (input[i] - mean) * inverse
-                    if let scale { value *= scale[i] }
-                    if let bias { value += bias[i] }
+                    if let scale { value *= scale.pointer[i * scale.stride] }
+                    if let bias { value += bias.pointer[i * bias.stride] }
                     output[i] = value
                 }
             }
