@@ -30,10 +30,14 @@ public final class CompiledModel: Sendable {
 
     /// The most plans kept per model; a client sending ever-new shapes must not grow memory.
     static let maxPlans = 16
+    /// The most bytes one plan may allocate for its intermediate values; a request whose shapes
+    /// would need more is refused (RESOURCE_EXHAUSTED) instead of exhausting memory.
+    let maxPlanBytes: Int
 
-    public init(graph: ModelGraph, pool: ComputePool = .shared) throws(InferenceError) {
+    public init(graph: ModelGraph, pool: ComputePool = .shared, maxPlanBytes: Int = 4 << 30) throws(InferenceError) {
         self.graph = graph
         self.pool = pool
+        self.maxPlanBytes = maxPlanBytes
         var slots: [String: Int] = [:]
         var constants: [Int: Tensor] = [:]
         var nextSlot = 0
@@ -268,7 +272,13 @@ final class ExecutionPlan: Sendable {
         var metas = [ValueMeta?](repeating: nil, count: model.valueCount)
         var views = [TensorView?](repeating: nil, count: model.valueCount)
         var buffers: [Tensor] = []
+        var planBytes = 0
         func allocate(_ slot: Int, _ meta: ValueMeta) throws(InferenceError) {
+            let bytes = try Shape.elementCount(meta.shape) * (meta.dataType.byteSize ?? 1)
+            planBytes += bytes
+            guard planBytes <= model.maxPlanBytes else {
+                throw InferenceError(.resourceExhausted, "input shapes \(inputShapes) need more than \(model.maxPlanBytes >> 20) MiB of intermediate buffers")
+            }
             let tensor = try Tensor(zeros: meta.dataType, shape: meta.shape)
             buffers.append(tensor)
             views[slot] = TensorView(base: tensor.unsafeBaseAddress, shape: meta.shape, dataType: meta.dataType)

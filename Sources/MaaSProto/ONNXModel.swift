@@ -170,13 +170,16 @@ private struct DecodeContext {
             }
             return try Tensor(dataType: dataType, shape: dims, bytes: UnsafeRawBufferPointer(start: t.raw_data.data, count: expectedBytes))
         }
-        var result = try Tensor(zeros: dataType, shape: dims)
+        // Typed values are checked against the dims before anything is allocated for them.
+        var result: Tensor?
         let file = source
         func fill<Source, Target>(_ values: UnsafePointer<Source>?, _ available: Int, field: String, _ convert: (Source) -> Target) throws(InferenceError) {
             guard available == count else {
                 throw .invalidModel("\(file): \(what) has \(available) values in \(field) but dims \(dims) need \(count)")
             }
-            result.withUnsafeMutableBytes { bytes in
+            var tensor = try Tensor(zeros: dataType, shape: dims)
+            defer { result = tensor }
+            tensor.withUnsafeMutableBytes { bytes in
                 let target = bytes.bindMemory(to: Target.self)
                 for index in 0..<count { target[index] = convert(values![index]) }
             }
@@ -198,7 +201,7 @@ private struct DecodeContext {
         case .uint8, .bool: try fill(t.int32_data, t.n_int32_data, field: "int32_data") { UInt8(truncatingIfNeeded: $0) }
         case .float16, .bfloat16, .string: throw .unsupported("\(source): \(what) has unsupported data type \(dataType)")
         }
-        return result
+        return result!
     }
 
     func external(_ t: Onnx__TensorProto, dataType: DataType, dims: [Int], expectedBytes: Int, what: String) throws(InferenceError) -> Tensor {

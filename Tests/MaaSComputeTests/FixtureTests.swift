@@ -71,3 +71,81 @@ struct FixtureTests {
         }
     }
 }
+
+@Suite("Engine limits and errors")
+struct EngineLimitTests {
+    func seed() throws -> ModelGraph {
+        try ONNXModel.load(path: Fixtures.path("seed_mlp.torchscript.op17.onnx"))
+    }
+
+    @Test("a plan that would need more memory than allowed is refused, and smaller ones still run")
+    func planBudget() throws {
+        let model = try CompiledModel(graph: try seed(), maxPlanBytes: 64 << 10)
+        let big = try Tensor(zeros: .float32, shape: [1000, 10])
+        #expect(throws: InferenceError.self) { try model.run(["input": big]) }
+        do {
+            _ = try model.run(["input": big])
+        } catch {
+            #expect(error.code == .resourceExhausted)
+            #expect(error.message.contains("MiB"))
+        }
+        let small = try Tensor(zeros: .float32, shape: [2, 10])
+        #expect(try model.run(["input": small])["output"]?.shape == [2, 10])
+    }
+
+    @Test("missing, unknown and mistyped inputs name the input")
+    func inputErrors() throws {
+        let model = try CompiledModel(graph: try seed())
+        #expect(throws: InferenceError.invalidInput("missing input 'input'")) { try model.run([:]) }
+        let good = try Tensor(zeros: .float32, shape: [1, 10])
+        #expect { try model.run(["input": good, "extra": good]) } throws: { ($0 as? InferenceError)?.message.contains("unknown input 'extra'") == true }
+        let wrong = try Tensor(zeros: .int64, shape: [1, 10])
+        #expect(throws: InferenceError.invalidInput("input 'input': expected float32, got int64")) { try model.run(["input": wrong]) }
+    }
+
+    @Test("graphs built in Swift: cycles and unknown ops are refused at compile time")
+    func compileErrors() throws {
+        let x = ValueInfo(name: "x", dataType: .float32, shape: [.fixed(1), .fixed(2)])
+        let cycle = ModelGraph(
+            inputs: [x], outputs: [ValueInfo(name: "b", dataType: .float32, shape: [])],
+            nodes: [Node(name: "one", opType: "Add", inputs: ["x", "c"], outputs: ["b"]), Node(name: "two", opType: "Relu", inputs: ["b"], outputs: ["c"])])
+        #expect { try CompiledModel(graph: cycle) } throws: { ($0 as? InferenceError)?.message.contains("cycle") == true }
+        let unknown = ModelGraph(
+            inputs: [x], outputs: [ValueInfo(name: "y", dataType: .float32, shape: [])],
+            nodes: [Node(name: "n", opType: "Frobnicate", inputs: ["x"], outputs: ["y"])])
+        #expect { try CompiledModel(graph: unknown) } throws: { error in
+            let e = error as? InferenceError
+            return e?.code == .unimplemented && e?.message.contains("'Frobnicate'") == true && e?.message.contains("'n'") == true
+        }
+    }
+
+    @Test("typed initializer data is checked before anything is allocated for it")
+    func hugeTypedInitializer() throws {
+        // A TensorProto claiming dims [2^31-1, 64] of float with no data at all.
+        var tensor: [UInt8] = []
+        func field(_ number: Int, _ wire: UInt8, _ payload: [UInt8]) -> [UInt8] { [UInt8(number << 3) | wire] + payload }
+        let dims = varint(Int64(Int32.max)) + varint(64)
+        tensor += field(1, 2, varint(Int64(dims.count)) + dims)
+        tensor += field(2, 0, varint(1))
+        tensor += field(8, 2, varint(1) + Array("w".utf8))
+        let graph = field(5, 2, varint(Int64(tensor.count)) + tensor)
+        let opset = field(2, 0, varint(17))
+        var model = field(8, 2, varint(Int64(opset.count)) + opset)
+        model += field(7, 2, varint(Int64(graph.count)) + graph)
+        #expect { try model.withUnsafeBytes { try ONNXModel.decode($0) } } throws: { error in
+            (error as? InferenceError)?.message.contains("initializer 'w'") == true
+        }
+    }
+}
+
+func varint(_ value: Int64) -> [UInt8] {
+    var v = UInt64(bitPattern: value)
+    var out: [UInt8] = []
+    repeat {
+        var byte = UInt8(v & 0x7F)
+        v >>= 7
+        if v != 0 { byte |= 0x80 }
+        out.append(byte)
+    } while v != 0
+    return out
+}
