@@ -150,38 +150,12 @@ def test_outputs_written_as_npy_with_the_model_dtype(tmp_path):
 
 def test_our_onnx_proto_matches_the_onnx_package(tmp_path):
     """Every message, field (number, type, repeated) and enum value we declare is ONNX's."""
-    from google.protobuf import descriptor_pb2
-    from grpc_tools import protoc
     from onnx import onnx_ml_pb2 as reference
 
-    out = tmp_path / "onnx.desc"
-    assert protoc.main(["protoc", f"-I{ROOT / 'proto'}", f"--descriptor_set_out={out}", "onnx/onnx.proto"]) == 0
-    files = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
-    ours = files.file[0]
+    from proto_compare import compare_message, compile_file, reference_message
+
+    ours = compile_file(tmp_path, "onnx/onnx.proto")["onnx/onnx.proto"]
     assert ours.package == "onnx"
-
-    def reference_proto(name):
-        proto = descriptor_pb2.DescriptorProto()
-        reference.DESCRIPTOR.message_types_by_name[name].CopyToProto(proto)
-        return proto
-
-    def compare(our, ref, path):
-        ref_fields = {f.name: f for f in ref.field}
-        for field in our.field:
-            assert field.name in ref_fields, f"{path}.{field.name} is not in onnx"
-            r = ref_fields[field.name]
-            assert field.number == r.number, f"{path}.{field.name}: number {field.number} vs {r.number}"
-            assert field.type == r.type, f"{path}.{field.name}: type {field.type} vs {r.type}"
-            assert (field.label == 3) == (r.label == 3), f"{path}.{field.name}: repeated differs"
-            assert field.type_name.split(".")[-1] == r.type_name.split(".")[-1], f"{path}.{field.name}: {field.type_name} vs {r.type_name}"
-        ref_enums = {e.name: {v.name: v.number for v in e.value} for e in ref.enum_type}
-        for enum in our.enum_type:
-            for value in enum.value:
-                assert ref_enums[enum.name][value.name] == value.number, f"{path}.{enum.name}.{value.name}"
-        ref_nested = {n.name: n for n in ref.nested_type}
-        for nested in our.nested_type:
-            compare(nested, ref_nested[nested.name], f"{path}.{nested.name}")
-
     assert len(ours.message_type) >= 10
     for message in ours.message_type:
-        compare(message, reference_proto(message.name), message.name)
+        compare_message(message, reference_message(reference, message.name), message.name)

@@ -2,5 +2,7 @@
 #ifndef CMAASPROTO_H
 #define CMAASPROTO_H
 #include "grpc/health/v1/health.pb-c.h"
+#include "inference/grpc_service.pb-c.h"
+#include "inference/model_config.pb-c.h"
 #include "onnx/onnx.pb-c.h"
 #endif
