@@ -60,6 +60,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "MaaSModels",
+            dependencies: ["MaaSCore", "MaaSProto", "MaaSCompute"],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "MaaSGRPC",
             dependencies: [
                 "MaaSCore",
@@ -74,7 +79,7 @@ let package = Package(
         .target(
             name: "MaaSServer",
             dependencies: [
-                "MaaSCore", "MaaSProto", "MaaSGRPC",
+                "MaaSCore", "MaaSProto", "MaaSGRPC", "MaaSModels", "MaaSCompute",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -101,7 +106,7 @@ let package = Package(
         .executableTarget(
             name: "maas",
             dependencies: [
-                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSProto", "MaaSCompute",
+                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSProto", "MaaSCompute", "MaaSModels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

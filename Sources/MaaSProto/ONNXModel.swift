@@ -1,4 +1,5 @@
 internal import CMaaSProto
+internal import CProtobufC
 import Glibc
 public import MaaSCore
 

@@ -1,0 +1,233 @@
+import Dispatch
+public import MaaSCompute
+public import MaaSCore
+import Synchronization
+
+/// One request's rows, validated and ready to be batched.
+public struct BatchItem: Sendable {
+    /// Every input with its batch dimension first (or whole, when the model does not batch).
+    public let inputs: [String: Tensor]
+    public let rows: Int
+    /// Output names to return; empty means all.
+    public let outputs: [String]
+    /// Past this instant the caller no longer waits: the item is dropped before compute.
+    public let deadline: ContinuousClock.Instant?
+    public let cancellation: CancellationSignal?
+    public let enqueued: ContinuousClock.Instant
+    public let complete: @Sendable (Result<[String: Tensor], InferenceError>) -> Void
+
+    public init(
+        inputs: [String: Tensor], rows: Int, outputs: [String], deadline: ContinuousClock.Instant?,
+        cancellation: CancellationSignal?, complete: @escaping @Sendable (Result<[String: Tensor], InferenceError>) -> Void
+    ) {
+        self.inputs = inputs
+        self.rows = rows
+        self.outputs = outputs
+        self.deadline = deadline
+        self.cancellation = cancellation
+        self.enqueued = .now
+        self.complete = complete
+    }
+
+    /// Rows of different shapes (beyond the batch dimension) cannot share a batch.
+    var shapeKey: [[Int]] {
+        inputs.keys.sorted().map { Array(inputs[$0]!.shape.dropFirst()) }
+    }
+}
+
+/// Triton-style dynamic batching for one model version: requests queue on a serial Dispatch
+/// queue; a batch forms when it reaches the preferred or maximum size or when the oldest
+/// request has waited `max_queue_delay`; one forward pass runs at a time on the compute pool
+/// and its outputs are split back per request.
+public final class DynamicBatcher: Sendable {
+    let model: CompiledModel
+    let maxBatchSize: Int
+    let targetRows: Int
+    let maxDelay: Duration
+    let maxQueueItems: Int
+    let queue: DispatchQueue
+    let executor: DispatchQueue
+    private let state = Mutex(State())
+    public let statistics = ModelStatistics()
+
+    private struct State {
+        var pending: [BatchItem] = []
+        var pendingRows = 0
+        var executing = false
+        var timerArmed = false
+    }
+
+    init(model: CompiledModel, config: ModelConfig, label: String) {
+        self.model = model
+        maxBatchSize = config.maxBatchSize
+        let preferred = config.dynamicBatching?.preferredBatchSizes.filter { $0 > 0 && $0 <= max(config.maxBatchSize, 1) } ?? []
+        targetRows = preferred.max() ?? max(config.maxBatchSize, 1)
+        maxDelay = .microseconds(Int64(config.dynamicBatching?.maxQueueDelayMicroseconds ?? 0))
+        let configured = Int(config.dynamicBatching?.defaultQueuePolicy?.maxQueueSize ?? 0)
+        // Triton's 0 means unbounded; memory must stay bounded, so we cap it.
+        maxQueueItems = configured > 0 ? configured : 10_000
+        queue = DispatchQueue(label: "maas.batcher.\(label)")
+        executor = DispatchQueue(label: "maas.executor.\(label)")
+    }
+
+    /// Queues validated requests: one hop for the whole array.
+    public func submit(_ items: [BatchItem]) {
+        queue.async { self.enqueue(items) }
+    }
+
+    /// Requests queued but not yet running.
+    public var queuedCount: Int { state.withLock { $0.pending.count } }
+
+    private func enqueue(_ items: [BatchItem]) {
+        var rejected: [BatchItem] = []
+        state.withLock { state in
+            for item in items {
+                if state.pending.count >= maxQueueItems {
+                    rejected.append(item)
+                } else {
+                    state.pending.append(item)
+                    state.pendingRows += item.rows
+                }
+            }
+        }
+        for item in rejected {
+            statistics.recordFailure(queued: .zero)
+            item.complete(.failure(InferenceError(.unavailable, "model queue is full (\(maxQueueItems) requests waiting)")))
+        }
+        dispatchIfReady()
+    }
+
+    /// On `queue`: starts a batch when one is due, or arms the delay timer.
+    private func dispatchIfReady() {
+        let now = ContinuousClock.now
+        var expired: [BatchItem] = []
+        let decision: (batch: [BatchItem], wait: Duration?) = state.withLock { state in
+            // Requests whose caller has given up are dropped before any compute.
+            state.pending.removeAll { item in
+                let dead = (item.deadline.map { $0 <= now } ?? false) || (item.cancellation?.isCancelled ?? false)
+                if dead {
+                    expired.append(item)
+                    state.pendingRows -= item.rows
+                }
+                return dead
+            }
+            guard !state.executing, let oldest = state.pending.first else { return ([], nil) }
+            let waited = now - oldest.enqueued
+            let due = maxBatchSize == 0 || state.pendingRows >= targetRows || waited >= maxDelay
+            guard due else {
+                if state.timerArmed { return ([], nil) }
+                state.timerArmed = true
+                return ([], maxDelay - waited)
+            }
+            var batch: [BatchItem] = [state.pending.removeFirst()]
+            var rows = batch[0].rows
+            if maxBatchSize > 0 {
+                let key = batch[0].shapeKey
+                var index = 0
+                while index < state.pending.count, rows < maxBatchSize {
+                    let item = state.pending[index]
+                    if rows + item.rows <= maxBatchSize && item.shapeKey == key {
+                        batch.append(state.pending.remove(at: index))
+                        rows += item.rows
+                    } else {
+                        index += 1
+                    }
+                }
+            }
+            state.pendingRows -= rows
+            state.executing = true
+            return (batch, nil)
+        }
+        for item in expired {
+            statistics.recordFailure(queued: now - item.enqueued)
+            let cancelled = item.cancellation?.isCancelled ?? false
+            item.complete(.failure(cancelled
+                ? InferenceError(.cancelled, "request cancelled while queued")
+                : InferenceError(.deadlineExceeded, "deadline exceeded while queued (waited \(now - item.enqueued))")))
+        }
+        if let wait = decision.wait {
+            let nanos = max(Int((wait.components.seconds * 1_000_000_000) + wait.components.attoseconds / 1_000_000_000), 0)
+            queue.asyncAfter(deadline: .now() + .nanoseconds(nanos)) {
+                self.state.withLock { $0.timerArmed = false }
+                self.dispatchIfReady()
+            }
+        }
+        if !decision.batch.isEmpty {
+            let batch = decision.batch
+            executor.async { self.execute(batch) }
+        }
+    }
+
+    /// On `executor`: one forward pass for the whole batch, outputs split back per request.
+    private func execute(_ batch: [BatchItem]) {
+        let start = ContinuousClock.now
+        let result: Result<[[String: Tensor]], InferenceError>
+        do {
+            result = .success(try run(batch))
+        } catch {
+            result = .failure(error)
+        }
+        let finished = ContinuousClock.now
+        switch result {
+        case .success(let outputs):
+            statistics.recordBatch(size: batch.reduce(0) { $0 + $1.rows }, items: batch.count, compute: finished - start,
+                                   queued: batch.map { start - $0.enqueued })
+            for (item, output) in zip(batch, outputs) { item.complete(.success(output)) }
+        case .failure(let error):
+            for item in batch {
+                statistics.recordFailure(queued: start - item.enqueued)
+                item.complete(.failure(error))
+            }
+        }
+        queue.async {
+            self.state.withLock { $0.executing = false }
+            self.dispatchIfReady()
+        }
+    }
+
+    private func run(_ batch: [BatchItem]) throws(InferenceError) -> [[String: Tensor]] {
+        if batch.count == 1 {
+            return [select(try model.run(batch[0].inputs), batch[0].outputs)]
+        }
+        let totalRows = batch.reduce(0) { $0 + $1.rows }
+        var feeds: [String: Tensor] = [:]
+        for name in batch[0].inputs.keys {
+            let first = batch[0].inputs[name]!
+            var joined = try Tensor(zeros: first.dataType, shape: [totalRows] + first.shape.dropFirst())
+            var offset = 0
+            joined.withUnsafeMutableBytes { target in
+                for item in batch {
+                    item.inputs[name]!.withUnsafeBytes { source in
+                        if source.count > 0 { (target.baseAddress! + offset).copyMemory(from: source.baseAddress!, byteCount: source.count) }
+                        offset += source.count
+                    }
+                }
+            }
+            feeds[name] = joined
+        }
+        let outputs = try model.run(feeds)
+        var results = [[String: Tensor]](repeating: [:], count: batch.count)
+        for (name, tensor) in outputs {
+            guard tensor.shape.first == totalRows else {
+                throw InferenceError(.internal, "output '\(name)' has shape \(tensor.shape), which does not split into \(totalRows) batch rows")
+            }
+            let rowBytes = tensor.byteCount / max(totalRows, 1)
+            var offset = 0
+            for (index, item) in batch.enumerated() {
+                var slice = try Tensor(zeros: tensor.dataType, shape: [item.rows] + tensor.shape.dropFirst())
+                tensor.withUnsafeBytes { source in
+                    slice.withUnsafeMutableBytes { target in
+                        if target.count > 0 { target.baseAddress!.copyMemory(from: source.baseAddress! + offset, byteCount: target.count) }
+                    }
+                }
+                offset += item.rows * rowBytes
+                results[index][name] = slice
+            }
+        }
+        return zip(batch, results).map { select($1, $0.outputs) }
+    }
+
+    private func select(_ outputs: [String: Tensor], _ names: [String]) -> [String: Tensor] {
+        names.isEmpty ? outputs : outputs.filter { names.contains($0.key) }
+    }
+}

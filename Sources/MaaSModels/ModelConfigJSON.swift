@@ -1,0 +1,172 @@
+import Foundation
+public import MaaSCore
+
+extension ModelConfig {
+    /// Parses `config.json`: the JSON form of Triton's ModelConfig, for the fields we support.
+    /// Unknown fields are errors, so a typo never silently changes behavior.
+    public static func parse(json bytes: [UInt8], modelName: String) throws(InferenceError) -> ModelConfig {
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: Data(bytes))
+        } catch {
+            throw .invalidModel("config.json of '\(modelName)' is not valid JSON: \(error.localizedDescription)")
+        }
+        guard let root = object as? [String: Any] else {
+            throw .invalidModel("config.json of '\(modelName)' must be a JSON object")
+        }
+        var parser = ConfigParser(model: modelName)
+        return try parser.config(root)
+    }
+}
+
+private struct ConfigParser {
+    let model: String
+
+    func fail(_ message: String) -> InferenceError {
+        .invalidModel("config.json of '\(model)': \(message)")
+    }
+
+    func check(_ object: [String: Any], allowed: Set<String>, at path: String) throws(InferenceError) {
+        if let unknown = object.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw fail("unknown field '\(path)\(unknown)' (supported: \(allowed.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    func int(_ value: Any?, _ path: String) throws(InferenceError) -> Int64? {
+        guard let value else { return nil }
+        if let number = value as? NSNumber, number.doubleValue == number.doubleValue.rounded(.towardZero) {
+            return number.int64Value
+        }
+        if let string = value as? String, let number = Int64(string) { return number }  // protobuf JSON writes 64-bit ints as strings
+        throw fail("'\(path)' must be an integer, got \(value)")
+    }
+
+    func bool(_ value: Any?, _ path: String) throws(InferenceError) -> Bool? {
+        guard let value else { return nil }
+        guard let flag = value as? Bool else { throw fail("'\(path)' must be true or false, got \(value)") }
+        return flag
+    }
+
+    mutating func config(_ root: [String: Any]) throws(InferenceError) -> ModelConfig {
+        try check(root, allowed: ["name", "platform", "backend", "max_batch_size", "input", "output", "dynamic_batching", "version_policy", "instance_group", "default_model_filename"], at: "")
+        var config = ModelConfig(name: model)
+        if let name = root["name"] as? String, name != model {
+            throw fail("name '\(name)' does not match the model's directory '\(model)'")
+        }
+        if let platform = root["platform"] as? String, platform != "onnxruntime_onnx" {
+            throw fail("platform '\(platform)' is not supported (only onnxruntime_onnx)")
+        }
+        if let backend = root["backend"] as? String, !["onnxruntime", "maas"].contains(backend) {
+            throw fail("backend '\(backend)' is not supported (onnxruntime or maas)")
+        }
+        if let maxBatch = try int(root["max_batch_size"], "max_batch_size") {
+            guard maxBatch >= 0, maxBatch <= 1 << 20 else { throw fail("max_batch_size \(maxBatch) is out of range (0...\(1 << 20))") }
+            config.maxBatchSize = Int(maxBatch)
+        }
+        config.inputs = try tensors(root["input"], "input")
+        config.outputs = try tensors(root["output"], "output")
+        if let batching = root["dynamic_batching"] {
+            guard let object = batching as? [String: Any] else { throw fail("'dynamic_batching' must be an object") }
+            config.dynamicBatching = try dynamicBatching(object)
+            if config.maxBatchSize == 0 {
+                throw fail("dynamic_batching needs max_batch_size > 0")
+            }
+        }
+        if let policy = root["version_policy"] {
+            guard let object = policy as? [String: Any], object.count == 1 else {
+                throw fail("'version_policy' must be one of {\"latest\": {...}}, {\"all\": {}}, {\"specific\": {...}}")
+            }
+            config.versionPolicy = try versionPolicy(object)
+        }
+        if let filename = root["default_model_filename"] as? String {
+            guard !filename.contains("/"), filename.hasSuffix(".onnx") else { throw fail("default_model_filename '\(filename)' must be a .onnx file name") }
+            config.defaultModelFilename = filename
+        }
+        return config
+    }
+
+    func tensors(_ value: Any?, _ path: String) throws(InferenceError) -> [ModelConfig.Tensor] {
+        guard let value else { return [] }
+        guard let list = value as? [[String: Any]] else { throw fail("'\(path)' must be a list of objects") }
+        var result: [ModelConfig.Tensor] = []
+        for (index, entry) in list.enumerated() {
+            try check(entry, allowed: ["name", "data_type", "dims", "format"], at: "\(path)[\(index)].")
+            guard let name = entry["name"] as? String, !name.isEmpty else { throw fail("'\(path)[\(index)]' needs a name") }
+            guard let typeName = entry["data_type"] as? String, let type = DataType(modelConfigName: typeName) else {
+                throw fail("\(path) '\(name)' has data_type \(entry["data_type"] ?? "nothing"); expected TYPE_FP32, TYPE_INT64, ...")
+            }
+            guard let rawDims = entry["dims"] as? [Any] else { throw fail("\(path) '\(name)' needs dims") }
+            var dims: [Int64] = []
+            for dim in rawDims {
+                guard let value = try int(dim, "\(path) '\(name)' dims"), value == -1 || value >= 0 else {
+                    throw fail("\(path) '\(name)' has dims \(rawDims); each must be -1 or >= 0")
+                }
+                dims.append(value)
+            }
+            result.append(ModelConfig.Tensor(name: name, dataType: type, dims: dims))
+        }
+        return result
+    }
+
+    func dynamicBatching(_ object: [String: Any]) throws(InferenceError) -> ModelConfig.DynamicBatching {
+        try check(object, allowed: ["preferred_batch_size", "max_queue_delay_microseconds", "preserve_ordering", "default_queue_policy"], at: "dynamic_batching.")
+        var batching = ModelConfig.DynamicBatching()
+        if let sizes = object["preferred_batch_size"] {
+            guard let list = sizes as? [Any] else { throw fail("'dynamic_batching.preferred_batch_size' must be a list") }
+            for size in list {
+                guard let value = try int(size, "preferred_batch_size"), value > 0 else { throw fail("preferred_batch_size entries must be > 0") }
+                batching.preferredBatchSizes.append(Int(value))
+            }
+        }
+        if let delay = try int(object["max_queue_delay_microseconds"], "max_queue_delay_microseconds") {
+            guard delay >= 0, delay <= 10_000_000 else { throw fail("max_queue_delay_microseconds \(delay) is out of range (0...10000000)") }
+            batching.maxQueueDelayMicroseconds = UInt64(delay)
+        }
+        batching.preserveOrdering = try bool(object["preserve_ordering"], "preserve_ordering") ?? false
+        if let policy = object["default_queue_policy"] {
+            guard let queue = policy as? [String: Any] else { throw fail("'default_queue_policy' must be an object") }
+            try check(queue, allowed: ["max_queue_size", "default_timeout_microseconds", "allow_timeout_override", "timeout_action"], at: "dynamic_batching.default_queue_policy.")
+            var result = ModelConfig.QueuePolicy()
+            if let size = try int(queue["max_queue_size"], "max_queue_size") {
+                guard size >= 0, size <= 1_000_000 else { throw fail("max_queue_size \(size) is out of range") }
+                result.maxQueueSize = UInt32(size)
+            }
+            if let timeout = try int(queue["default_timeout_microseconds"], "default_timeout_microseconds") {
+                guard timeout >= 0 else { throw fail("default_timeout_microseconds must be >= 0") }
+                result.defaultTimeoutMicroseconds = UInt64(timeout)
+            }
+            result.allowTimeoutOverride = try bool(queue["allow_timeout_override"], "allow_timeout_override") ?? false
+            if let action = queue["timeout_action"] as? String {
+                switch action {
+                case "REJECT": result.timeoutAction = .reject
+                case "DELAY": result.timeoutAction = .delay
+                default: throw fail("timeout_action '\(action)' is not REJECT or DELAY")
+                }
+            }
+            batching.defaultQueuePolicy = result
+        }
+        return batching
+    }
+
+    func versionPolicy(_ object: [String: Any]) throws(InferenceError) -> ModelConfig.VersionPolicy {
+        if let latest = object["latest"] {
+            guard let fields = latest as? [String: Any] else { throw fail("'version_policy.latest' must be an object") }
+            try check(fields, allowed: ["num_versions"], at: "version_policy.latest.")
+            let count = try int(fields["num_versions"], "num_versions") ?? 1
+            guard count >= 1 else { throw fail("version_policy.latest.num_versions must be >= 1") }
+            return .latest(Int(count))
+        }
+        if object["all"] != nil { return .all }
+        if let specific = object["specific"] as? [String: Any] {
+            try check(specific, allowed: ["versions"], at: "version_policy.specific.")
+            guard let list = specific["versions"] as? [Any], !list.isEmpty else { throw fail("version_policy.specific needs versions") }
+            var versions: [Int64] = []
+            for entry in list {
+                guard let value = try int(entry, "versions"), value >= 1 else { throw fail("version numbers must be >= 1") }
+                versions.append(value)
+            }
+            return .specific(versions)
+        }
+        throw fail("unknown version_policy \(object.keys.sorted()); expected latest, all or specific")
+    }
+}

@@ -1,0 +1,215 @@
+import Foundation
+public import MaaSCompute
+public import MaaSCore
+import MaaSProto
+import Synchronization
+
+/// A model repository on disk, laid out as Triton and TF Serving users know it:
+/// `REPO/NAME/config.json` (optional) and `REPO/NAME/VERSION/model.onnx` (+ external data).
+///
+/// Loading is all-or-nothing per version; a model that fails keeps its reason for ModelReady and
+/// RepositoryIndex, and other models load regardless.
+public final class ModelRepository: Sendable {
+    public enum State: String, Sendable {
+        case ready = "READY"
+        case unavailable = "UNAVAILABLE"
+        case loading = "LOADING"
+        case unloading = "UNLOADING"
+    }
+
+    /// What RepositoryIndex reports for one model version (or for a model with no usable version).
+    public struct Entry: Sendable, Hashable {
+        public var name: String
+        public var version: String
+        public var state: State
+        public var reason: String
+    }
+
+    public let path: String?
+    let pool: ComputePool
+    private let models = Mutex<[String: [Int64: ModelVersion]]>([:])
+    private let failures = Mutex<[String: [String: String]]>([:])  // model -> version ("" = model) -> reason
+    private let builtIn: [String: (ModelGraph, ModelConfig?)]
+
+    /// - Parameters:
+    ///   - path: the repository directory, or nil for only the built-in models.
+    ///   - builtIn: models that exist without files (the default seed model).
+    public init(path: String?, builtIn: [String: (ModelGraph, ModelConfig?)] = [:], pool: ComputePool = .shared) {
+        self.path = path
+        self.builtIn = builtIn
+        self.pool = pool
+    }
+
+    /// Model names present in the repository (directories, plus built-in models).
+    public func modelNames() -> [String] {
+        var names = Set(builtIn.keys)
+        if let path, let entries = try? FileManager.default.contentsOfDirectory(atPath: path) {
+            for entry in entries where !entry.hasPrefix(".") && isDirectory(path + "/" + entry) { names.insert(entry) }
+        }
+        return names.sorted()
+    }
+
+    /// Loads (or reloads) every model in the repository.
+    public func loadAll() {
+        for name in modelNames() { _ = try? load(name) }
+    }
+
+    /// Loads the versions of `name` its version policy selects; a new version is compiled and
+    /// warmed up before it replaces the old one, which finishes its queued work.
+    @discardableResult
+    public func load(_ name: String) throws(InferenceError) -> [ModelVersion] {
+        do {
+            let loaded = try loadVersions(name)
+            models.withLock { $0[name] = Dictionary(uniqueKeysWithValues: loaded.map { ($0.version, $0) }) }
+            failures.withLock { $0[name] = nil }
+            return loaded
+        } catch {
+            failures.withLock { $0[name] = ["": error.message] }
+            models.withLock { $0[name] = nil }
+            throw error
+        }
+    }
+
+    public func unload(_ name: String) {
+        models.withLock { $0[name] = nil }
+        failures.withLock { $0[name] = nil }
+    }
+
+    /// The version a request names ("" = the newest ready one).
+    public func version(_ name: String, _ version: String) throws(InferenceError) -> ModelVersion {
+        let versions = models.withLock { $0[name] }
+        guard let versions, !versions.isEmpty else {
+            if let reason = failures.withLock({ $0[name]?[""] }) {
+                throw InferenceError(.unavailable, "model '\(name)' is not ready: \(reason)")
+            }
+            throw InferenceError(.notFound, "unknown model '\(name)'")
+        }
+        if version.isEmpty { return versions[versions.keys.max()!]! }
+        guard let number = Int64(version), let match = versions[number] else {
+            throw InferenceError(.notFound, "model '\(name)' has no ready version '\(version)' (ready: \(versions.keys.sorted().map(String.init).joined(separator: ", ")))")
+        }
+        return match
+    }
+
+    /// Ready versions of every model plus models that failed, for RepositoryIndex.
+    public func index() -> [Entry] {
+        var entries: [Entry] = []
+        let loaded = models.withLock { $0 }
+        let failed = failures.withLock { $0 }
+        for name in Set(modelNames()).union(loaded.keys).union(failed.keys).sorted() {
+            if let versions = loaded[name], !versions.isEmpty {
+                for version in versions.keys.sorted() { entries.append(Entry(name: name, version: String(version), state: .ready, reason: "")) }
+            } else {
+                entries.append(Entry(name: name, version: "", state: .unavailable, reason: failed[name]?[""] ?? "unloaded"))
+            }
+        }
+        return entries
+    }
+
+    /// Every loaded version.
+    public func loadedVersions() -> [ModelVersion] {
+        models.withLock { $0.values.flatMap { $0.values } }.sorted { ($0.name, $0.version) < ($1.name, $1.version) }
+    }
+
+    // MARK: Loading
+
+    private func loadVersions(_ name: String) throws(InferenceError) -> [ModelVersion] {
+        if let (graph, config) = builtIn[name], path.map({ !isDirectory($0 + "/" + name) }) ?? true {
+            return [try compile(name: name, version: 1, graph: graph, declared: config)]
+        }
+        guard let path else { throw InferenceError(.notFound, "unknown model '\(name)'") }
+        guard !name.contains("/"), name != "..", isDirectory(path + "/" + name) else {
+            throw InferenceError(.notFound, "unknown model '\(name)' (no directory \(path)/\(name))")
+        }
+        let directory = path + "/" + name
+        var declared: ModelConfig?
+        if let bytes = FileManager.default.contents(atPath: directory + "/config.json") {
+            declared = try ModelConfig.parse(json: Array(bytes), modelName: name)
+        }
+        let filename = declared?.defaultModelFilename ?? "model.onnx"
+        let available = (try? FileManager.default.contentsOfDirectory(atPath: directory))?
+            .compactMap { Int64($0) }
+            .filter { $0 > 0 && FileManager.default.fileExists(atPath: "\(directory)/\($0)/\(filename)") }
+            .sorted() ?? []
+        guard !available.isEmpty else {
+            throw .invalidModel("model '\(name)' has no version: expected \(directory)/<N>/\(filename)")
+        }
+        let selected: [Int64]
+        switch declared?.versionPolicy ?? .latest(1) {
+        case .latest(let count): selected = Array(available.suffix(count))
+        case .all: selected = available
+        case .specific(let versions):
+            selected = available.filter { versions.contains($0) }
+            guard !selected.isEmpty else {
+                throw .invalidModel("model '\(name)': none of the versions \(versions) in version_policy exists (found \(available))")
+            }
+        }
+        var loaded: [ModelVersion] = []
+        for version in selected {
+            let graph: ModelGraph
+            do {
+                graph = try ONNXModel.load(path: "\(directory)/\(version)/\(filename)")
+            } catch {
+                throw InferenceError(error.code, "model '\(name)' version \(version): \(error.message)")
+            }
+            loaded.append(try compile(name: name, version: version, graph: graph, declared: declared))
+        }
+        return loaded
+    }
+
+    private func compile(name: String, version: Int64, graph: ModelGraph, declared: ModelConfig?) throws(InferenceError) -> ModelVersion {
+        let compiled: CompiledModel
+        do {
+            compiled = try CompiledModel(graph: graph, pool: pool)
+        } catch {
+            throw InferenceError(error.code, "model '\(name)' version \(version): \(error.message)")
+        }
+        let config = ModelConfig.derived(name: name, graph: graph, declared: declared)
+        try Self.check(config, against: graph, model: name)
+        let loaded = ModelVersion(name: name, version: version, config: config, compiled: compiled)
+        try warmUp(loaded)
+        return loaded
+    }
+
+    /// A configuration must agree with the graph it describes.
+    static func check(_ config: ModelConfig, against graph: ModelGraph, model: String) throws(InferenceError) {
+        for input in config.inputs {
+            guard let info = graph.inputs.first(where: { $0.name == input.name }) else {
+                throw .invalidModel("config.json of '\(model)' names input '\(input.name)', which the model does not have (it has \(graph.inputs.map(\.name)))")
+            }
+            guard info.dataType == input.dataType else {
+                throw .invalidModel("config.json of '\(model)': input '\(input.name)' is \(input.dataType.modelConfigName) in the config but \(info.dataType.modelConfigName) in the model")
+            }
+            let rank = config.maxBatchSize > 0 ? info.shape.count - 1 : info.shape.count
+            guard info.shape.isEmpty || rank == input.dims.count else {
+                throw .invalidModel("config.json of '\(model)': input '\(input.name)' has \(input.dims.count) dims but the model's has \(rank)\(config.maxBatchSize > 0 ? " besides the batch dimension" : "")")
+            }
+        }
+        if config.maxBatchSize > 0 {
+            for input in graph.inputs {
+                if case .fixed(let size) = input.shape.first, size != 1 || config.maxBatchSize > 1 {
+                    throw .invalidModel("config.json of '\(model)': max_batch_size \(config.maxBatchSize) but input '\(input.name)' has a fixed first dimension \(size)")
+                }
+            }
+        }
+    }
+
+    /// One forward pass before the version takes traffic, so its first request pays no plan cost.
+    private func warmUp(_ model: ModelVersion) throws(InferenceError) {
+        var feeds: [String: Tensor] = [:]
+        for input in model.config.inputs {
+            let dims = (model.config.maxBatchSize > 0 ? [1] : []) + input.dims.map { $0 < 0 ? 1 : Int($0) }
+            feeds[input.name] = try Tensor(zeros: input.dataType, shape: dims)
+        }
+        do {
+            _ = try model.compiled.run(feeds)
+        } catch {
+            throw InferenceError(error.code, "model '\(model.name)' version \(model.version) failed its warm-up pass: \(error.message)")
+        }
+    }
+
+    private func isDirectory(_ path: String) -> Bool {
+        var directory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &directory) && directory.boolValue
+    }
+}

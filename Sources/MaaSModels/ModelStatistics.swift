@@ -1,0 +1,63 @@
+import Glibc
+import Synchronization
+
+/// Counters with Triton's meaning: inference_count counts rows, execution_count batches.
+public final class ModelStatistics: Sendable {
+    public struct Duration: Sendable, Hashable {
+        public var count: UInt64 = 0
+        public var nanoseconds: UInt64 = 0
+
+        mutating func add(_ duration: Swift.Duration, count: UInt64 = 1) {
+            self.count += count
+            let (seconds, attoseconds) = duration.components
+            nanoseconds &+= UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+        }
+    }
+
+    public struct Snapshot: Sendable, Hashable {
+        public var success = Duration()
+        public var fail = Duration()
+        public var queue = Duration()
+        public var computeInput = Duration()
+        public var computeInfer = Duration()
+        public var computeOutput = Duration()
+        public var inferenceCount: UInt64 = 0
+        public var executionCount: UInt64 = 0
+        /// Nanoseconds since the Unix epoch of the last successful inference, 0 if none.
+        public var lastInference: UInt64 = 0
+        /// Per batch size: how many batches ran and how long compute took.
+        public var batches: [Int: Duration] = [:]
+    }
+
+    private let state = Mutex(Snapshot())
+
+    public init() {}
+
+    public var snapshot: Snapshot { state.withLock { $0 } }
+
+    func recordBatch(size: Int, items: Int, compute: Swift.Duration, queued: [Swift.Duration]) {
+        let now = UInt64(max(0, clock_realtime_nanos()))
+        state.withLock { s in
+            s.executionCount += 1
+            s.inferenceCount += UInt64(size)
+            s.computeInfer.add(compute, count: UInt64(items))
+            s.batches[size, default: Duration()].add(compute)
+            for wait in queued {
+                s.queue.add(wait)
+                s.success.add(wait + compute)
+            }
+            s.lastInference = now
+        }
+    }
+
+    func recordFailure(queued: Swift.Duration) {
+        state.withLock { $0.fail.add(queued) }
+    }
+}
+
+
+private func clock_realtime_nanos() -> Int64 {
+    var spec = timespec()
+    clock_gettime(CLOCK_REALTIME, &spec)
+    return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
+}

@@ -1,0 +1,110 @@
+public import MaaSCore
+
+extension ModelVersion {
+    /// Checks a request against this model and turns its inputs into tensors: every error names
+    /// the model, the input, what was expected and what was sent.
+    /// - Returns: the inputs, the number of batch rows, and the requested outputs.
+    public func prepare(_ request: InferenceRequest) throws(InferenceError) -> (inputs: [String: Tensor], rows: Int, outputs: [String]) {
+        let label = "model '\(name)' version \(version)"
+        let batching = config.maxBatchSize > 0
+        if !request.rawInputContents.isEmpty {
+            guard request.rawInputContents.count == request.inputs.count else {
+                throw .invalidInput("\(label): \(request.rawInputContents.count) raw_input_contents for \(request.inputs.count) inputs")
+            }
+            if let typed = request.inputs.first(where: { $0.contents != nil }) {
+                throw .invalidInput("\(label): input '\(typed.name)' has typed contents while raw_input_contents are also given; use one or the other")
+            }
+        }
+        var tensors: [String: Tensor] = [:]
+        var rows: Int?
+        for (index, input) in request.inputs.enumerated() {
+            guard let expected = config.inputs.first(where: { $0.name == input.name }) else {
+                throw .invalidInput("\(label) has no input '\(input.name)'; its inputs are \(config.inputs.map(\.name))")
+            }
+            guard tensors[input.name] == nil else {
+                throw .invalidInput("\(label): input '\(input.name)' is given twice")
+            }
+            guard input.datatype == expected.dataType.kserveName else {
+                throw .invalidInput("\(label): input '\(input.name)' expects datatype \(expected.dataType.kserveName), got \(input.datatype)")
+            }
+            var shape: [Int] = []
+            for dim in input.shape {
+                guard dim >= 0, dim <= Int64(Int32.max) else {
+                    throw .invalidInput("\(label): input '\(input.name)' has invalid dimension \(dim) in shape \(input.shape)")
+                }
+                shape.append(Int(dim))
+            }
+            let expectedShape = (batching ? [Int64(-1)] : []) + expected.dims
+            guard shape.count == expectedShape.count else {
+                throw .invalidInput("\(label): input '\(input.name)' expects shape \(expectedShape), got \(input.shape)")
+            }
+            for (position, (given, wanted)) in zip(shape, expectedShape).enumerated() where wanted >= 0 && Int64(given) != wanted {
+                _ = position
+                throw .invalidInput("\(label): input '\(input.name)' expects shape \(expectedShape), got \(input.shape)")
+            }
+            if batching {
+                let batch = shape[0]
+                guard batch >= 1, batch <= config.maxBatchSize else {
+                    throw .invalidInput("\(label): input '\(input.name)' has batch size \(batch), allowed 1...\(config.maxBatchSize)")
+                }
+                if let rows, rows != batch {
+                    throw .invalidInput("\(label): inputs disagree on the batch size (\(rows) and \(batch) for '\(input.name)')")
+                }
+                rows = batch
+            }
+            let count: Int
+            do {
+                count = try Shape.elementCount(shape)
+            } catch {
+                throw .invalidInput("\(label): input '\(input.name)' shape \(input.shape) has too many elements")
+            }
+            let elementSize = expected.dataType.byteSize!
+            if !request.rawInputContents.isEmpty {
+                let raw = request.rawInputContents[index]
+                guard raw.count == count * elementSize else {
+                    throw .invalidInput("\(label): input '\(input.name)' has \(raw.count) bytes of raw_input_contents, shape \(input.shape) of \(input.datatype) needs \(count * elementSize)")
+                }
+                tensors[input.name] = try raw.withUnsafeBufferPointer { buffer throws(InferenceError) in
+                    try Tensor(dataType: expected.dataType, shape: shape, bytes: UnsafeRawBufferPointer(buffer))
+                }
+            } else if let contents = input.contents {
+                tensors[input.name] = try Self.tensor(from: contents, type: expected.dataType, shape: shape, count: count, label: "\(label): input '\(input.name)'")
+            } else {
+                throw .invalidInput("\(label): input '\(input.name)' has no data (neither contents nor raw_input_contents)")
+            }
+        }
+        if let missing = config.inputs.first(where: { tensors[$0.name] == nil }) {
+            throw .invalidInput("\(label): missing input '\(missing.name)'")
+        }
+        for output in request.outputs where !config.outputs.contains(where: { $0.name == output }) {
+            throw .invalidInput("\(label) has no output '\(output)'; its outputs are \(config.outputs.map(\.name))")
+        }
+        return (tensors, rows ?? 1, request.outputs)
+    }
+
+    private static func tensor(from contents: TypedContents, type: DataType, shape: [Int], count: Int, label: String) throws(InferenceError) -> Tensor {
+        guard contents.count == count else {
+            throw .invalidInput("\(label) has \(contents.count) values in \(contents.fieldName), shape \(shape) needs \(count)")
+        }
+        func build<T>(_ values: [T]) throws(InferenceError) -> Tensor {
+            try values.withUnsafeBufferPointer { buffer throws(InferenceError) in
+                try Tensor(dataType: type, shape: shape, bytes: UnsafeRawBufferPointer(buffer))
+            }
+        }
+        switch (contents, type) {
+        case (.fp32(let values), .float32): return try build(values)
+        case (.fp64(let values), .float64): return try build(values)
+        case (.int64(let values), .int64): return try build(values)
+        case (.int32(let values), .int32): return try build(values)
+        case (.int32(let values), .int16): return try build(values.map { Int16(truncatingIfNeeded: $0) })
+        case (.int32(let values), .int8): return try build(values.map { Int8(truncatingIfNeeded: $0) })
+        case (.uint64(let values), .uint64): return try build(values)
+        case (.uint32(let values), .uint32): return try build(values)
+        case (.uint32(let values), .uint16): return try build(values.map { UInt16(truncatingIfNeeded: $0) })
+        case (.uint32(let values), .uint8): return try build(values.map { UInt8(truncatingIfNeeded: $0) })
+        case (.bool(let values), .bool): return try build(values.map { UInt8($0 ? 1 : 0) })
+        default:
+            throw .invalidInput("\(label) is \(type.kserveName) but its values are in \(contents.fieldName)")
+        }
+    }
+}
