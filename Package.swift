@@ -82,6 +82,7 @@ let package = Package(
                 "MaaSCore", "MaaSProto", "MaaSGRPC", "MaaSModels", "MaaSCompute",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),

@@ -17,7 +17,7 @@ struct Interop: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "maas-interop",
         abstract: "Interop peer for tests: echo + health server, or a client suite.",
-        subcommands: [ServeEcho.self, ClientSuite.self]
+        subcommands: [ServeEcho.self, ServeModels.self, ClientSuite.self]
     )
 }
 
@@ -42,6 +42,29 @@ struct ServeEcho: AsyncParsableCommand {
         async let running: Void = group.run()
         let address = try await server.listeningAddress
         // Tests read the port from this line.
+        print("listening on \(address.port!)")
+        fflush(nil)  // stdout is a pipe in tests: make the line visible now
+        try await running
+    }
+}
+
+/// `maas serve` as tests start it: port 0, the chosen port printed on stdout.
+struct ServeModels: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "serve-models")
+
+    @Option var port = 0
+    @Option var modelRepository: String?
+
+    func run() async throws {
+        var logger = Logger(label: "maas-interop")
+        logger.logLevel = .warning
+        var options = ModelServer.Options()
+        options.port = port
+        options.modelRepository = modelRepository
+        let server = ModelServer(options: options, logger: logger)
+        let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        async let running: Void = group.run()
+        let address = try await server.listeningAddress
         print("listening on \(address.port!)")
         fflush(nil)  // stdout is a pipe in tests: make the line visible now
         try await running

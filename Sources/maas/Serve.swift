@@ -1,8 +1,6 @@
 import ArgumentParser
 import Logging
 import MaaSGRPC
-import MaaSModels
-import MaaSProto
 import MaaSServer
 import ServiceLifecycle
 import UnixSignals
@@ -29,42 +27,17 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let logger = global.bootstrapLogging()
-        let health = HealthStatusProvider()
-        var configuration = GRPCServerConfiguration()
-        configuration.maxReceiveMessageSize = maxReceiveMessageSize
-        let repository = ModelRepository(
-            path: modelRepository,
-            builtIn: modelRepository == nil ? [SeedModel.name: (SeedModel.graph(), nil)] : [:])
-        let readiness = InferenceService.Readiness()
-        let inferenceServiceName = "inference.GRPCInferenceService"
-        health.setStatus(.notServing, for: inferenceServiceName)
-        let server = GRPCServer(
-            host: host, port: port,
-            services: [HealthService(provider: health), InferenceService(repository: repository, readiness: readiness)],
-            configuration: configuration,
-            logger: logger)
-        // Models load while the server already answers health and liveness.
-        Task.detached {
-            repository.loadAll()
-            for entry in repository.index() {
-                if entry.state == .ready {
-                    logger.info("model ready", metadata: ["model": "\(entry.name)", "version": "\(entry.version)"])
-                } else {
-                    logger.error("model failed to load", metadata: ["model": "\(entry.name)", "reason": "\(entry.reason)"])
-                }
-            }
-            readiness.markReady()
-            health.setStatus(.serving, for: inferenceServiceName)
-        }
+        var options = ModelServer.Options()
+        options.host = host
+        options.port = port
+        options.modelRepository = modelRepository
+        options.grpc.maxReceiveMessageSize = maxReceiveMessageSize
+        let server = ModelServer(options: options, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
-        try await withGracefulShutdownHandler {
-            try await group.run()
-        } onGracefulShutdown: {
-            health.markAllNotServing()
-        }
+        try await group.run()
     }
 }

@@ -1,0 +1,157 @@
+"""tritonclient[grpc] 2.73 (Triton's own client) against maas serve."""
+import json
+import shutil
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import ROOT, RunningProcess, binary, wait_for
+
+FIXTURES = ROOT / "Tests" / "MaaSComputeTests" / "Fixtures" / "onnx"
+
+
+def serve(args):
+    return RunningProcess([binary("maas-interop"), "serve-models", "--port", "0"] + args)
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    (repo / "seed_mlp" / "1").mkdir(parents=True)
+    shutil.copy(FIXTURES / "seed_mlp.torchscript.op17.onnx", repo / "seed_mlp" / "1" / "model.onnx")
+    (repo / "classifier" / "3").mkdir(parents=True)
+    shutil.copy(FIXTURES / "sk_mlpclassifier_nozipmap.skl2onnx.op17.onnx", repo / "classifier" / "3" / "model.onnx")
+    (repo / "classifier" / "config.json").write_text(json.dumps({
+        "max_batch_size": 16,
+        "dynamic_batching": {"preferred_batch_size": [8], "max_queue_delay_microseconds": 500},
+    }))
+    (repo / "broken" / "1").mkdir(parents=True)
+    (repo / "broken" / "1" / "model.onnx").write_bytes(b"not a model")
+    (repo / "badconfig" / "1").mkdir(parents=True)
+    shutil.copy(FIXTURES / "seed_mlp.torchscript.op17.onnx", repo / "badconfig" / "1" / "model.onnx")
+    (repo / "badconfig" / "config.json").write_text(json.dumps({"max_batch_size": 4, "instance_grup": []}))
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(repository):
+    process = serve(["--model-repository", str(repository)])
+    client = grpcclient.InferenceServerClient(process.address)
+    assert wait_for(lambda: client.is_server_ready(), timeout=30)
+    yield process
+    assert process.stop() == 0
+
+
+@pytest.fixture()
+def client(server):
+    return grpcclient.InferenceServerClient(server.address)
+
+
+def reference(model_file, x):
+    return ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+
+
+def infer_input(x, name="input", datatype="FP32"):
+    inp = grpcclient.InferInput(name, list(x.shape), datatype)
+    inp.set_data_from_numpy(x)
+    return inp
+
+
+def test_live_ready_and_metadata(client):
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("seed_mlp") and client.is_model_ready("classifier", "3")
+    assert not client.is_model_ready("classifier", "1")
+    assert not client.is_model_ready("broken")
+    meta = client.get_server_metadata()
+    assert meta.name == "maas" and meta.version
+    model = client.get_model_metadata("seed_mlp")
+    assert model.versions == ["1"] and model.platform == "onnxruntime_onnx"
+    assert [(t.name, t.datatype, list(t.shape)) for t in model.inputs] == [("input", "FP32", [-1, 10])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in model.outputs] == [("output", "FP32", [-1, 10])]
+
+
+def test_model_config(client):
+    config = client.get_model_config("classifier").config
+    assert config.name == "classifier" and config.max_batch_size == 16
+    assert list(config.dynamic_batching.preferred_batch_size) == [8]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    assert [i.name for i in config.input] == ["input"] and list(config.input[0].dims) == [4]
+    assert {o.name for o in config.output} == {"label", "probabilities"}
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_infer_matches_onnxruntime(client, batch):
+    x = np.random.default_rng(batch).standard_normal((batch, 10)).astype(np.float32)
+    result = client.infer("seed_mlp", [infer_input(x)])
+    expected = reference(FIXTURES / "seed_mlp.torchscript.op17.onnx", x)[0]
+    np.testing.assert_allclose(result.as_numpy("output"), expected, rtol=1e-5, atol=1e-6)
+    assert result.get_response().model_version == "1"
+
+
+def test_classifier_outputs_and_requested_output(client):
+    x = np.load(FIXTURES / "sk_mlpclassifier_nozipmap.skl2onnx.op17.b3.in.input.npy")
+    labels = np.load(FIXTURES / "sk_mlpclassifier_nozipmap.skl2onnx.op17.b3.out.label.npy")
+    result = client.infer("classifier", [infer_input(x)])
+    np.testing.assert_array_equal(result.as_numpy("label"), labels)
+    only = client.infer("classifier", [infer_input(x)], outputs=[grpcclient.InferRequestedOutput("probabilities")])
+    assert only.as_numpy("label") is None and only.as_numpy("probabilities").shape == (3, 3)
+
+
+def test_200_concurrent_async_infer(client):
+    model_file = FIXTURES / "seed_mlp.torchscript.op17.onnx"
+    inputs = [np.random.default_rng(i).standard_normal((1, 10)).astype(np.float32) for i in range(200)]
+    results, done = {}, threading.Event()
+    lock = threading.Lock()
+
+    def callback(index):
+        def handle(result, error):
+            with lock:
+                results[index] = (result, error)
+                if len(results) == len(inputs):
+                    done.set()
+        return handle
+
+    for index, x in enumerate(inputs):
+        client.async_infer("seed_mlp", [infer_input(x)], callback(index))
+    assert done.wait(60)
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    for index, x in enumerate(inputs):
+        result, error = results[index]
+        assert error is None, error
+        np.testing.assert_allclose(result.as_numpy("output"), session.run(None, {"input": x})[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("call,status,fragment", [
+    (lambda c: c.infer("nope", [infer_input(np.zeros((1, 10), np.float32))]), "NOT_FOUND", "unknown model 'nope'"),
+    (lambda c: c.infer("seed_mlp", [infer_input(np.zeros((1, 10), np.float32))], model_version="7"), "NOT_FOUND", "no ready version '7'"),
+    (lambda c: c.infer("broken", [infer_input(np.zeros((1, 10), np.float32))]), "UNAVAILABLE", "not a valid ONNX model"),
+    (lambda c: c.infer("badconfig", [infer_input(np.zeros((1, 10), np.float32))]), "UNAVAILABLE", "unknown field 'instance_grup'"),
+    (lambda c: c.infer("seed_mlp", [infer_input(np.zeros((1, 10), np.float64), datatype="FP64")]), "INVALID_ARGUMENT", "expects datatype FP32, got FP64"),
+    (lambda c: c.infer("seed_mlp", [infer_input(np.zeros((1, 7), np.float32))]), "INVALID_ARGUMENT", "expects shape [-1, 10], got [1, 7]"),
+    (lambda c: c.infer("seed_mlp", [infer_input(np.zeros((65, 10), np.float32))]), "INVALID_ARGUMENT", "batch size 65, allowed 1...64"),
+    (lambda c: c.infer("seed_mlp", [infer_input(np.zeros((1, 10), np.float32), name="x")]), "INVALID_ARGUMENT", "has no input 'x'"),
+    (lambda c: c.infer("seed_mlp", [infer_input(np.zeros((1, 10), np.float32))], outputs=[grpcclient.InferRequestedOutput("y")]), "INVALID_ARGUMENT", "has no output 'y'"),
+])
+def test_errors_raise_with_status_and_message(client, call, status, fragment):
+    with pytest.raises(InferenceServerException) as info:
+        call(client)
+    assert info.value.status() == f"StatusCode.{status}", info.value
+    assert fragment in info.value.message(), info.value.message()
+    # The server keeps serving.
+    assert client.is_model_ready("seed_mlp")
+
+
+def test_builtin_seed_model_without_a_repository():
+    process = serve([])
+    try:
+        client = grpcclient.InferenceServerClient(process.address)
+        assert wait_for(lambda: client.is_server_ready(), timeout=30)
+        assert client.is_model_ready("seed")
+        result = client.infer("seed", [infer_input(np.ones((2, 10), np.float32))])
+        assert result.as_numpy("output").shape == (2, 10)
+    finally:
+        assert process.stop() == 0
