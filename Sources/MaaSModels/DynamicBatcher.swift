@@ -45,6 +45,8 @@ public final class DynamicBatcher: Sendable {
     let targetRows: Int
     let maxDelay: Duration
     let maxQueueItems: Int
+    /// default_queue_policy.default_timeout_microseconds with timeout_action REJECT.
+    let queueTimeout: Duration?
     let queue: DispatchQueue
     let executor: DispatchQueue
     private let state = Mutex(State())
@@ -66,6 +68,11 @@ public final class DynamicBatcher: Sendable {
         let configured = Int(config.dynamicBatching?.defaultQueuePolicy?.maxQueueSize ?? 0)
         // Triton's 0 means unbounded; memory must stay bounded, so we cap it.
         maxQueueItems = configured > 0 ? configured : 10_000
+        if let policy = config.dynamicBatching?.defaultQueuePolicy, policy.defaultTimeoutMicroseconds > 0, policy.timeoutAction == .reject {
+            queueTimeout = .microseconds(Int64(clamping: policy.defaultTimeoutMicroseconds))
+        } else {
+            queueTimeout = nil
+        }
         queue = DispatchQueue(label: "maas.batcher.\(label)")
         executor = DispatchQueue(label: "maas.executor.\(label)")
     }
@@ -104,7 +111,8 @@ public final class DynamicBatcher: Sendable {
         let decision: (batch: [BatchItem], wait: Duration?) = state.withLock { state in
             // Requests whose caller has given up are dropped before any compute.
             state.pending.removeAll { item in
-                let dead = (item.deadline.map { $0 <= now } ?? false) || (item.cancellation?.isCancelled ?? false)
+                let timedOut = queueTimeout.map { now - item.enqueued >= $0 } ?? false
+                let dead = timedOut || (item.deadline.map { $0 <= now } ?? false) || (item.cancellation?.isCancelled ?? false)
                 if dead {
                     expired.append(item)
                     state.pendingRows -= item.rows
@@ -139,11 +147,17 @@ public final class DynamicBatcher: Sendable {
             return (batch, nil)
         }
         for item in expired {
-            statistics.recordFailure(queued: now - item.enqueued)
-            let cancelled = item.cancellation?.isCancelled ?? false
-            item.complete(.failure(cancelled
-                ? InferenceError(.cancelled, "request cancelled while queued")
-                : InferenceError(.deadlineExceeded, "deadline exceeded while queued (waited \(now - item.enqueued))")))
+            let waited = now - item.enqueued
+            statistics.recordFailure(queued: waited)
+            let error: InferenceError
+            if item.cancellation?.isCancelled ?? false {
+                error = InferenceError(.cancelled, "request cancelled while queued")
+            } else if let deadline = item.deadline, deadline <= now {
+                error = InferenceError(.deadlineExceeded, "deadline exceeded while queued (waited \(waited))")
+            } else {
+                error = InferenceError(.unavailable, "request timed out in the model's queue after \(waited) (default_queue_policy)")
+            }
+            item.complete(.failure(error))
         }
         if let wait = decision.wait {
             let nanos = max(Int((wait.components.seconds * 1_000_000_000) + wait.components.attoseconds / 1_000_000_000), 0)
@@ -161,17 +175,19 @@ public final class DynamicBatcher: Sendable {
     /// On `executor`: one forward pass for the whole batch, outputs split back per request.
     private func execute(_ batch: [BatchItem]) {
         let start = ContinuousClock.now
+        var timing = Timing()
         let result: Result<[[String: Tensor]], InferenceError>
         do {
-            result = .success(try run(batch))
+            result = .success(try run(batch, timing: &timing))
         } catch {
             result = .failure(error)
         }
-        let finished = ContinuousClock.now
         switch result {
         case .success(let outputs):
-            statistics.recordBatch(size: batch.reduce(0) { $0 + $1.rows }, items: batch.count, compute: finished - start,
-                                   queued: batch.map { start - $0.enqueued })
+            statistics.recordBatch(
+                size: batch.reduce(0) { $0 + $1.rows }, items: batch.count,
+                input: timing.input, infer: timing.infer, output: timing.output,
+                queued: batch.map { start - $0.enqueued })
             for (item, output) in zip(batch, outputs) { item.complete(.success(output)) }
         case .failure(let error):
             for item in batch {
@@ -185,10 +201,21 @@ public final class DynamicBatcher: Sendable {
         }
     }
 
-    private func run(_ batch: [BatchItem]) throws(InferenceError) -> [[String: Tensor]] {
+    struct Timing {
+        var input = Duration.zero
+        var infer = Duration.zero
+        var output = Duration.zero
+    }
+
+    private func run(_ batch: [BatchItem], timing: inout Timing) throws(InferenceError) -> [[String: Tensor]] {
+        let clock = ContinuousClock()
         if batch.count == 1 {
-            return [select(try model.run(batch[0].inputs), batch[0].outputs)]
+            let start = clock.now
+            let outputs = try model.run(batch[0].inputs)
+            timing.infer = clock.now - start
+            return [select(outputs, batch[0].outputs)]
         }
+        let gatherStart = clock.now
         let totalRows = batch.reduce(0) { $0 + $1.rows }
         var feeds: [String: Tensor] = [:]
         for name in batch[0].inputs.keys {
@@ -205,7 +232,12 @@ public final class DynamicBatcher: Sendable {
             }
             feeds[name] = joined
         }
+        let inferStart = clock.now
+        timing.input = inferStart - gatherStart
         let outputs = try model.run(feeds)
+        let splitStart = clock.now
+        timing.infer = splitStart - inferStart
+        defer { timing.output = clock.now - splitStart }
         var results = [[String: Tensor]](repeating: [:], count: batch.count)
         for (name, tensor) in outputs {
             guard tensor.shape.first == totalRows else {

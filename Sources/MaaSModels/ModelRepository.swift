@@ -213,3 +213,26 @@ public final class ModelRepository: Sendable {
         return FileManager.default.fileExists(atPath: path, isDirectory: &directory) && directory.boolValue
     }
 }
+
+extension ModelRepository {
+    /// What a model's files look like now (paths, sizes, modification times), so that polling
+    /// notices added and removed versions and changed files.
+    public func fingerprint(_ name: String) -> [String]? {
+        guard let path else { return builtIn[name] != nil ? [] : nil }
+        let directory = path + "/" + name
+        guard let enumerator = FileManager.default.enumerator(atPath: directory) else { return nil }
+        var entries: [String] = []
+        while let relative = enumerator.nextObject() as? String {
+            let attributes = try? FileManager.default.attributesOfItem(atPath: directory + "/" + relative)
+            let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
+            let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+            entries.append("\(relative)|\(size)|\(modified)")
+        }
+        return entries.sorted()
+    }
+
+    /// Names of models that are loaded or that failed to load.
+    public func knownModels() -> Set<String> {
+        Set(index().filter { $0.state == .ready || $0.reason != "unloaded" }.map(\.name))
+    }
+}

@@ -35,16 +35,21 @@ public final class ModelStatistics: Sendable {
 
     public var snapshot: Snapshot { state.withLock { $0 } }
 
-    func recordBatch(size: Int, items: Int, compute: Swift.Duration, queued: [Swift.Duration]) {
+    /// One batch of `items` requests and `size` rows: time spent gathering inputs, in the
+    /// forward pass and splitting outputs (each counted once per request, as Triton does).
+    func recordBatch(size: Int, items: Int, input: Swift.Duration, infer: Swift.Duration, output: Swift.Duration, queued: [Swift.Duration]) {
         let now = UInt64(max(0, clock_realtime_nanos()))
+        let count = UInt64(items)
         state.withLock { s in
             s.executionCount += 1
             s.inferenceCount += UInt64(size)
-            s.computeInfer.add(compute, count: UInt64(items))
-            s.batches[size, default: Duration()].add(compute)
+            s.computeInput.add(input * items, count: count)
+            s.computeInfer.add(infer * items, count: count)
+            s.computeOutput.add(output * items, count: count)
+            s.batches[size, default: Duration()].add(infer)
             for wait in queued {
                 s.queue.add(wait)
-                s.success.add(wait + compute)
+                s.success.add(wait + input + infer + output)
             }
             s.lastInference = now
         }

@@ -199,6 +199,20 @@ extension InferenceRequest {
 extension InferenceResponse {
     /// Encodes a `ModelInferResponse` with every output in `raw_output_contents`.
     public func serializedBytes() -> [UInt8] {
+        withProtobuf { message in packMessage(UnsafeRawPointer(message).assumingMemoryBound(to: ProtobufCMessage.self)) }
+    }
+
+    /// Encodes a `ModelStreamInferResponse` carrying this response.
+    public func streamSerializedBytes() -> [UInt8] {
+        withProtobuf { response in
+            var message = Inference__ModelStreamInferResponse()
+            inference__model_stream_infer_response__init(&message)
+            message.infer_response = response
+            return withUnsafePointer(to: &message.base) { packMessage($0) }
+        }
+    }
+
+    private func withProtobuf<Result>(_ body: (UnsafeMutablePointer<Inference__ModelInferResponse>) -> Result) -> Result {
         let arena = CArena()
         var message = Inference__ModelInferResponse()
         inference__model_infer_response__init(&message)
@@ -223,9 +237,9 @@ extension InferenceResponse {
         }
         message.n_raw_output_contents = raw.count
         message.raw_output_contents = arena.array(raw)
-        let bytes = withUnsafePointer(to: &message.base) { packMessage($0) }
+        let result = withUnsafeMutablePointer(to: &message) { body($0) }
         withExtendedLifetime(outputs) {}
-        return bytes
+        return result
     }
 }
 
@@ -272,4 +286,143 @@ private func decodeContents(_ c: Inference__InferTensorContents) -> TypedContent
         return .bytes(UnsafeBufferPointer(start: c.bytes_contents, count: c.n_bytes_contents).map { Array(UnsafeRawBufferPointer(start: $0.data, count: $0.len)) })
     }
     return nil
+}
+
+// MARK: - Repository and statistics messages
+
+extension KServe {
+    /// One row of RepositoryIndexResponse.
+    public struct ModelIndexEntry: Sendable {
+        public var name: String, version: String, state: String, reason: String
+        public init(name: String, version: String, state: String, reason: String) {
+            (self.name, self.version, self.state, self.reason) = (name, version, state, reason)
+        }
+    }
+
+    /// Statistics of one model version, with Triton's meaning.
+    public struct Statistics: Sendable {
+        public struct Duration: Sendable {
+            public var count: UInt64, nanoseconds: UInt64
+            public init(count: UInt64, nanoseconds: UInt64) { (self.count, self.nanoseconds) = (count, nanoseconds) }
+        }
+        public var name: String, version: String
+        public var lastInference: UInt64, inferenceCount: UInt64, executionCount: UInt64
+        public var success: Duration, fail: Duration, queue: Duration
+        public var computeInput: Duration, computeInfer: Duration, computeOutput: Duration
+        public var batches: [(size: UInt64, computeInfer: Duration)]
+
+        public init(
+            name: String, version: String, lastInference: UInt64, inferenceCount: UInt64, executionCount: UInt64,
+            success: Duration, fail: Duration, queue: Duration, computeInput: Duration, computeInfer: Duration,
+            computeOutput: Duration, batches: [(size: UInt64, computeInfer: Duration)]
+        ) {
+            (self.name, self.version, self.lastInference, self.inferenceCount, self.executionCount) = (name, version, lastInference, inferenceCount, executionCount)
+            (self.success, self.fail, self.queue) = (success, fail, queue)
+            (self.computeInput, self.computeInfer, self.computeOutput, self.batches) = (computeInput, computeInfer, computeOutput, batches)
+        }
+    }
+
+    /// RepositoryIndexRequest: (repository_name, ready-only flag).
+    public static func decodeIndexRequest(_ bytes: UnsafeRawBufferPointer) throws(ProtobufDecodingError) -> (repository: String, readyOnly: Bool) {
+        guard let request = inference__repository_index_request__unpack(nil, bytes.count, bytes.cBytes) else {
+            throw ProtobufDecodingError(messageName: "inference.RepositoryIndexRequest", byteCount: bytes.count)
+        }
+        defer { inference__repository_index_request__free_unpacked(request, nil) }
+        return (String(cString: request.pointee.repository_name), request.pointee.ready != 0)
+    }
+
+    public static func encodeIndex(_ entries: [ModelIndexEntry]) -> [UInt8] {
+        let arena = CArena()
+        let rows = entries.map { entry -> UnsafeMutablePointer<Inference__RepositoryIndexResponse__ModelIndex>? in
+            let row = arena.allocate(Inference__RepositoryIndexResponse__ModelIndex.self, count: 1)
+            inference__repository_index_response__model_index__init(row)
+            row.pointee.name = arena.string(entry.name)
+            row.pointee.version = arena.string(entry.version)
+            row.pointee.state = arena.string(entry.state)
+            row.pointee.reason = arena.string(entry.reason)
+            return row
+        }
+        var message = Inference__RepositoryIndexResponse()
+        inference__repository_index_response__init(&message)
+        message.n_models = rows.count
+        message.models = arena.array(rows)
+        return withUnsafePointer(to: &message.base) { packMessage($0) }
+    }
+
+    /// RepositoryModelLoadRequest / RepositoryModelUnloadRequest: (repository_name, model_name).
+    public static func decodeModelControl(_ bytes: UnsafeRawBufferPointer, load: Bool) throws(ProtobufDecodingError) -> (repository: String, model: String) {
+        if load {
+            guard let request = inference__repository_model_load_request__unpack(nil, bytes.count, bytes.cBytes) else {
+                throw ProtobufDecodingError(messageName: "inference.RepositoryModelLoadRequest", byteCount: bytes.count)
+            }
+            defer { inference__repository_model_load_request__free_unpacked(request, nil) }
+            return (String(cString: request.pointee.repository_name), String(cString: request.pointee.model_name))
+        }
+        guard let request = inference__repository_model_unload_request__unpack(nil, bytes.count, bytes.cBytes) else {
+            throw ProtobufDecodingError(messageName: "inference.RepositoryModelUnloadRequest", byteCount: bytes.count)
+        }
+        defer { inference__repository_model_unload_request__free_unpacked(request, nil) }
+        return (String(cString: request.pointee.repository_name), String(cString: request.pointee.model_name))
+    }
+
+    /// A `ModelStreamInferResponse` reporting an error for one request of the stream.
+    public static func encodeStreamError(_ message: String) -> [UInt8] {
+        let arena = CArena()
+        var response = Inference__ModelStreamInferResponse()
+        inference__model_stream_infer_response__init(&response)
+        response.error_message = arena.string(message)
+        return withUnsafePointer(to: &response.base) { packMessage($0) }
+    }
+
+    /// RepositoryModelLoadResponse and RepositoryModelUnloadResponse carry no fields.
+    public static let emptyResponse: [UInt8] = []
+
+    public static func encodeStatistics(_ models: [Statistics]) -> [UInt8] {
+        let arena = CArena()
+        func duration(_ value: Statistics.Duration) -> UnsafeMutablePointer<Inference__StatisticDuration> {
+            let d = arena.allocate(Inference__StatisticDuration.self, count: 1)
+            inference__statistic_duration__init(d)
+            d.pointee.count = value.count
+            d.pointee.ns = value.nanoseconds
+            return d
+        }
+        let zero = Statistics.Duration(count: 0, nanoseconds: 0)
+        let rows = models.map { model -> UnsafeMutablePointer<Inference__ModelStatistics>? in
+            let s = arena.allocate(Inference__ModelStatistics.self, count: 1)
+            inference__model_statistics__init(s)
+            s.pointee.name = arena.string(model.name)
+            s.pointee.version = arena.string(model.version)
+            s.pointee.last_inference = model.lastInference
+            s.pointee.inference_count = model.inferenceCount
+            s.pointee.execution_count = model.executionCount
+            let stats = arena.allocate(Inference__InferStatistics.self, count: 1)
+            inference__infer_statistics__init(stats)
+            stats.pointee.success = duration(model.success)
+            stats.pointee.fail = duration(model.fail)
+            stats.pointee.queue = duration(model.queue)
+            stats.pointee.compute_input = duration(model.computeInput)
+            stats.pointee.compute_infer = duration(model.computeInfer)
+            stats.pointee.compute_output = duration(model.computeOutput)
+            stats.pointee.cache_hit = duration(zero)
+            stats.pointee.cache_miss = duration(zero)
+            s.pointee.inference_stats = stats
+            let batches = model.batches.map { batch -> UnsafeMutablePointer<Inference__InferBatchStatistics>? in
+                let b = arena.allocate(Inference__InferBatchStatistics.self, count: 1)
+                inference__infer_batch_statistics__init(b)
+                b.pointee.batch_size = batch.size
+                b.pointee.compute_input = duration(Statistics.Duration(count: batch.computeInfer.count, nanoseconds: 0))
+                b.pointee.compute_infer = duration(batch.computeInfer)
+                b.pointee.compute_output = duration(Statistics.Duration(count: batch.computeInfer.count, nanoseconds: 0))
+                return b
+            }
+            s.pointee.n_batch_stats = batches.count
+            s.pointee.batch_stats = arena.array(batches)
+            return s
+        }
+        var message = Inference__ModelStatisticsResponse()
+        inference__model_statistics_response__init(&message)
+        message.n_model_stats = rows.count
+        message.model_stats = arena.array(rows)
+        return withUnsafePointer(to: &message.base) { packMessage($0) }
+    }
 }

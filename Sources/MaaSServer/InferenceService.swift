@@ -5,10 +5,45 @@ import MaaSProto
 import NIOCore
 import Synchronization
 
+/// Counts a stream's requests in flight, so it ends after the last response once the client
+/// has stopped sending.
+final class StreamTracker: Sendable {
+    private let state = Mutex((inFlight: 0, ended: false))
+
+    func started() { state.withLock { $0.inFlight += 1 } }
+
+    /// Returns true when this completion was the last one after the client's end.
+    func finished() -> Bool {
+        state.withLock { state in
+            state.inFlight -= 1
+            return state.ended && state.inFlight == 0
+        }
+    }
+
+    /// Returns true when nothing is in flight at the client's end.
+    func ended() -> Bool {
+        state.withLock { state in
+            state.ended = true
+            return state.inFlight == 0
+        }
+    }
+}
+
 /// `inference.GRPCInferenceService` (KServe v2 / Triton) over a model repository.
 public struct InferenceService: RPCService {
     public let repository: ModelRepository
     let readiness: Readiness
+    let explicitControl: Bool
+
+    /// How models get loaded, as Triton's `--model-control-mode`.
+    public enum ControlMode: String, Sendable, CaseIterable {
+        /// Everything in the repository at start; no changes after.
+        case none
+        /// Everything at start, then the repository is re-read periodically.
+        case poll
+        /// Only what `--load-model` and RepositoryModelLoad/Unload ask for.
+        case explicit
+    }
 
     /// Whether the initial models have been loaded (ServerReady).
     public final class Readiness: Sendable {
@@ -21,9 +56,10 @@ public struct InferenceService: RPCService {
     public static let serverName = "maas"
     public static let serverVersion = "0.1.0"
 
-    public init(repository: ModelRepository, readiness: Readiness) {
+    public init(repository: ModelRepository, readiness: Readiness, controlMode: ControlMode = .none) {
         self.repository = repository
         self.readiness = readiness
+        self.explicitControl = controlMode == .explicit
     }
 
     public var serviceName: String { "inference.GRPCInferenceService" }
@@ -35,7 +71,7 @@ public struct InferenceService: RPCService {
             "ServerLive": Self.simple("ServerLiveRequest") { _ throws(RPCError) in KServe.encodeFlag(true) },
             "ServerReady": Self.simple("ServerReadyRequest") { _ throws(RPCError) in KServe.encodeFlag(readiness.isReady) },
             "ServerMetadata": Self.simple("ServerMetadataRequest") { _ throws(RPCError) in
-                KServe.encodeServerMetadata(name: Self.serverName, version: Self.serverVersion, extensions: [])
+                KServe.encodeServerMetadata(name: Self.serverName, version: Self.serverVersion, extensions: Self.extensions)
             },
             "ModelReady": .unary { calls in
                 for call in calls {
@@ -69,7 +105,143 @@ public struct InferenceService: RPCService {
             "ModelInfer": .unary { calls in
                 Self.infer(calls, repository: repository)
             },
+            "ModelStreamInfer": .streaming { stream in
+                Self.streamInfer(stream, repository: repository)
+            },
+            "ModelStatistics": .unary { calls in
+                for call in calls {
+                    call.responder.complete { () throws(RPCError) in
+                        let (name, version) = try Self.nameVersion(call.request, "ModelStatisticsRequest")
+                        return ByteBuffer(bytes: KServe.encodeStatistics(try Self.statistics(repository, name, version)))
+                    }
+                }
+            },
+            "RepositoryIndex": .unary { calls in
+                for call in calls {
+                    call.responder.complete { () throws(RPCError) in
+                        let readyOnly: Bool
+                        do {
+                            readyOnly = try call.request.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
+                                try KServe.decodeIndexRequest(bytes).readyOnly
+                            }
+                        } catch {
+                            throw RPCError(.internal, "\(error)")
+                        }
+                        let entries = repository.index().filter { !readyOnly || $0.state == .ready }.map {
+                            KServe.ModelIndexEntry(name: $0.name, version: $0.version, state: $0.state.rawValue, reason: $0.reason)
+                        }
+                        return ByteBuffer(bytes: KServe.encodeIndex(entries))
+                    }
+                }
+            },
+            "RepositoryModelLoad": Self.modelControl(load: true, repository: repository, allowed: explicitControl),
+            "RepositoryModelUnload": Self.modelControl(load: false, repository: repository, allowed: explicitControl),
         ]
+    }
+
+    /// The KServe/Triton extensions this server implements.
+    static let extensions = ["model_repository", "model_repository(unload_dependents)", "statistics"]
+
+    /// Load and unload compile or release models: they run off the event loop.
+    static func modelControl(load: Bool, repository: ModelRepository, allowed: Bool) -> MethodHandler {
+        .asyncUnary { request, _ in
+            let model: String
+            do {
+                model = try request.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
+                    try KServe.decodeModelControl(bytes, load: load).model
+                }
+            } catch {
+                throw RPCError(.internal, "\(error)")
+            }
+            guard allowed else {
+                throw RPCError(.failedPrecondition, "explicit model \(load ? "load" : "unload") is only allowed with --model-control-mode explicit")
+            }
+            guard !model.isEmpty else { throw RPCError(.invalidArgument, "model_name is empty") }
+            if load {
+                do throws(InferenceError) {
+                    try repository.load(model)
+                } catch {
+                    throw RPCError(error.code == .notFound ? .notFound : .invalidArgument, "failed to load '\(model)': \(error.message)")
+                }
+            } else {
+                repository.unload(model)
+            }
+            return ByteBuffer(bytes: KServe.emptyResponse)
+        }
+    }
+
+    static func statistics(_ repository: ModelRepository, _ name: String, _ version: String) throws(RPCError) -> [KServe.Statistics] {
+        var models = repository.loadedVersions()
+        if !name.isEmpty {
+            models = models.filter { $0.name == name }
+            if models.isEmpty { _ = try lookup(repository, name, version) }
+            if !version.isEmpty {
+                models = models.filter { String($0.version) == version }
+                if models.isEmpty { _ = try lookup(repository, name, version) }
+            }
+        }
+        return models.map { model in
+            let s = model.batcher.statistics.snapshot
+            func d(_ value: ModelStatistics.Duration) -> KServe.Statistics.Duration {
+                KServe.Statistics.Duration(count: value.count, nanoseconds: value.nanoseconds)
+            }
+            return KServe.Statistics(
+                name: model.name, version: String(model.version), lastInference: s.lastInference / 1_000_000,
+                inferenceCount: s.inferenceCount, executionCount: s.executionCount,
+                success: d(s.success), fail: d(s.fail), queue: d(s.queue),
+                computeInput: d(s.computeInput), computeInfer: d(s.computeInfer), computeOutput: d(s.computeOutput),
+                batches: s.batches.keys.sorted().map { (UInt64($0), d(s.batches[$0]!)) })
+        }
+    }
+
+    /// ModelStreamInfer: each request goes through the batcher on its own; responses come back
+    /// in completion order, errors as `error_message` without ending the stream (as Triton does).
+    static func streamInfer(_ stream: ServerStream, repository: ModelRepository) {
+        let sender = stream.sender
+        let tracker = StreamTracker()
+        let context = stream.context!
+        stream.onMessage = { message in
+            do throws(RPCError) {
+                let request: InferenceRequest
+                do {
+                    request = try message.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
+                        try InferenceRequest(serializedBytes: bytes)
+                    }
+                } catch {
+                    throw RPCError(.internal, "\(error)")
+                }
+                let model = try lookup(repository, request.modelName, request.modelVersion)
+                let prepared: (inputs: [String: Tensor], rows: Int, outputs: [String])
+                do throws(InferenceError) {
+                    prepared = try model.prepare(request)
+                } catch {
+                    throw RPCError(error.code, error.message)
+                }
+                let (name, version, id) = (model.name, String(model.version), request.id)
+                let outputOrder = prepared.outputs.isEmpty ? model.config.outputs.map(\.name) : prepared.outputs
+                tracker.started()
+                model.batcher.submit([BatchItem(
+                    inputs: prepared.inputs, rows: prepared.rows, outputs: prepared.outputs, deadline: nil,
+                    cancellation: context.cancellation
+                ) { result in
+                    switch result {
+                    case .success(let outputs):
+                        let response = InferenceResponse(
+                            modelName: name, modelVersion: version, id: id,
+                            outputs: outputOrder.compactMap { key in outputs[key].map { (key, $0) } })
+                        sender.send(ByteBuffer(bytes: response.streamSerializedBytes()))
+                    case .failure(let error):
+                        sender.send(ByteBuffer(bytes: KServe.encodeStreamError(error.message)))
+                    }
+                    if tracker.finished() { sender.finish() }
+                }])
+            } catch {
+                sender.send(ByteBuffer(bytes: KServe.encodeStreamError(error.message)))
+            }
+        }
+        stream.onEnd = {
+            if tracker.ended() { sender.finish() }
+        }
     }
 
     /// Decodes each call, checks it against its model and hands all the calls of one read cycle

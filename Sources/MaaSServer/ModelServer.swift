@@ -1,4 +1,5 @@
 public import Logging
+import MaaSCore
 public import MaaSGRPC
 public import MaaSModels
 import MaaSProto
@@ -13,6 +14,11 @@ public final class ModelServer: Service, Sendable {
         public var host = "127.0.0.1"
         public var port = 8001
         public var modelRepository: String?
+        public var controlMode: InferenceService.ControlMode = .none
+        /// Poll mode: seconds between repository scans.
+        public var pollInterval: Duration = .seconds(15)
+        /// Explicit mode: models to load at start ("*" for all).
+        public var startupModels: [String] = []
         public var grpc = GRPCServerConfiguration()
 
         public init() {}
@@ -25,6 +31,7 @@ public final class ModelServer: Service, Sendable {
     public let readiness = InferenceService.Readiness()
     public let grpc: GRPCServer
     private let logger: Logger
+    private let options: Options
 
     public init(options: Options, logger: Logger) {
         repository = ModelRepository(
@@ -33,9 +40,41 @@ public final class ModelServer: Service, Sendable {
         health.setStatus(.notServing, for: Self.inferenceServiceName)
         grpc = GRPCServer(
             host: options.host, port: options.port,
-            services: [HealthService(provider: health), InferenceService(repository: repository, readiness: readiness)],
+            services: [
+                HealthService(provider: health),
+                InferenceService(repository: repository, readiness: readiness, controlMode: options.controlMode),
+            ],
             configuration: options.grpc, logger: logger)
         self.logger = logger
+        self.options = options
+    }
+
+    /// Re-reads the repository until cancelled: new models load, removed ones unload, and a
+    /// model whose files changed is reloaded (its new version takes traffic only once compiled
+    /// and warmed up; the old one finishes what it has queued).
+    static func poll(_ repository: ModelRepository, every interval: Duration, logger: Logger) async {
+        var seen: [String: [String]] = [:]
+        for name in repository.modelNames() { seen[name] = repository.fingerprint(name) }
+        while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            let names = Set(repository.modelNames())
+            for name in Set(seen.keys).subtracting(names) {
+                repository.unload(name)
+                seen[name] = nil
+                logger.info("model removed from the repository: unloaded", metadata: ["model": "\(name)"])
+            }
+            for name in names.sorted() {
+                let print = repository.fingerprint(name)
+                guard print != seen[name] else { continue }
+                seen[name] = print
+                do {
+                    let versions = try repository.load(name)
+                    logger.info("model (re)loaded", metadata: ["model": "\(name)", "versions": "\(versions.map(\.version))"])
+                } catch {
+                    logger.error("model failed to load", metadata: ["model": "\(name)", "reason": "\(error.message)"])
+                }
+            }
+        }
     }
 
     public var listeningAddress: SocketAddress {
@@ -43,10 +82,16 @@ public final class ModelServer: Service, Sendable {
     }
 
     public func run() async throws {
-        let (repository, readiness, health, logger) = (self.repository, self.readiness, self.health, self.logger)
+        let (repository, readiness, health, logger, options) = (self.repository, self.readiness, self.health, self.logger, self.options)
         let loading = Task.detached {
-            repository.loadAll()
-            for entry in repository.index() {
+            switch options.controlMode {
+            case .none, .poll:
+                repository.loadAll()
+            case .explicit:
+                let names = options.startupModels.contains("*") ? repository.modelNames() : options.startupModels
+                for name in names { _ = try? repository.load(name) }
+            }
+            for entry in repository.index() where entry.state == .ready || entry.reason != "unloaded" {
                 if entry.state == .ready {
                     logger.info("model ready", metadata: ["model": "\(entry.name)", "version": "\(entry.version)"])
                 } else {
@@ -55,6 +100,9 @@ public final class ModelServer: Service, Sendable {
             }
             readiness.markReady()
             health.setStatus(.serving, for: Self.inferenceServiceName)
+            if options.controlMode == .poll {
+                await Self.poll(repository, every: options.pollInterval, logger: logger)
+            }
         }
         try await withGracefulShutdownHandler {
             try await grpc.run()

@@ -54,6 +54,9 @@ struct ServeModels: AsyncParsableCommand {
 
     @Option var port = 0
     @Option var modelRepository: String?
+    @Option var modelControlMode = "none"
+    @Option var repositoryPollSecs = 1
+    @Option var loadModel: [String] = []
 
     func run() async throws {
         var logger = Logger(label: "maas-interop")
@@ -61,6 +64,9 @@ struct ServeModels: AsyncParsableCommand {
         var options = ModelServer.Options()
         options.port = port
         options.modelRepository = modelRepository
+        options.controlMode = InferenceService.ControlMode(rawValue: modelControlMode) ?? .none
+        options.pollInterval = .seconds(repositoryPollSecs)
+        options.startupModels = loadModel
         let server = ModelServer(options: options, logger: logger)
         let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         async let running: Void = group.run()

@@ -23,6 +23,22 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Model repository: REPO/NAME/[config.json] and REPO/NAME/VERSION/model.onnx. Without it, the built-in 'seed' model is served.")
     var modelRepository: String?
 
+    @Option(help: "none: load everything at start; poll: also re-read the repository; explicit: load only --load-model and RepositoryModelLoad.")
+    var modelControlMode = "none"
+
+    @Option(help: "Seconds between repository scans in poll mode.")
+    var repositoryPollSecs = 15
+
+    @Option(help: "In explicit mode, a model to load at start (repeatable; * for all).")
+    var loadModel: [String] = []
+
+    func validate() throws {
+        guard InferenceService.ControlMode(rawValue: modelControlMode) != nil else {
+            throw ValidationError("--model-control-mode must be none, poll or explicit, got '\(modelControlMode)'")
+        }
+        guard repositoryPollSecs >= 1 else { throw ValidationError("--repository-poll-secs must be >= 1") }
+    }
+
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
@@ -31,6 +47,9 @@ struct Serve: AsyncParsableCommand {
         options.host = host
         options.port = port
         options.modelRepository = modelRepository
+        options.controlMode = InferenceService.ControlMode(rawValue: modelControlMode)!
+        options.pollInterval = .seconds(repositoryPollSecs)
+        options.startupModels = loadModel
         options.grpc.maxReceiveMessageSize = maxReceiveMessageSize
         let server = ModelServer(options: options, logger: logger)
         let group = ServiceGroup(

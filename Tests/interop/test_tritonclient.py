@@ -155,3 +155,105 @@ def test_builtin_seed_model_without_a_repository():
         assert result.as_numpy("output").shape == (2, 10)
     finally:
         assert process.stop() == 0
+
+
+def test_stream_infer(client):
+    x = np.random.default_rng(5).standard_normal((2, 10)).astype(np.float32)
+    results, errors = [], []
+    done = threading.Event()
+
+    def callback(result, error):
+        (errors if error else results).append(error or result)
+        if len(results) + len(errors) == 4:
+            done.set()
+
+    client.start_stream(callback=callback)
+    for index in range(3):
+        client.async_stream_infer("seed_mlp", [infer_input(x)], request_id=str(index))
+    client.async_stream_infer("seed_mlp", [infer_input(np.zeros((2, 3), np.float32))], request_id="bad")
+    assert done.wait(30)
+    client.stop_stream()
+    expected = reference(FIXTURES / "seed_mlp.torchscript.op17.onnx", x)[0]
+    assert sorted(r.get_response().id for r in results) == ["0", "1", "2"]
+    for result in results:
+        np.testing.assert_allclose(result.as_numpy("output"), expected, rtol=1e-5, atol=1e-6)
+    assert len(errors) == 1 and "expects shape" in str(errors[0])
+
+
+def test_statistics_add_up(client):
+    before = client.get_inference_statistics("classifier").model_stats[0]
+    x = np.load(FIXTURES / "sk_mlpclassifier_nozipmap.skl2onnx.op17.b3.in.input.npy")
+    for _ in range(5):
+        client.infer("classifier", [infer_input(x)])
+    stats = client.get_inference_statistics("classifier", "3").model_stats[0]
+    assert stats.name == "classifier" and stats.version == "3"
+    assert stats.inference_count - before.inference_count == 15  # rows
+    assert 1 <= stats.execution_count - before.execution_count <= 5  # batches
+    infer = stats.inference_stats
+    assert infer.success.count - before.inference_stats.success.count == 5
+    assert infer.success.ns >= infer.compute_infer.ns > 0
+    assert sum(b.compute_infer.count for b in stats.batch_stats) == stats.execution_count
+    assert all(b.batch_size >= 3 for b in stats.batch_stats)
+    assert stats.last_inference > 0
+    every = client.get_inference_statistics()
+    assert {s.name for s in every.model_stats} >= {"seed_mlp", "classifier"}
+
+
+def test_repository_index_and_reasons(client):
+    index = {m.name: m for m in client.get_model_repository_index().models}
+    assert index["seed_mlp"].state == "READY" and index["seed_mlp"].version == "1"
+    assert index["broken"].state == "UNAVAILABLE" and "not a valid ONNX model" in index["broken"].reason
+    assert "instance_grup" in index["badconfig"].reason
+
+
+def test_load_unload_refused_outside_explicit_mode(client):
+    with pytest.raises(InferenceServerException) as info:
+        client.unload_model("seed_mlp")
+    assert info.value.status() == "StatusCode.FAILED_PRECONDITION"
+    assert client.is_model_ready("seed_mlp")
+
+
+def test_explicit_mode_load_and_unload(repository):
+    process = serve(["--model-repository", str(repository), "--model-control-mode", "explicit", "--load-model", "seed_mlp"])
+    try:
+        client = grpcclient.InferenceServerClient(process.address)
+        assert wait_for(lambda: client.is_server_ready(), timeout=30)
+        assert client.is_model_ready("seed_mlp") and not client.is_model_ready("classifier")
+        client.load_model("classifier")
+        assert client.is_model_ready("classifier")
+        client.unload_model("seed_mlp")
+        assert not client.is_model_ready("seed_mlp")
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("seed_mlp", [infer_input(np.zeros((1, 10), np.float32))])
+        assert info.value.status() == "StatusCode.NOT_FOUND"
+        with pytest.raises(InferenceServerException) as info:
+            client.load_model("no_such_model")
+        assert info.value.status() == "StatusCode.NOT_FOUND"
+    finally:
+        assert process.stop() == 0
+
+
+def test_poll_mode_picks_up_new_versions_and_models(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "m" / "1").mkdir(parents=True)
+    shutil.copy(FIXTURES / "seed_mlp.torchscript.op17.onnx", repo / "m" / "1" / "model.onnx")
+    process = serve(["--model-repository", str(repo), "--model-control-mode", "poll", "--repository-poll-secs", "1"])
+    try:
+        client = grpcclient.InferenceServerClient(process.address)
+        assert wait_for(lambda: client.is_server_ready(), timeout=30)
+        assert client.get_model_metadata("m").versions == ["1"]
+        (repo / "m" / "2").mkdir()
+        shutil.copy(FIXTURES / "seed_mlp.dynamo.op18.onnx", repo / "m" / "2" / "model.onnx")
+        assert wait_for(lambda: client.get_model_metadata("m").versions == ["2"], timeout=15)
+        assert client.infer("m", [infer_input(np.ones((1, 10), np.float32))]).get_response().model_version == "2"
+        (repo / "n" / "1").mkdir(parents=True)
+        shutil.copy(FIXTURES / "seed_mlp.torchscript.op17.onnx", repo / "n" / "1" / "model.onnx")
+        assert wait_for(lambda: client.is_model_ready("n"), timeout=15)
+        shutil.rmtree(repo / "n")
+        assert wait_for(lambda: not client.is_model_ready("n"), timeout=15)
+    finally:
+        assert process.stop() == 0
+
+
+def test_server_metadata_lists_extensions(client):
+    assert {"model_repository", "statistics"} <= set(client.get_server_metadata().extensions)
