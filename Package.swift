@@ -158,6 +158,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "MaaSModelsTests",
+            dependencies: ["MaaSCore", "MaaSProto", "MaaSCompute", "MaaSModels"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "MaaSProtoTests",
             dependencies: ["MaaSCore", "MaaSProto"],
             swiftSettings: strictSettings
