@@ -1,4 +1,6 @@
 """Stubs generated from our proto/ by grpcio-tools, calling the model server directly: the
+# Runs alone (scripts/test): it defines package `inference` from proto/, which clashes with
+# tritonclient's copy in one process's descriptor pool.
 requests tritonclient never sends (typed contents, malformed sizes, both raw and typed)."""
 import importlib
 import shutil
