@@ -1,7 +1,8 @@
 """Stubs generated from our proto/ by grpcio-tools, calling the model server directly: the
-# Runs alone (scripts/test): it defines package `inference` from proto/, which clashes with
-# tritonclient's copy in one process's descriptor pool.
-requests tritonclient never sends (typed contents, malformed sizes, both raw and typed)."""
+requests tritonclient never sends (typed contents, malformed sizes, both raw and typed).
+
+Runs in its own pytest process (scripts/test): it defines package `inference` from proto/,
+which clashes with tritonclient's copy in one process's descriptor pool."""
 import importlib
 import shutil
 import sys
