@@ -12,7 +12,7 @@ import Synchronization
 /// Safe to call from any thread; runs with the same input shapes take turns on one plan.
 public final class CompiledModel: Sendable {
     public let graph: ModelGraph
-    let pool: ComputePool
+    public let pool: ComputePool
     let steps: [Step]
     /// Value slots: graph inputs first, then everything nodes produce; constants are separate.
     let valueCount: Int

@@ -35,10 +35,12 @@ public struct BatchItem: Sendable {
     }
 }
 
-/// Triton-style dynamic batching for one model version: requests queue on a serial Dispatch
-/// queue; a batch forms when it reaches the preferred or maximum size or when the oldest
-/// request has waited `max_queue_delay`; one forward pass runs at a time on the compute pool
-/// and its outputs are split back per request.
+/// Triton-style dynamic batching for one model version: requests join a queue (under a lock,
+/// from the event loop that decoded them); a batch forms when it reaches the preferred or
+/// maximum size or when the oldest request has waited `max_queue_delay` (a Dispatch timer); one
+/// forward pass runs at a time, on the compute pool, and its outputs are split back per
+/// request. The pool thread that finishes a batch starts the next one if it is due, so a busy
+/// model costs one hand-off per batch in and one per event loop out.
 public final class DynamicBatcher: Sendable {
     let model: CompiledModel
     let maxBatchSize: Int
@@ -47,8 +49,7 @@ public final class DynamicBatcher: Sendable {
     let maxQueueItems: Int
     /// default_queue_policy.default_timeout_microseconds with timeout_action REJECT.
     let queueTimeout: Duration?
-    let queue: DispatchQueue
-    let executor: DispatchQueue
+    let timers: DispatchQueue
     private let state = Mutex(State())
     public let statistics = ModelStatistics()
 
@@ -73,13 +74,12 @@ public final class DynamicBatcher: Sendable {
         } else {
             queueTimeout = nil
         }
-        queue = DispatchQueue(label: "maas.batcher.\(label)")
-        executor = DispatchQueue(label: "maas.executor.\(label)")
+        timers = DispatchQueue(label: "maas.batcher.\(label)")
     }
 
-    /// Queues validated requests: one hop for the whole array.
+    /// Queues validated requests; starts a batch on the pool if one is due.
     public func submit(_ items: [BatchItem]) {
-        queue.async { self.enqueue(items) }
+        enqueue(items)
     }
 
     /// Requests queued but not yet running.
@@ -104,7 +104,7 @@ public final class DynamicBatcher: Sendable {
         dispatchIfReady()
     }
 
-    /// On `queue`: starts a batch when one is due, or arms the delay timer.
+    /// Starts a batch when one is due, or arms the delay timer. Called from any thread.
     private func dispatchIfReady() {
         let now = ContinuousClock.now
         var expired: [BatchItem] = []
@@ -161,18 +161,18 @@ public final class DynamicBatcher: Sendable {
         }
         if let wait = decision.wait {
             let nanos = max(Int((wait.components.seconds * 1_000_000_000) + wait.components.attoseconds / 1_000_000_000), 0)
-            queue.asyncAfter(deadline: .now() + .nanoseconds(nanos)) {
+            timers.asyncAfter(deadline: .now() + .nanoseconds(nanos)) {
                 self.state.withLock { $0.timerArmed = false }
                 self.dispatchIfReady()
             }
         }
         if !decision.batch.isEmpty {
             let batch = decision.batch
-            executor.async { self.execute(batch) }
+            model.pool.async { self.execute(batch) }
         }
     }
 
-    /// On `executor`: one forward pass for the whole batch, outputs split back per request.
+    /// On a pool thread: one forward pass for the whole batch, outputs split back per request.
     private func execute(_ batch: [BatchItem]) {
         let start = ContinuousClock.now
         var timing = Timing()
@@ -195,10 +195,8 @@ public final class DynamicBatcher: Sendable {
                 item.complete(.failure(error))
             }
         }
-        queue.async {
-            self.state.withLock { $0.executing = false }
-            self.dispatchIfReady()
-        }
+        state.withLock { $0.executing = false }
+        dispatchIfReady()
     }
 
     struct Timing {
