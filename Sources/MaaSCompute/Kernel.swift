@@ -53,6 +53,19 @@ extension Kernel {
     func fusingRelu() -> (any Kernel)? { nil }
 }
 
+/// A kernel that can clamp its own output at zero, so a following Relu costs no extra pass.
+protocol ReluFusing: Kernel {
+    var relu: Bool { get set }
+}
+
+extension ReluFusing {
+    func fusingRelu() -> (any Kernel)? {
+        var fused = self
+        fused.relu = true
+        return fused
+    }
+}
+
 /// What a kernel factory knows about a node: attributes with ONNX defaults, and the inputs
 /// whose values are known at load.
 struct NodeContext {

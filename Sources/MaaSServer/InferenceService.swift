@@ -202,34 +202,15 @@ public struct InferenceService: RPCService {
         let context = stream.context!
         stream.onMessage = { message in
             do throws(RPCError) {
-                let request: InferenceRequest
-                do {
-                    request = try message.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
-                        try InferenceRequest(serializedBytes: bytes)
-                    }
-                } catch {
-                    throw RPCError(.internal, "\(error)")
-                }
-                let model = try lookup(repository, request.modelName, request.modelVersion)
-                let prepared: (inputs: [String: Tensor], rows: Int, outputs: [String])
-                do throws(InferenceError) {
-                    prepared = try model.prepare(request)
-                } catch {
-                    throw RPCError(error.code, error.message)
-                }
-                let (name, version, id) = (model.name, String(model.version), request.id)
-                let outputOrder = prepared.outputs.isEmpty ? model.config.outputs.map(\.name) : prepared.outputs
+                let infer = try PreparedInfer(message, repository: repository)
                 tracker.started()
-                model.batcher.submit([BatchItem(
-                    inputs: prepared.inputs, rows: prepared.rows, outputs: prepared.outputs, deadline: nil,
+                infer.model.batcher.submit([BatchItem(
+                    inputs: infer.inputs, rows: infer.rows, outputs: infer.requestedOutputs, deadline: nil,
                     cancellation: context.cancellation
                 ) { result in
                     switch result {
                     case .success(let outputs):
-                        let response = InferenceResponse(
-                            modelName: name, modelVersion: version, id: id,
-                            outputs: outputOrder.compactMap { key in outputs[key].map { (key, $0) } })
-                        sender.send(ByteBuffer(bytes: response.streamSerializedBytes()))
+                        sender.send(ByteBuffer(bytes: infer.response(outputs).streamSerializedBytes()))
                     case .failure(let error):
                         sender.send(ByteBuffer(bytes: KServe.encodeStreamError(error.message)))
                     }
@@ -250,26 +231,10 @@ public struct InferenceService: RPCService {
         var batches: [ObjectIdentifier: (ModelVersion, [BatchItem])] = [:]
         for call in calls {
             do throws(RPCError) {
-                let request: InferenceRequest
-                do {
-                    request = try call.request.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
-                        try InferenceRequest(serializedBytes: bytes)
-                    }
-                } catch {
-                    throw RPCError(.internal, "\(error)")
-                }
-                let model = try lookup(repository, request.modelName, request.modelVersion)
-                let prepared: (inputs: [String: Tensor], rows: Int, outputs: [String])
-                do {
-                    prepared = try model.prepare(request)
-                } catch {
-                    throw RPCError(error.code, error.message)
-                }
+                let infer = try PreparedInfer(call.request, repository: repository)
                 let responder = call.responder
-                let (name, version, id) = (model.name, String(model.version), request.id)
-                let outputOrder = prepared.outputs.isEmpty ? model.config.outputs.map(\.name) : prepared.outputs
                 let item = BatchItem(
-                    inputs: prepared.inputs, rows: prepared.rows, outputs: prepared.outputs,
+                    inputs: infer.inputs, rows: infer.rows, outputs: infer.requestedOutputs,
                     deadline: call.context.deadline.map { deadline in
                         .now + .nanoseconds((deadline - NIODeadline.now()).nanoseconds)
                     },
@@ -277,14 +242,12 @@ public struct InferenceService: RPCService {
                 ) { result in
                     switch result {
                     case .success(let outputs):
-                        let response = InferenceResponse(
-                            modelName: name, modelVersion: version, id: id,
-                            outputs: outputOrder.compactMap { key in outputs[key].map { (key, $0) } })
-                        responder.succeed(ByteBuffer(bytes: response.serializedBytes()))
+                        responder.succeed(ByteBuffer(bytes: infer.response(outputs).serializedBytes()))
                     case .failure(let error):
                         responder.fail(RPCError(error.code == .ok ? .internal : error.code, error.message))
                     }
                 }
+                let model = infer.model
                 batches[ObjectIdentifier(model), default: (model, [])].1.append(item)
             } catch {
                 call.responder.fail(error)
@@ -329,5 +292,40 @@ public struct InferenceService: RPCService {
                 }
             }
         }
+    }
+}
+
+/// A ModelInfer request decoded and checked against its model, ready for the batcher.
+struct PreparedInfer: Sendable {
+    let model: ModelVersion
+    let id: String
+    let inputs: [String: Tensor]
+    let rows: Int
+    let requestedOutputs: [String]
+
+    init(_ message: ByteBuffer, repository: ModelRepository) throws(RPCError) {
+        let request: InferenceRequest
+        do {
+            request = try message.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
+                try InferenceRequest(serializedBytes: bytes)
+            }
+        } catch {
+            throw RPCError(.internal, "\(error)")
+        }
+        model = try InferenceService.lookup(repository, request.modelName, request.modelVersion)
+        do throws(InferenceError) {
+            (inputs, rows, requestedOutputs) = try model.prepare(request)
+        } catch {
+            throw RPCError(error.code, error.message)
+        }
+        id = request.id
+    }
+
+    /// The response for this request, outputs in the order asked for (or the model's order).
+    func response(_ outputs: [String: Tensor]) -> InferenceResponse {
+        let order = requestedOutputs.isEmpty ? model.config.outputs.map(\.name) : requestedOutputs
+        return InferenceResponse(
+            modelName: model.name, modelVersion: String(model.version), id: id,
+            outputs: order.compactMap { key in outputs[key].map { (key, $0) } })
     }
 }

@@ -71,17 +71,11 @@ struct Window {
 /// Lifts 1-D geometry to 2-D with H = 1.
 private func twoD(_ values: [Int], _ fill: Int) -> [Int] { values.count == 1 ? [fill] + values : values }
 
-struct ConvKernel: Kernel {
+struct ConvKernel: ReluFusing {
     let window: Window
     let group: Int
     /// A following Relu computed in the same pass (set by the graph compiler).
     var relu = false
-
-    func fusingRelu() -> (any Kernel)? {
-        var fused = self
-        fused.relu = true
-        return fused
-    }
 
     init(_ context: NodeContext) throws(InferenceError) {
         try context.requireInputs(2...3)

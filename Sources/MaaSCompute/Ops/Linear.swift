@@ -231,7 +231,7 @@ struct TiledGEMM: @unchecked Sendable {
 }
 
 /// Gemm: Y = alpha · A' · B' + beta · C.
-struct GemmKernel: Kernel {
+struct GemmKernel: ReluFusing {
     let alpha: Float
     let beta: Float
     let transA: Bool
@@ -328,25 +328,13 @@ struct GemmKernel: Kernel {
             }
         }
     }
-
-    func fusingRelu() -> (any Kernel)? {
-        var fused = self
-        fused.relu = true
-        return fused
-    }
 }
 
 /// MatMul with NumPy semantics: N-D × 2-D as one GEMM over flattened rows (weights pre-packed),
 /// batched otherwise, 1-D operands promoted and squeezed.
-struct MatMulKernel: Kernel {
+struct MatMulKernel: ReluFusing {
     let packed: PackedMatrix?
     var relu = false
-
-    func fusingRelu() -> (any Kernel)? {
-        var fused = self
-        fused.relu = true
-        return fused
-    }
 
     init(_ context: NodeContext) throws(InferenceError) {
         try context.requireInputs(2...2)
