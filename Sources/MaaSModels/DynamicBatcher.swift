@@ -13,13 +13,18 @@ public struct BatchItem: Sendable {
     /// Past this instant the caller no longer waits: the item is dropped before compute.
     public let deadline: ContinuousClock.Instant?
     public let cancellation: CancellationSignal?
+    /// The request's own queue timeout (its `timeout` parameter), when the model's queue policy
+    /// allows overriding the default.
+    public let queueTimeout: Duration?
     public let enqueued: ContinuousClock.Instant
     public let complete: @Sendable (Result<[String: Tensor], InferenceError>) -> Void
 
     public init(
         inputs: [String: Tensor], rows: Int, outputs: [String], deadline: ContinuousClock.Instant?,
-        cancellation: CancellationSignal?, complete: @escaping @Sendable (Result<[String: Tensor], InferenceError>) -> Void
+        cancellation: CancellationSignal?, queueTimeout: Duration? = nil,
+        complete: @escaping @Sendable (Result<[String: Tensor], InferenceError>) -> Void
     ) {
+        self.queueTimeout = queueTimeout
         self.inputs = inputs
         self.rows = rows
         self.outputs = outputs
@@ -49,6 +54,8 @@ public final class DynamicBatcher: Sendable {
     let maxQueueItems: Int
     /// default_queue_policy.default_timeout_microseconds with timeout_action REJECT.
     let queueTimeout: Duration?
+    /// default_queue_policy.allow_timeout_override: a request's `timeout` replaces the default.
+    public let allowsTimeoutOverride: Bool
     let timers: DispatchQueue
     private let state = Mutex(State())
     public let statistics = ModelStatistics()
@@ -69,6 +76,7 @@ public final class DynamicBatcher: Sendable {
         let configured = Int(config.dynamicBatching?.defaultQueuePolicy?.maxQueueSize ?? 0)
         // Triton's 0 means unbounded; memory must stay bounded, so we cap it.
         maxQueueItems = configured > 0 ? configured : 10_000
+        allowsTimeoutOverride = config.dynamicBatching?.defaultQueuePolicy?.allowTimeoutOverride ?? false
         if let policy = config.dynamicBatching?.defaultQueuePolicy, policy.defaultTimeoutMicroseconds > 0, policy.timeoutAction == .reject {
             queueTimeout = .microseconds(Int64(clamping: policy.defaultTimeoutMicroseconds))
         } else {
@@ -111,7 +119,8 @@ public final class DynamicBatcher: Sendable {
         let decision: (batch: [BatchItem], wait: Duration?) = state.withLock { state in
             // Requests whose caller has given up are dropped before any compute.
             state.pending.removeAll { item in
-                let timedOut = queueTimeout.map { now - item.enqueued >= $0 } ?? false
+                let limit = (allowsTimeoutOverride ? item.queueTimeout : nil) ?? queueTimeout
+                let timedOut = limit.map { now - item.enqueued >= $0 } ?? false
                 let dead = timedOut || (item.deadline.map { $0 <= now } ?? false) || (item.cancellation?.isCancelled ?? false)
                 if dead {
                     expired.append(item)

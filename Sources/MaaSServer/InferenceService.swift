@@ -206,7 +206,7 @@ public struct InferenceService: RPCService {
                 tracker.started()
                 infer.model.batcher.submit([BatchItem(
                     inputs: infer.inputs, rows: infer.rows, outputs: infer.requestedOutputs, deadline: nil,
-                    cancellation: context.cancellation
+                    cancellation: context.cancellation, queueTimeout: infer.queueTimeout
                 ) { result in
                     switch result {
                     case .success(let outputs):
@@ -238,7 +238,7 @@ public struct InferenceService: RPCService {
                     deadline: call.context.deadline.map { deadline in
                         .now + .nanoseconds((deadline - NIODeadline.now()).nanoseconds)
                     },
-                    cancellation: call.context.cancellation
+                    cancellation: call.context.cancellation, queueTimeout: infer.queueTimeout
                 ) { result in
                     switch result {
                     case .success(let outputs):
@@ -302,6 +302,8 @@ struct PreparedInfer: Sendable {
     let inputs: [String: Tensor]
     let rows: Int
     let requestedOutputs: [String]
+    /// The request's `timeout` parameter (microseconds in the queue), as Triton reads it.
+    let queueTimeout: Duration?
 
     init(_ message: ByteBuffer, repository: ModelRepository) throws(RPCError) {
         let request: InferenceRequest
@@ -319,6 +321,11 @@ struct PreparedInfer: Sendable {
             throw RPCError(error.code, error.message)
         }
         id = request.id
+        switch request.parameters["timeout"] {
+        case .int64(let micros)? where micros > 0: queueTimeout = .microseconds(micros)
+        case .uint64(let micros)? where micros > 0: queueTimeout = .microseconds(Int64(clamping: micros))
+        default: queueTimeout = nil
+        }
     }
 
     /// The response for this request, outputs in the order asked for (or the model's order).

@@ -145,6 +145,29 @@ struct RepositoryTests {
         #expect(model.batcher.statistics.snapshot.executionCount == 0)
     }
 
+    @Test("a request's own queue timeout applies only when the policy allows overriding", arguments: [true, false])
+    func timeoutOverride(allowed: Bool) async throws {
+        let (repo, _) = try repository(config: """
+            {"max_batch_size": 4, "dynamic_batching": {"max_queue_delay_microseconds": 100000,
+             "default_queue_policy": {"default_timeout_microseconds": 60000000, "allow_timeout_override": \(allowed)}}}
+            """)
+        try repo.load("seed")
+        let model = try repo.version("seed", "")
+        let x = try Tensor([Float](repeating: 0, count: 10), shape: [1, 10])
+        let outcome = await withCheckedContinuation { (done: CheckedContinuation<StatusCode, Never>) in
+            model.batcher.submit([BatchItem(
+                inputs: ["input": x], rows: 1, outputs: [], deadline: nil, cancellation: nil, queueTimeout: .milliseconds(1)
+            ) { result in
+                switch result {
+                case .success: done.resume(returning: .ok)
+                case .failure(let error): done.resume(returning: error.code)
+                }
+            }])
+        }
+        // Allowed: 1 ms < the 100 ms batching delay, so it times out; otherwise it runs after the delay.
+        #expect(outcome == (allowed ? .unavailable : .ok))
+    }
+
     @Test("version policy picks the newest versions; a missing model is NOT_FOUND")
     func versions() throws {
         let (repo, root) = try repository(config: #"{"version_policy": {"latest": {"num_versions": 2}}}"#)
