@@ -103,14 +103,3 @@ struct MessageDeframer {
         onMessage(message)
     }
 }
-
-/// Writes gRPC's 5-byte prefix and the message into one buffer.
-enum MessageFramer {
-    static func frame(_ message: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var framed = allocator.buffer(capacity: message.readableBytes + 5)
-        framed.writeInteger(UInt8(0))
-        framed.writeInteger(UInt32(truncatingIfNeeded: message.readableBytes))
-        framed.writeImmutableBuffer(message)
-        return framed
-    }
-}

@@ -90,9 +90,6 @@ public final class DynamicBatcher: Sendable {
         enqueue(items)
     }
 
-    /// Requests queued but not yet running.
-    public var queuedCount: Int { state.withLock { $0.pending.count } }
-
     private func enqueue(_ items: [BatchItem]) {
         var rejected: [BatchItem] = []
         state.withLock { state in

@@ -230,9 +230,4 @@ extension ModelRepository {
         }
         return entries.sorted()
     }
-
-    /// Names of models that are loaded or that failed to load.
-    public func knownModels() -> Set<String> {
-        Set(index().filter { $0.state == .ready || $0.reason != "unloaded" }.map(\.name))
-    }
 }
