@@ -188,6 +188,10 @@ public final class DynamicBatcher: Sendable {
         } catch {
             result = .failure(error)
         }
+        // The next batch starts before this one's responses are encoded, so that encoding
+        // overlaps the next forward pass instead of delaying it.
+        state.withLock { $0.executing = false }
+        dispatchIfReady()
         switch result {
         case .success(let outputs):
             statistics.recordBatch(
@@ -201,8 +205,6 @@ public final class DynamicBatcher: Sendable {
                 item.complete(.failure(error))
             }
         }
-        state.withLock { $0.executing = false }
-        dispatchIfReady()
     }
 
     struct Timing {
