@@ -79,24 +79,12 @@ final class GRPCClientConnection: ChannelInboundHandler, RemovableChannelHandler
 
     private func flush() {
         guard let context, context.channel.isActive else { return }
-        var wrote = false
-        while context.channel.isWritable {
-            var buffer = context.channel.allocator.buffer(capacity: 16 << 10)
-            let more: Bool
-            do {
-                more = try session.drainOutput(into: &buffer, limit: 1 << 20)
-            } catch {
-                failAll(RPCError(.internal, "HTTP/2 output failed: \(error)"))
-                context.close(promise: nil)
-                return
-            }
-            if buffer.readableBytes > 0 {
-                context.write(wrapOutboundOut(buffer), promise: nil)
-                wrote = true
-            }
-            if !more { break }
+        do {
+            try session.writePending(to: context)
+        } catch {
+            failAll(RPCError(.internal, "HTTP/2 output failed: \(error)"))
+            context.close(promise: nil)
         }
-        if wrote { context.flush() }
     }
 
     private func flushSoon() {

@@ -172,24 +172,13 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     /// Writes everything nghttp2 has queued, as long as the socket takes it.
     func flush() {
         guard let context, context.channel.isActive else { return }
-        var wrote = false
-        while context.channel.isWritable {
-            var buffer = context.channel.allocator.buffer(capacity: 16 << 10)
-            let more: Bool
-            do {
-                more = try session.drainOutput(into: &buffer, limit: 1 << 20)
-            } catch {
-                logger.debug("HTTP/2 output failed", metadata: ["error": "\(error)"])
-                context.close(promise: nil)
-                return
-            }
-            if buffer.readableBytes > 0 {
-                context.write(wrapOutboundOut(buffer), promise: nil)
-                wrote = true
-            }
-            if !more { break }
+        do {
+            try session.writePending(to: context)
+        } catch {
+            logger.debug("HTTP/2 output failed", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+            return
         }
-        if wrote { context.flush() }
         if !session.wantsRead && !session.wantsWrite {
             context.close(promise: nil)
         }

@@ -104,6 +104,22 @@ final class H2Session {
         nghttp2_session_get_remote_settings(session, nghttp2_settings_id(rawValue: UInt32(id)))
     }
 
+    /// Writes everything nghttp2 has queued to `context` while the channel takes it, in writes of
+    /// up to 1 MiB and one flush. Throws (having written nothing more) on a session error.
+    func writePending(to context: ChannelHandlerContext) throws(ProtocolError) {
+        var wrote = false
+        while context.channel.isWritable {
+            var buffer = context.channel.allocator.buffer(capacity: 16 << 10)
+            let more = try drainOutput(into: &buffer, limit: 1 << 20)
+            if buffer.readableBytes > 0 {
+                context.write(NIOAny(buffer), promise: nil)
+                wrote = true
+            }
+            if !more { break }
+        }
+        if wrote { context.flush() }
+    }
+
     var wantsRead: Bool { nghttp2_session_want_read(session) != 0 }
     var wantsWrite: Bool { nghttp2_session_want_write(session) != 0 }
 

@@ -64,8 +64,12 @@ final class RawHTTP2Client: H2SessionDelegate {
             ("content-type", "application/grpc"), ("te", "trailers"),
         ]
         for (name, value) in overrides {
-            fields.removeAll { $0.0 == name }
-            if let value { fields.append((name, value)) }
+            // Replaced in place: pseudo-headers must stay ahead of regular ones.
+            if let index = fields.firstIndex(where: { $0.0 == name }) {
+                if let value { fields[index].1 = value } else { fields.remove(at: index) }
+            } else if let value {
+                fields.append((name, value))
+            }
         }
         let id = session.submitRequest(headers: HeaderBlock(fields))!
         bodies[id] = (body, 0, end)

@@ -51,6 +51,35 @@ struct ServerProtocolTests {
         try expectFreshCallSucceeds(h)
     }
 
+    @Test("a method other than POST gets HTTP 405")
+    func notPost() throws {
+        let h = try harness()
+        let id = h.client.request(path: echo + "Unary", headers: [(":method", "PUT")], body: RawHTTP2Client.message([1]))
+        try h.exchange()
+        let response = h.client.responses[id]!
+        #expect(response.header(":status") == "405")
+        #expect(response.grpcMessage?.contains("PUT") == true)
+        try expectFreshCallSucceeds(h)
+    }
+
+    @Test("partial messages past the connection's budget are RESOURCE_EXHAUSTED")
+    func inboundBudget() throws {
+        var configuration = GRPCServerConfiguration()
+        configuration.maxBufferedBytesPerConnection = 1000
+        let h = try harness(configuration)
+        // Two streams each hold 600 bytes of an unfinished 900-byte message.
+        let partial = Array(RawHTTP2Client.message(Array(repeating: 3, count: 900)).prefix(605))
+        let first = h.client.request(path: echo + "Unary", body: partial, end: false)
+        try h.exchange()
+        #expect(h.client.responses[first]!.grpcStatus == nil)
+        let second = h.client.request(path: echo + "Unary", body: partial, end: false)
+        try h.exchange()
+        let response = h.client.responses[second]!
+        #expect(response.grpcStatus == StatusCode.resourceExhausted.rawValue)
+        #expect(response.grpcMessage?.contains("partial messages") == true)
+        #expect(h.connection.bufferedInboundByteCount == 605)
+    }
+
     @Test("content-type variants gRPC allows", arguments: ["application/grpc", "application/grpc+proto", "application/grpc; charset=utf-8"])
     func allowedContentTypes(contentType: String) throws {
         let h = try harness()

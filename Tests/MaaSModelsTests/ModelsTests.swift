@@ -168,6 +168,18 @@ struct RepositoryTests {
         #expect(outcome == (allowed ? .unavailable : .ok))
     }
 
+    @Test("a config.json that contradicts the model keeps it from loading, with the reason", arguments: [
+        (#"{"max_batch_size": 8, "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [10]}]}"#, "names input 'x'"),
+        (#"{"max_batch_size": 8, "input": [{"name": "input", "data_type": "TYPE_INT64", "dims": [10]}]}"#, "TYPE_INT64 in the config but TYPE_FP32"),
+        (#"{"max_batch_size": 8, "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [2, 5]}]}"#, "has 2 dims but the model's has 1"),
+    ])
+    func contradictions(config: String, reason: String) throws {
+        let (repo, _) = try repository(config: config)
+        #expect { try repo.load("seed") } throws: { ($0 as? InferenceError)?.message.contains(reason) == true }
+        #expect { try repo.version("seed", "") } throws: { ($0 as? InferenceError)?.code == .unavailable }
+        #expect(repo.index().first?.reason.contains(reason) == true)
+    }
+
     @Test("version policy picks the newest versions; a missing model is NOT_FOUND")
     func versions() throws {
         let (repo, root) = try repository(config: #"{"version_policy": {"latest": {"num_versions": 2}}}"#)

@@ -84,6 +84,18 @@ def test_external_offset_past_end(tmp_path):
     expect_error(maas_run(tmp_path / "m.onnx", tmp_path, {"input": np.zeros((4, 10), np.float32)}), "past the end")
 
 
+def test_external_length_mismatch(tmp_path):
+    shutil.copy(FIXTURES / "seed_default.onnx.data", tmp_path / "seed_default.onnx.data")
+    m = onnx.load(FIXTURES / "seed_default.onnx", load_external_data=False)
+    weight = next(t for t in m.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
+    for entry in list(weight.external_data):
+        if entry.key == "length":
+            weight.external_data.remove(entry)
+    weight.external_data.add(key="length", value="12")
+    onnx.save(m, tmp_path / "m.onnx")
+    expect_error(maas_run(tmp_path / "m.onnx", tmp_path, {"input": np.zeros((4, 10), np.float32)}), "external length 12")
+
+
 def test_external_location_outside_directory(tmp_path):
     m = onnx.load(FIXTURES / "seed_default.onnx", load_external_data=False)
     for tensor in m.graph.initializer:
