@@ -65,6 +65,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "MaaSTraining",
+            dependencies: ["MaaSCore", "MaaSCompute"],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "MaaSGRPC",
             dependencies: [
                 "MaaSCore",
@@ -160,6 +165,12 @@ let package = Package(
         .testTarget(
             name: "MaaSModelsTests",
             dependencies: ["MaaSCore", "MaaSProto", "MaaSCompute", "MaaSModels"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "MaaSTrainingTests",
+            dependencies: ["MaaSCore", "MaaSCompute", "MaaSTraining", "MaaSProto"],
+            exclude: ["Fixtures"],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -1,7 +1,7 @@
 internal import COpenBLAS
 
-/// The OpenBLAS entry points the engine uses. Only this file imports COpenBLAS.
-enum BLAS {
+/// The OpenBLAS entry points the engine and the trainer use. Only this file imports COpenBLAS.
+public enum BLAS {
     /// OpenBLAS's own threads would compete with the compute pool, so it runs single-threaded
     /// and the pool calls it per tile (scripts/bench-engine measures the alternative by setting
     /// MAAS_OPENBLAS_THREADS with a one-thread pool).
@@ -24,7 +24,7 @@ enum BLAS {
 
     /// C[m×n] = alpha · A[m×k] · B[k×n] + beta · C, all row-major with the given leading dims.
     @inline(__always)
-    static func sgemm(
+    public static func sgemm(
         m: Int, n: Int, k: Int, alpha: Float,
         a: UnsafePointer<Float>, lda: Int, transposeA: Bool = false,
         b: UnsafePointer<Float>, ldb: Int, transposeB: Bool = false,

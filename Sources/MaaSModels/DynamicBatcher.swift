@@ -1,5 +1,5 @@
 import Dispatch
-public import MaaSCompute
+import MaaSCompute
 public import MaaSCore
 import Synchronization
 
