@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         // C libraries from Debian, one Swift module imports each.
@@ -112,8 +113,9 @@ let package = Package(
         .executableTarget(
             name: "maas",
             dependencies: [
-                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSProto", "MaaSCompute", "MaaSModels",
+                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSProto", "MaaSCompute", "MaaSModels", "MaaSTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -50,6 +50,9 @@ public struct ModelConfig: Sendable, Hashable {
     public var versionPolicy: VersionPolicy = .latest(1)
     public var instanceCount = 1
     public var defaultModelFilename = "model.onnx"
+    /// Triton's free-form `parameters` (string values): from config.json, plus the training
+    /// metadata (`training.*`) that `maas train` stores in the model file.
+    public var parameters: [String: String] = [:]
 
     public init(name: String) {
         self.name = name

@@ -48,7 +48,7 @@ private struct ConfigParser {
     }
 
     mutating func config(_ root: [String: Any]) throws(InferenceError) -> ModelConfig {
-        try check(root, allowed: ["name", "platform", "backend", "max_batch_size", "input", "output", "dynamic_batching", "version_policy", "instance_group", "default_model_filename"], at: "")
+        try check(root, allowed: ["name", "platform", "backend", "max_batch_size", "input", "output", "dynamic_batching", "version_policy", "instance_group", "default_model_filename", "parameters"], at: "")
         var config = ModelConfig(name: model)
         if let name = root["name"] as? String, name != model {
             throw fail("name '\(name)' does not match the model's directory '\(model)'")
@@ -77,6 +77,15 @@ private struct ConfigParser {
                 throw fail("'version_policy' must be one of {\"latest\": {...}}, {\"all\": {}}, {\"specific\": {...}}")
             }
             config.versionPolicy = try versionPolicy(object)
+        }
+        if let parameters = root["parameters"] {
+            guard let object = parameters as? [String: Any] else { throw fail("'parameters' must be an object") }
+            for (key, value) in object {
+                guard let entry = value as? [String: Any], entry.count == 1, let string = entry["string_value"] as? String else {
+                    throw fail("'parameters.\(key)' must be {\"string_value\": \"...\"}")
+                }
+                config.parameters[key] = string
+            }
         }
         if let filename = root["default_model_filename"] as? String {
             guard !filename.contains("/"), filename.hasSuffix(".onnx") else { throw fail("default_model_filename '\(filename)' must be a .onnx file name") }

@@ -51,6 +51,9 @@ extension ModelConfig {
             }
             return config.maxBatchSize > 0 ? Array(all.dropFirst()) : all
         }
+        for (key, value) in graph.metadata where key.hasPrefix("training.") && config.parameters[key] == nil {
+            config.parameters[key] = value
+        }
         if config.inputs.isEmpty {
             config.inputs = graph.inputs.map { ModelConfig.Tensor(name: $0.name, dataType: $0.dataType, dims: dims($0)) }
         }

@@ -99,6 +99,18 @@ public enum KServe {
         }
         c.n_output = outputs.count
         c.output = arena.array(outputs)
+        let parameters = config.parameters.sorted { $0.key < $1.key }.map { key, value in
+            let entry = arena.allocate(Inference__ModelConfig__ParametersEntry.self, count: 1)
+            inference__model_config__parameters_entry__init(entry)
+            entry.pointee.key = arena.string(key)
+            let parameter = arena.allocate(Inference__ModelParameter.self, count: 1)
+            inference__model_parameter__init(parameter)
+            parameter.pointee.string_value = arena.string(value)
+            entry.pointee.value = parameter
+            return Optional(entry)
+        }
+        c.n_parameters = parameters.count
+        c.parameters = arena.array(parameters)
 
         let policy = arena.allocate(Inference__ModelVersionPolicy.self, count: 1)
         inference__model_version_policy__init(policy)

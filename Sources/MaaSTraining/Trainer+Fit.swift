@@ -1,5 +1,6 @@
 import Glibc
 import MaaSCore
+import MaaSCompute
 
 /// How ``Trainer/fit(_:options:validation:shouldStop:onEvent:)`` walks the data.
 public struct FitOptions: Sendable, Equatable {
@@ -50,9 +51,19 @@ public struct FitResult: Sendable {
 
 extension Trainer {
     /// Trains for `options.epochs` epochs, checking `shouldStop` after every step.
+    ///
+    /// The loop runs on a pool thread, so steps follow each other without a thread hand-off;
+    /// `onEvent` and `shouldStop` are called there too.
     public func fit(
         _ data: TrainingData, options: FitOptions, validation: TrainingData? = nil,
         shouldStop: () -> Bool = { false }, onEvent: (TrainingEvent) -> Void = { _ in }
+    ) -> FitResult {
+        pool.run { fitOnPool(data, options: options, validation: validation, shouldStop: shouldStop, onEvent: onEvent) }
+    }
+
+    private func fitOnPool(
+        _ data: TrainingData, options: FitOptions, validation: TrainingData?,
+        shouldStop: () -> Bool, onEvent: (TrainingEvent) -> Void
     ) -> FitResult {
         let batch = options.batchSize <= 0 ? data.rows : min(options.batchSize, data.rows)
         let stepsPerEpoch = (data.rows + batch - 1) / batch

@@ -21,7 +21,7 @@ public final class Trainer {
     private let parameterCount: Int
     public let loss: Loss
     private let optimizer: OptimizerState
-    private let pool: ComputePool
+    let pool: ComputePool
     private var shards: [Shard] = []
     /// Multiply-adds a shard must get before a step is split across threads: below it the
     /// hand-off (a few microseconds) costs more than it saves. Tests lower it to split tiny batches.
@@ -144,6 +144,28 @@ public final class Trainer {
         }
     }
 
+    /// The model's outputs for `rows` rows of `features` (`rows × outputWidth`).
+    public func predict(_ features: [Float], rows: Int) -> [Float] {
+        precondition(features.count == rows * architecture.inputWidth)
+        let inputWidth = architecture.inputWidth, outputWidth = architecture.outputWidth
+        var result = [Float](repeating: 0, count: rows * outputWidth)
+        guard rows > 0 else { return result }
+        pool.run {
+            let shards = prepareShards(rows: rows)
+            let parts = split(rows, into: shards.count)
+            features.withUnsafeBufferPointer { x in
+                result.withUnsafeMutableBufferPointer { y in
+                    pool.parallelFor(shards.count) { index in
+                        let part = parts[index]
+                        shards[index].forward(x.baseAddress! + part.lowerBound * inputWidth, rows: part.count, parameters: parameters)
+                        shards[index].copyOutput(to: y.baseAddress! + part.lowerBound * outputWidth, rows: part.count)
+                    }
+                }
+            }
+        }
+        return result
+    }
+
     public struct Evaluation: Sendable, Equatable {
         public var loss: Double
         public var accuracy: Double?
@@ -249,6 +271,10 @@ private final class Shard {
                 input = UnsafePointer(a[layer])
             }
         }
+    }
+
+    func copyOutput(to target: UnsafeMutablePointer<Float>, rows: Int) {
+        target.update(from: z[sizes.count - 2], count: rows * sizes[sizes.count - 1])
     }
 
     /// Adds this shard's loss to ``lossSum`` (and correct predictions to ``correct``) and, when

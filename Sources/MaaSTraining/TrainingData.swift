@@ -12,6 +12,9 @@ public struct TrainingData: Sendable {
     /// `rows × featureWidth`, row-major.
     public let features: [Float]
     public let targets: Targets
+    /// Where rows came from, so that errors can name the file, line and column.
+    public var featureSource = DataSource(file: "features")
+    public var targetSource = DataSource(file: "targets")
 
     public init(features: [Float], featureWidth: Int, targets: Targets) throws(TrainingError) {
         guard featureWidth > 0, features.count % featureWidth == 0 else {
@@ -43,36 +46,69 @@ public struct TrainingData: Sendable {
             case .classes(let labels): .classes(Array(labels[range]))
             }
         // Slices of valid data are valid.
-        return try! TrainingData(features: features, featureWidth: featureWidth, targets: targets)
+        var slice = try! TrainingData(features: features, featureWidth: featureWidth, targets: targets)
+        slice.featureSource = featureSource.rows(range)
+        slice.targetSource = targetSource.rows(range)
+        return slice
     }
 
     /// Checks that the data fits a model and a loss: widths, finite values, labels in range.
-    /// Errors name the row and column (0-based, as NumPy would index them).
-    public func check(for model: MLP, loss: Loss, source: String) throws(TrainingError) {
+    /// Errors name the file and the row and column (CSV: line and column).
+    public func check(for model: MLP, loss: Loss) throws(TrainingError) {
         guard featureWidth == model.inputWidth else {
-            throw TrainingError("\(source): rows have \(featureWidth) features but the model's input width is \(model.inputWidth)")
+            throw TrainingError("\(featureSource.file): rows have \(featureWidth) features but the model's input width is \(model.inputWidth)")
         }
         if let bad = features.firstIndex(where: { !$0.isFinite }) {
-            throw TrainingError("\(source): row \(bad / featureWidth), column \(bad % featureWidth): \(features[bad]) is not a finite number")
+            throw TrainingError("\(featureSource.locate(row: bad / featureWidth, column: bad % featureWidth)): \(features[bad]) is not a finite number")
         }
         switch (targets, loss) {
         case (.values(let values, let width), .mse):
             guard width == model.outputWidth else {
-                throw TrainingError("\(source): targets have \(width) columns but the model's output width is \(model.outputWidth)")
+                throw TrainingError("\(targetSource.file): targets have \(width) columns but the model's output width is \(model.outputWidth)")
             }
             if let bad = values.firstIndex(where: { !$0.isFinite }) {
-                throw TrainingError("\(source): target row \(bad / width), column \(bad % width): \(values[bad]) is not a finite number")
+                throw TrainingError("\(targetSource.locate(row: bad / width, column: bad % width)): \(values[bad]) is not a finite number")
             }
         case (.classes(let labels), .crossEntropy):
             if let bad = labels.firstIndex(where: { $0 < 0 || Int($0) >= model.outputWidth }) {
                 throw TrainingError(
-                    "\(source): target row \(bad): label \(labels[bad]) is out of range for \(model.outputWidth) classes (0..<\(model.outputWidth))")
+                    "\(targetSource.locate(row: bad, column: 0)): label \(labels[bad]) is out of range for \(model.outputWidth) classes (0..<\(model.outputWidth))")
             }
         case (.values, .crossEntropy):
-            throw TrainingError("\(source): cross-entropy needs integer class labels as targets, got float values")
+            throw TrainingError("\(targetSource.file): cross-entropy needs integer class labels as targets, got float values")
         case (.classes, .mse):
-            throw TrainingError("\(source): MSE needs float targets, got integer class labels")
+            throw TrainingError("\(targetSource.file): MSE needs float targets, got integer class labels")
         }
+    }
+}
+
+/// A file rows were read from: `.npy` rows and columns are 0-based indices as NumPy prints
+/// them; CSV rows keep their 1-based line and column numbers, as editors show them.
+public struct DataSource: Sendable, Equatable {
+    public var file: String
+    /// For CSV: the line of each row.
+    public var lines: [Int]?
+    /// For CSV: the column of each value within a row.
+    public var columns: [Int]?
+    /// For `.npy`: the file row of this data's first row.
+    public var firstRow = 0
+
+    public init(file: String, lines: [Int]? = nil, columns: [Int]? = nil) {
+        self.file = file
+        self.lines = lines
+        self.columns = columns
+    }
+
+    public func locate(row: Int, column: Int) -> String {
+        guard let lines, row < lines.count else { return "\(file): row \(firstRow + row), column \(column)" }
+        let csvColumn = columns.map { column < $0.count ? $0[column] : column + 1 } ?? column + 1
+        return "\(file):\(lines[row]):\(csvColumn)"
+    }
+
+    func rows(_ range: Range<Int>) -> DataSource {
+        var slice = self
+        if let lines { slice.lines = Array(lines[range]) } else { slice.firstRow += range.lowerBound }
+        return slice
     }
 }
 

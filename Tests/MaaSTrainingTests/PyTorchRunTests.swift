@@ -88,7 +88,7 @@ struct PyTorchRunTests {
     func reproducesEveryLossAndTheFinalWeights(_ run: Run) throws {
         let model = try Fixtures.model(run.name, "init", sizes: run.sizes)
         let data = try Fixtures.data(run.name)
-        try data.check(for: model, loss: run.loss, source: run.name)
+        try data.check(for: model, loss: run.loss)
         let trainer = try Trainer(model: model, loss: run.loss, optimizer: run.optimizer)
         let result = trainer.fit(data, options: run.options)
 
@@ -153,7 +153,7 @@ struct PyTorchRunTests {
 
         let data = try Fixtures.data(name)
         let model = try Fixtures.model(name, "init", sizes: sizes, activation: activation)
-        try data.check(for: model, loss: loss, source: name)
+        try data.check(for: model, loss: loss)
         let result = try Trainer(model: model, loss: loss, optimizer: optimizer)
             .fit(data, options: FitOptions(epochs: run["epochs"] as! Int, batchSize: run["batch"] as! Int))
 

@@ -1,0 +1,352 @@
+import ArgumentParser
+import Crypto
+import Dispatch
+import Foundation
+import MaaSCompute
+import MaaSCore
+import MaaSModels
+import MaaSProto
+import MaaSTraining
+import Synchronization
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train an MLP and write it as ONNX, to a file or as the next version in a model repository.",
+        discussion: """
+            The seed's recipe, deployed where a server polling REPO picks it up:
+              maas train --data x.npy --targets y.npy --layers 10,20,10 --loss mse --optimizer adam \\
+                --lr 0.001 --epochs 1000 --repository REPO --model seed
+            Classification from CSV, with a validation split:
+              maas train --data iris.csv --target-columns species --layers 4,16,3 --loss cross-entropy \\
+                --batch-size 16 --shuffle --validation-split 0.2 --output iris.onnx
+            Ctrl-C stops after the current step and still writes the best model so far (a second
+            Ctrl-C quits without writing).
+            """
+    )
+
+    @Option(help: "Features: a 2-D .npy file, or a CSV file (a non-numeric first line is the header).")
+    var data: String
+
+    @Option(help: "Targets: .npy or CSV (float values for mse, integer class labels for cross-entropy).")
+    var targets: String?
+
+    @Option(help: "With CSV data: the target columns, by header name or 0-based index (negative from the end), comma-separated.")
+    var targetColumns: String?
+
+    @Option(help: "Layer widths from input to output, e.g. 10,20,10 (taken from --init-from when omitted).")
+    var layers: String?
+
+    @Option(help: "Activation between layers: relu, tanh, sigmoid, gelu, none (default relu, or --init-from's).")
+    var activation: String?
+
+    @Option(help: "Loss: mse or cross-entropy (on logits).")
+    var loss = "mse"
+
+    @Option(help: "Optimizer: sgd, adam or adamw.")
+    var optimizer = "adam"
+
+    @Option(help: "Learning rate.")
+    var lr: Float = 0.001
+
+    @Option(help: "SGD momentum.")
+    var momentum: Float = 0
+
+    @Flag(help: "Nesterov momentum (SGD).")
+    var nesterov = false
+
+    @Option(help: "Weight decay: L2 added to the gradient (sgd, adam) or decoupled (adamw).")
+    var weightDecay: Float = 0
+
+    @Option(help: "Adam betas, e.g. 0.9,0.999.")
+    var betas = "0.9,0.999"
+
+    @Option(help: "Adam epsilon.")
+    var eps: Float = 1e-8
+
+    @Option(help: "Passes over the training rows.")
+    var epochs = 100
+
+    @Option(help: "Rows per step; 0 is the full batch.")
+    var batchSize = 0
+
+    @Flag(help: "Visit rows in a new seeded random order every epoch (file order otherwise).")
+    var shuffle = false
+
+    @Option(help: "Seed for the initial weights and the shuffle.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Hold out this fraction of rows (the last ones in the file) to report a validation metric per epoch and keep the best epoch's model.")
+    var validationSplit: Double = 0
+
+    @Option(help: "Start from this ONNX model's weights (fine-tuning, or resuming a deployed version).")
+    var initFrom: String?
+
+    @Option(help: "Write the model to this .onnx file.")
+    var output: String?
+
+    @Option(help: "Deploy into this model repository as the next version of --model.")
+    var repository: String?
+
+    @Option(help: "The model's name in --repository.")
+    var model: String?
+
+    func validate() throws {
+        guard (output == nil) != (repository == nil) else {
+            throw ValidationError("give --output FILE.onnx, or --repository REPO --model NAME")
+        }
+        guard (repository == nil) == (model == nil) else { throw ValidationError("--repository and --model go together") }
+        guard epochs > 0 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
+        guard batchSize >= 0 else { throw ValidationError("--batch-size must be 0 (full batch) or more, got \(batchSize)") }
+        guard (0..<1).contains(validationSplit) else { throw ValidationError("--validation-split must be in [0, 1), got \(validationSplit)") }
+        guard Loss(rawValue: loss) != nil else { throw ValidationError("--loss must be mse or cross-entropy, got '\(loss)'") }
+        guard OptimizerConfiguration.Kind(rawValue: optimizer) != nil else {
+            throw ValidationError("--optimizer must be sgd, adam or adamw, got '\(optimizer)'")
+        }
+        if let activation, Activation(rawValue: activation) == nil {
+            throw ValidationError("--activation must be relu, tanh, sigmoid, gelu or none, got '\(activation)'")
+        }
+        guard layers != nil || initFrom != nil else { throw ValidationError("give --layers (e.g. 10,20,10) or --init-from MODEL.onnx") }
+    }
+
+    func run() throws {
+        do {
+            try train()
+        } catch let error as TrainingError {
+            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+            throw ExitCode(1)
+        } catch let error as InferenceError {
+            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    private func train() throws {
+        let loss = Loss(rawValue: loss)!
+        let all = try TrainingData.load(data: data, targets: targets, targetColumns: targetColumns, loss: loss)
+        let initial = try initialModel()
+        try all.check(for: initial, loss: loss)
+        let validationRows = Int(Double(all.rows) * validationSplit)
+        if validationSplit > 0, validationRows == 0 || validationRows == all.rows {
+            throw TrainingError("--validation-split \(validationSplit) of \(all.rows) rows leaves \(validationRows) for validation; need at least one row on each side")
+        }
+        let training = validationRows > 0 ? all.slice(0..<all.rows - validationRows) : all
+        let validation = validationRows > 0 ? all.slice(all.rows - validationRows..<all.rows) : nil
+
+        // Refuse a destination that cannot take the model before spending time training it.
+        let deployment = try repository.map { try RepositoryDeployment(repository: $0, model: model!) }
+        try deployment?.check(initial.graph())
+        if let output {
+            let directory = URL(fileURLWithPath: output).deletingLastPathComponent().path
+            guard FileManager.default.isWritableFile(atPath: directory) else {
+                throw TrainingError("cannot write \(output): \(directory) is not a writable directory")
+            }
+        }
+
+        let trainer = try Trainer(model: initial, loss: loss, optimizer: optimizerConfiguration())
+        let interrupt = InterruptFlag()
+        let progress = ProgressPrinter(epochs: epochs, loss: loss)
+        print(
+            "training \(MLPDescription(initial)) on \(training.rows) rows\(validation.map { ", validating on \($0.rows)" } ?? "") "
+                + "(\(optimizer), lr \(lr), \(batchSize == 0 ? "full batch" : "batch \(batchSize)"), \(epochs) epochs, "
+                + "\(ComputePool.shared.threadCount) threads)")
+        let started = ContinuousClock.now
+        let result = trainer.fit(
+            training, options: FitOptions(epochs: epochs, batchSize: batchSize, shuffle: shuffle, seed: seed), validation: validation,
+            shouldStop: { interrupt.isSet }, onEvent: progress.handle)
+        progress.finish()
+        let seconds = (ContinuousClock.now - started).seconds
+        interrupt.disarm()
+
+        let finalModel = result.model
+        let final = validation.map { try! Trainer(model: finalModel, loss: loss, optimizer: optimizerConfiguration()).evaluate($0) }
+        var metadata = try trainingMetadata(result: result, validation: final, seconds: seconds, rows: training.rows)
+        metadata["training.completed_epochs"] = String(result.epochs.count)
+        let graph = finalModel.graph(name: model ?? "mlp", metadata: metadata)
+        let bytes = try ONNXModel.encode(graph)
+        if result.interrupted {
+            print("interrupted after \(result.losses.count) steps; writing the model from epoch \(result.bestEpoch)")
+        }
+        if let deployment {
+            let fields = Dictionary(uniqueKeysWithValues: metadata.map { (String($0.key.dropFirst("training.".count)), $0.value) })
+            let json = try JSONSerialization.data(withJSONObject: fields, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+            let (version, path) = try deployment.deploy(graph, files: ["model.onnx": bytes, "training.json": Array(json) + [0x0A]])
+            print("deployed \(deployment.model) version \(version): \(path)/model.onnx")
+        } else if let output {
+            try Data(bytes).write(to: URL(fileURLWithPath: output), options: .atomic)
+            print("wrote \(output)")
+        }
+        if result.interrupted { throw ExitCode(130) }
+    }
+
+    private func initialModel() throws -> MLP {
+        let sizes = try layers.map { text in
+            let parts = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count >= 2, parts.allSatisfy({ ($0 ?? 0) > 0 }) else {
+                throw TrainingError("--layers must list at least two positive widths, e.g. 10,20,10; got '\(text)'")
+            }
+            return parts.map { $0! }
+        }
+        let chosen = activation.flatMap(Activation.init(rawValue:))
+        guard let initFrom else {
+            return try MLP(layerSizes: sizes!, activation: chosen ?? .relu, seed: seed)
+        }
+        let model = try MLP(graph: ONNXModel.load(path: initFrom), source: initFrom)
+        if let sizes, sizes != model.layerSizes {
+            throw TrainingError("--layers \(sizes.map(String.init).joined(separator: ",")) does not match \(initFrom), which has \(model.layerSizes.map(String.init).joined(separator: ","))")
+        }
+        if let chosen, chosen != model.activation {
+            throw TrainingError("--activation \(chosen.rawValue) does not match \(initFrom), which uses \(model.activation.rawValue)")
+        }
+        return model
+    }
+
+    private func optimizerConfiguration() throws -> OptimizerConfiguration {
+        var configuration = OptimizerConfiguration(kind: OptimizerConfiguration.Kind(rawValue: optimizer)!, learningRate: lr)
+        configuration.momentum = momentum
+        configuration.nesterov = nesterov
+        configuration.weightDecay = weightDecay
+        configuration.epsilon = eps
+        let parts = betas.split(separator: ",").compactMap { Float($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 2 else { throw TrainingError("--betas takes two numbers, e.g. 0.9,0.999; got '\(betas)'") }
+        (configuration.beta1, configuration.beta2) = (parts[0], parts[1])
+        return configuration
+    }
+
+    /// Stored in the ONNX file's metadata_props and in training.json beside a deployed version;
+    /// the server reports the `training.*` keys as ModelConfig parameters.
+    private func trainingMetadata(result: FitResult, validation: Trainer.Evaluation?, seconds: Double, rows: Int) throws -> [String: String] {
+        var metadata: [String: String] = [
+            "training.data": data,
+            "training.data_sha256": try sha256(of: data),
+            "training.rows": String(rows),
+            "training.layers": result.model.layerSizes.map(String.init).joined(separator: ","),
+            "training.activation": result.model.activation.rawValue,
+            "training.loss": loss,
+            "training.optimizer": optimizer,
+            "training.lr": String(lr),
+            "training.epochs": String(epochs),
+            "training.batch_size": String(batchSize),
+            "training.shuffle": String(shuffle),
+            "training.seed": String(seed),
+            "training.best_epoch": String(result.bestEpoch),
+            "training.seconds": String(format: "%.3f", seconds),
+            "training.interrupted": String(result.interrupted),
+            "training.trained_at": ISO8601DateFormatter().string(from: Date()),
+        ]
+        if let targets {
+            metadata["training.targets"] = targets
+            metadata["training.targets_sha256"] = try sha256(of: targets)
+        }
+        if let targetColumns { metadata["training.target_columns"] = targetColumns }
+        if optimizer == "sgd" {
+            metadata["training.momentum"] = String(momentum)
+            metadata["training.nesterov"] = String(nesterov)
+        } else {
+            metadata["training.betas"] = betas
+            metadata["training.eps"] = String(eps)
+        }
+        if weightDecay != 0 { metadata["training.weight_decay"] = String(weightDecay) }
+        if let initFrom { metadata["training.init_from"] = initFrom }
+        if let last = result.epochs.last { metadata["training.final_loss"] = String(last.trainingLoss) }
+        if let validation {
+            metadata["training.validation_split"] = String(validationSplit)
+            metadata["training.validation_loss"] = String(validation.loss)
+            if let accuracy = validation.accuracy { metadata["training.validation_accuracy"] = String(accuracy) }
+        }
+        return metadata
+    }
+
+    private func sha256(of path: String) throws -> String {
+        guard let bytes = FileManager.default.contents(atPath: path) else { throw TrainingError("\(path): cannot read the file") }
+        return SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+private func MLPDescription(_ model: MLP) -> String {
+    "MLP \(model.layerSizes.map(String.init).joined(separator: "-")) (\(model.activation.rawValue), \(model.parameters.count) parameters)"
+}
+
+extension Duration {
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
+
+/// SIGINT during training: the first asks training to stop after the current step (the model so
+/// far is still written); a second quits at once.
+private final class InterruptFlag {
+    private final class Count: Sendable {
+        let value = Atomic<Int>(0)
+    }
+
+    private let count = Count()
+    private let source: any DispatchSourceSignal
+
+    init() {
+        signal(SIGINT, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        source.setEventHandler { [count] in
+            if count.value.wrappingAdd(1, ordering: .relaxed).newValue >= 2 {
+                FileHandle.standardError.write(Data("\ninterrupted twice: quitting without writing the model\n".utf8))
+                exit(130)
+            }
+            FileHandle.standardError.write(Data("\nstopping after this step (Ctrl-C again to quit without writing)\n".utf8))
+        }
+        source.resume()
+    }
+
+    var isSet: Bool { count.value.load(ordering: .relaxed) > 0 }
+
+    /// Writing the model is quick; from here a Ctrl-C ends the process the usual way.
+    func disarm() {
+        source.cancel()
+        signal(SIGINT, SIG_DFL)
+    }
+}
+
+/// A progress bar on a terminal (stderr), redrawn at most ten times a second, and one line per
+/// epoch on stdout: training loss and the validation metric.
+private final class ProgressPrinter {
+    let epochs: Int
+    let loss: Loss
+    let isTerminal = isatty(STDERR_FILENO) == 1
+    private var lastDraw = ContinuousClock.now - .seconds(1)
+    private var drawn = false
+
+    init(epochs: Int, loss: Loss) {
+        self.epochs = epochs
+        self.loss = loss
+    }
+
+    func handle(_ event: TrainingEvent) {
+        switch event {
+        case .step(let epoch, let step, let steps, let value):
+            guard isTerminal, ContinuousClock.now - lastDraw >= .milliseconds(100) else { return }
+            lastDraw = .now
+            let done = Double((epoch - 1) * steps + step) / Double(epochs * steps)
+            let width = 30, filled = Int(done * Double(width))
+            let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
+            FileHandle.standardError.write(Data(String(format: "\r[%@] %3.0f%% epoch %d/%d step %d/%d loss %.6f ", bar, done * 100, epoch, epochs, step, steps, value).utf8))
+            drawn = true
+        case .epoch(let report):
+            clear()
+            var line = String(format: "epoch %d/%d  loss %.6f", report.epoch, epochs, report.trainingLoss)
+            if let validation = report.validation {
+                line += String(format: "  val_loss %.6f", validation.loss)
+                if let accuracy = validation.accuracy { line += String(format: "  val_accuracy %.4f", accuracy) }
+            }
+            line += String(format: "  (%.3f s)", report.seconds)
+            print(line)
+            fflush(nil)
+        }
+    }
+
+    func finish() { clear() }
+
+    private func clear() {
+        guard drawn else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
+        drawn = false
+    }
+}

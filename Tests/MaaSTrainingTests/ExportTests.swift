@@ -1,0 +1,61 @@
+import Foundation
+import MaaSCompute
+import MaaSCore
+import MaaSProto
+@testable import MaaSTraining
+import Testing
+
+@Suite("ONNX export and import")
+struct ExportTests {
+    static let engineFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../MaaSComputeTests/Fixtures/onnx").standardized.path
+
+    @Test(arguments: Activation.allCases)
+    func exportedModelRoundTripsAndRunsInTheEngine(_ activation: Activation) throws {
+        let model = try MLP(layerSizes: [5, 9, 7, 3], activation: activation, seed: 11)
+        let bytes = try ONNXModel.encode(model.graph(metadata: ["training.loss": "mse"]))
+        let graph = try bytes.withUnsafeBytes { try ONNXModel.decode($0, source: "exported") }
+        #expect(graph.opsets == ["": 17])
+        #expect(graph.metadata == ["training.loss": "mse"])
+        #expect(graph.inputs == [ValueInfo(name: "input", dataType: .float32, shape: [.symbolic("batch"), .fixed(5)])])
+        #expect(try MLP(graph: graph, source: "exported") == model)
+
+        var generator = SplitMix64(seed: 3)
+        let rows = 6
+        let features = (0..<rows * 5).map { _ in generator.nextUnitFloat() * 6 - 3 }
+        let ours = try Trainer(model: model, loss: .mse, optimizer: OptimizerConfiguration(kind: .sgd, learningRate: 1))
+            .predict(features, rows: rows)
+        let engine = try CompiledModel(graph: graph).run(["input": Tensor(features, shape: [rows, 5])])
+        let theirs = try #require(engine["output"]).scalars(as: Float.self)
+        for i in ours.indices {
+            #expect(abs(ours[i] - theirs[i]) <= 1e-5 * max(1, abs(theirs[i])), "output \(i): trainer \(ours[i]), engine \(theirs[i])")
+        }
+    }
+
+    @Test(arguments: ["seed_mlp.torchscript.op17", "seed_mlp.dynamo.op18"])
+    func readsPyTorchExports(_ name: String) throws {
+        let graph = try ONNXModel.load(path: "\(Self.engineFixtures)/\(name).onnx")
+        let model = try MLP(graph: graph, source: name)
+        #expect(model.layerSizes == [10, 20, 10])
+        #expect(model.activation == .relu)
+        let input = try NPY.decode(Array(Data(contentsOf: URL(fileURLWithPath: "\(Self.engineFixtures)/\(name).b3.in.input.npy"))))
+        let expected = try NPY.decode(Array(Data(contentsOf: URL(fileURLWithPath: "\(Self.engineFixtures)/\(name).b3.out.output.npy"))))
+        let ours = try Trainer(model: model, loss: .mse, optimizer: OptimizerConfiguration(kind: .sgd, learningRate: 1))
+            .predict(input.scalars(as: Float.self), rows: 3)
+        for (a, e) in zip(ours, expected.scalars(as: Float.self)) {
+            #expect(abs(a - e) <= 1e-5 * max(1, abs(e)))
+        }
+    }
+
+    @Test(arguments: [
+        ("deep_mlp.torchscript.op17", "BatchNormalization"),
+        ("sk_mlpregressor.skl2onnx.op17", "(Cast) is not a Linear layer"),
+        ("mnist_cnn.torchscript.op17", "(Conv) is not a Linear layer"),
+    ])
+    func refusesGraphsThatAreNotMLPs(_ name: String, _ reason: String) throws {
+        let graph = try ONNXModel.load(path: "\(Self.engineFixtures)/\(name).onnx")
+        let error = try #require(throws: TrainingError.self) { try MLP(graph: graph, source: name) }
+        #expect(error.message.hasPrefix("\(name): not an MLP"))
+        #expect(error.message.contains(reason), "\(error.message)")
+    }
+}
