@@ -67,7 +67,7 @@ let package = Package(
         ),
         .target(
             name: "MaaSTraining",
-            dependencies: ["MaaSCore", "MaaSCompute"],
+            dependencies: ["MaaSCore", "MaaSCompute", "CMaaSKernels"],
             swiftSettings: strictSettings
         ),
         .target(
@@ -127,7 +127,7 @@ let package = Package(
         .executableTarget(
             name: "MaaSBench",
             dependencies: [
-                "MaaSCore", "MaaSProto", "MaaSCompute",
+                "MaaSCore", "MaaSProto", "MaaSCompute", "MaaSTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings

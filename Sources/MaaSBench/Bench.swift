@@ -10,7 +10,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "maas-bench",
         abstract: "Benchmarks for scripts/bench-*.",
-        subcommands: [EngineBench.self]
+        subcommands: [EngineBench.self, TrainBench.self]
     )
 }
 

@@ -1,3 +1,4 @@
+import CMaaSKernels
 import Glibc
 
 /// An optimizer's hyper-parameters, with PyTorch's meaning and defaults.
@@ -83,24 +84,38 @@ final class OptimizerState {
             decayFactor: 1 - c.learningRate * c.weightDecay)
     }
 
-    /// Sums the shards' gradients into the first one and updates `parameters[range]`; chunks of
-    /// a few thousand elements keep the summed gradient in cache for the update.
+    /// Updates `parameters[range]` from the sum of the shards' gradients.
     func update(
         _ parameters: UnsafeMutablePointer<Float>, gradients: [UnsafeMutablePointer<Float>], range: Range<Int>,
-        scalars: StepScalars
+        scalars s: StepScalars
     ) {
-        var start = range.lowerBound
-        while start < range.upperBound {
-            let end = min(start + 4096, range.upperBound)
-            let g = gradients[0]
-            for shard in gradients.dropFirst() {
-                for i in start..<end { g[i] += shard[i] }
+        switch configuration.kind {
+        case .sgd:
+            // Chunks of a few thousand keep the summed gradient in cache for the update.
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let end = min(start + 4096, range.upperBound)
+                let g = gradients[0]
+                for shard in gradients.dropFirst() {
+                    for i in start..<end { g[i] += shard[i] }
+                }
+                sgd(parameters, g, start..<end, s)
+                start = end
             }
-            switch configuration.kind {
-            case .sgd: sgd(parameters, g, start..<end, scalars)
-            case .adam, .adamw: adam(parameters, g, start..<end, scalars)
+        case .adam, .adamw:
+            let c = configuration
+            let decoupled = c.kind == .adamw
+            var constants = CMaaSKernels_AdamScalars(
+                decay: decoupled ? s.decayFactor : 1, l2: decoupled ? 0 : c.weightDecay, one_minus_beta1: 1 - c.beta1,
+                beta2: c.beta2, one_minus_beta2: 1 - c.beta2, bias_correction2_root: s.biasCorrection2Root, epsilon: c.epsilon,
+                negative_step_size: -s.stepSize)
+            let offset = range.lowerBound
+            let shifted = gradients.map { Optional($0 + offset) }
+            shifted.withUnsafeBufferPointer { pointers in
+                CMaaSKernels_adam_update(
+                    range.count, parameters + offset, first + offset, second + offset, pointers.baseAddress, Int32(pointers.count),
+                    &constants)
             }
-            start = end
         }
     }
 
@@ -115,25 +130,6 @@ final class OptimizerState {
                 d = c.nesterov ? d + c.momentum * buffer : buffer
             }
             p[i] -= c.learningRate * d
-        }
-    }
-
-    private func adam(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ range: Range<Int>, _ s: StepScalars) {
-        let c = configuration
-        let decoupled = c.kind == .adamw
-        let l2 = decoupled ? 0 : c.weightDecay
-        let decay = decoupled ? s.decayFactor : 1
-        let oneMinusBeta1 = 1 - c.beta1, oneMinusBeta2 = 1 - c.beta2
-        for i in range {
-            let parameter = p[i] * decay
-            let d = g[i] + l2 * parameter
-            // torch.lerp with a weight below 0.5 computes start + weight·(end − start).
-            let m = first[i] + oneMinusBeta1 * (d - first[i])
-            let v = second[i] * c.beta2 + oneMinusBeta2 * (d * d)
-            first[i] = m
-            second[i] = v
-            let denominator = v.squareRoot() / s.biasCorrection2Root + c.epsilon
-            p[i] = parameter + -s.stepSize * (m / denominator)
         }
     }
 }

@@ -3,11 +3,15 @@ public import MaaSCompute
 
 /// Trains an ``MLP`` with backpropagation on the compute pool.
 ///
-/// Each step is data-parallel: the minibatch's rows are split into one shard per pool thread
-/// (fewer when the batch is too small to be worth it), every shard runs forward and backward
-/// through OpenBLAS into its own gradient vector, and the optimizer sums the shards' gradients
-/// chunk by chunk while it updates, on the same threads. No more threads compute than the pool
-/// has, so training and serving in one process never oversubscribe the cores.
+/// Each step is data-parallel: the minibatch's rows are split into one part per pool thread
+/// (fewer when the batch is too small to be worth a hand-off) for the forward pass, the loss and
+/// the backward pass of the deltas. The weight gradients are reduced over the batch inside the
+/// GEMMs, each thread computing the gradient of its own slice of every layer's outputs over all
+/// rows (a reduce-scatter): no thread keeps a copy of the whole gradient and there is no separate
+/// reduction pass, which matters because the optimizer's pass over memory already costs as much
+/// as a fifth of a step of the wide MLP (measured with perf: the per-thread copies plus a summing
+/// pass ran 1.1× slower). No more threads compute than the pool has, so training and serving in
+/// one process never oversubscribe the cores.
 ///
 /// ```swift
 /// let trainer = try Trainer(model: MLP(layerSizes: [10, 20, 10], activation: .relu, seed: 1),
@@ -18,12 +22,13 @@ public final class Trainer {
     /// The layer sizes and activation; its parameters are the initial ones.
     private let architecture: MLP
     private let parameters: UnsafeMutablePointer<Float>
+    private let gradient: UnsafeMutablePointer<Float>
     private let parameterCount: Int
     public let loss: Loss
     private let optimizer: OptimizerState
     let pool: ComputePool
-    private var shards: [Shard] = []
-    /// Multiply-adds a shard must get before a step is split across threads: below it the
+    private var workspace: Workspace
+    /// Multiply-adds a thread must get before a step is split across threads: below it the
     /// hand-off (a few microseconds) costs more than it saves. Tests lower it to split tiny batches.
     var minimumShardWork = 32_768
 
@@ -35,13 +40,17 @@ public final class Trainer {
         parameterCount = model.parameters.count
         parameters = .allocate(capacity: max(parameterCount, 1))
         parameters.initialize(from: model.parameters, count: parameterCount)
+        gradient = .allocate(capacity: max(parameterCount, 1))
+        gradient.initialize(repeating: 0, count: max(parameterCount, 1))
         self.loss = loss
         self.optimizer = OptimizerState(configuration: optimizer, parameterCount: model.parameters.count)
         self.pool = pool
+        workspace = Workspace(model: model, threads: pool.threadCount)
     }
 
     deinit {
         parameters.deallocate()
+        gradient.deallocate()
     }
 
     /// The model with its current parameters.
@@ -68,12 +77,11 @@ public final class Trainer {
     /// - Returns: the loss before the update, as PyTorch reports it.
     public func step(features: UnsafePointer<Float>, targets: TargetRows, rows: Int) -> Double {
         pool.run { () -> Double in
-            let (shards, loss) = backpropagate(features: features, targets: targets, rows: rows)
+            let loss = backpropagate(features: features, targets: targets, rows: rows)
             let scalars = optimizer.beginStep()
-            let gradients = shards.map(\.gradients)
             let chunks = split(parameterCount, into: parameterCount < 32_768 ? 1 : pool.threadCount * 4)
             pool.parallelFor(chunks.count) { index in
-                optimizer.update(parameters, gradients: gradients, range: chunks[index], scalars: scalars)
+                optimizer.update(parameters, gradients: [gradient], range: chunks[index], scalars: scalars)
             }
             return loss
         }
@@ -83,32 +91,59 @@ public final class Trainer {
     /// without updating anything.
     public func gradients(features: UnsafePointer<Float>, targets: TargetRows, rows: Int) -> (loss: Double, gradients: [Float]) {
         pool.run {
-            let (shards, loss) = backpropagate(features: features, targets: targets, rows: rows)
-            var sum = [Float](repeating: 0, count: parameterCount)
-            for shard in shards {
-                for i in 0..<parameterCount { sum[i] += shard.gradients[i] }
-            }
-            return (loss, sum)
+            let loss = backpropagate(features: features, targets: targets, rows: rows)
+            return (loss, Array(UnsafeBufferPointer(start: gradient, count: parameterCount)))
         }
     }
 
-    /// Forward and backward on every shard; each shard's gradient vector then holds its part.
-    private func backpropagate(features: UnsafePointer<Float>, targets: TargetRows, rows: Int) -> ([Shard], Double) {
+    /// Forward, loss and backward into ``gradient``; returns the loss.
+    private func backpropagate(features: UnsafePointer<Float>, targets: TargetRows, rows: Int) -> Double {
         precondition(rows > 0)
-        let inputWidth = architecture.inputWidth
+        let sizes = architecture.layerSizes
         let targetWidth = loss == .mse ? architecture.outputWidth : 1
-        let shards = prepareShards(rows: rows)
-        let parts = split(rows, into: shards.count)
-        pool.parallelFor(shards.count) { index in
-            let part = parts[index], shard = shards[index]
-            let x = features + part.lowerBound * inputWidth
-            shard.forward(x, rows: part.count, parameters: parameters)
-            shard.loss(
-                loss, targets: targets.advanced(by: part.lowerBound, width: targetWidth), rows: part.count,
+        let threads = threadCount(rows: rows)
+        let parts = split(rows, into: threads)
+        let workspace = prepareWorkspace(rows: rows)
+        pool.parallelFor(parts.count) { index in
+            workspace.forward(features, rows: parts[index], parameters: parameters)
+            workspace.loss(
+                loss, targets: targets.advanced(by: parts[index].lowerBound, width: targetWidth), rows: parts[index], part: index,
                 totalRows: rows, wantDelta: true)
-            shard.backward(x, rows: part.count, parameters: parameters)
         }
-        return (shards, lossValue(shards.reduce(0) { $0 + $1.lossSum }, rows: rows))
+        for layer in stride(from: sizes.count - 2, through: 0, by: -1) {
+            let slices = split(sizes[layer + 1], into: threads)
+            pool.parallelFor(max(slices.count, parts.count)) { index in
+                if index < slices.count {
+                    workspace.weightGradient(layer, outputs: slices[index], rows: rows, input: features, parameters: parameters, into: gradient)
+                }
+                if layer > 0, index < parts.count {
+                    workspace.inputGradient(layer, rows: parts[index], parameters: parameters)
+                }
+            }
+            workspace.swapDeltas()
+        }
+        return lossValue(workspace.lossSums[0..<parts.count].reduce(0, +), rows: rows)
+    }
+
+    /// The model's outputs for `rows` rows of `features` (`rows × outputWidth`).
+    public func predict(_ features: [Float], rows: Int) -> [Float] {
+        precondition(features.count == rows * architecture.inputWidth)
+        let outputWidth = architecture.outputWidth
+        var result = [Float](repeating: 0, count: rows * outputWidth)
+        guard rows > 0 else { return result }
+        pool.run {
+            let parts = split(rows, into: threadCount(rows: rows))
+            let workspace = prepareWorkspace(rows: rows)
+            features.withUnsafeBufferPointer { x in
+                result.withUnsafeMutableBufferPointer { y in
+                    pool.parallelFor(parts.count) { index in
+                        workspace.forward(x.baseAddress!, rows: parts[index], parameters: parameters)
+                        workspace.copyOutput(rows: parts[index], to: y.baseAddress!)
+                    }
+                }
+            }
+        }
+        return result
     }
 
     /// The mean loss over `data`, and for cross-entropy the fraction of rows whose largest
@@ -123,17 +158,18 @@ public final class Trainer {
                     var start = 0
                     while start < data.rows {
                         let rows = min(chunkRows, data.rows - start)
-                        let shards = prepareShards(rows: rows)
-                        let parts = split(rows, into: shards.count)
-                        pool.parallelFor(shards.count) { index in
-                            let part = parts[index], first = start + part.lowerBound
-                            shards[index].forward(features.baseAddress! + first * inputWidth, rows: part.count, parameters: parameters)
-                            shards[index].loss(
-                                loss, targets: targets.advanced(by: first, width: targetWidth), rows: part.count,
-                                totalRows: part.count, wantDelta: false)
+                        let parts = split(rows, into: threadCount(rows: rows))
+                        let workspace = prepareWorkspace(rows: rows)
+                        let x = features.baseAddress! + start * inputWidth
+                        let chunkTargets = targets.advanced(by: start, width: targetWidth)
+                        pool.parallelFor(parts.count) { index in
+                            workspace.forward(x, rows: parts[index], parameters: parameters)
+                            workspace.loss(
+                                loss, targets: chunkTargets.advanced(by: parts[index].lowerBound, width: targetWidth), rows: parts[index],
+                                part: index, totalRows: rows, wantDelta: false)
                         }
-                        lossSum += shards.reduce(0) { $0 + $1.lossSum }
-                        correct += shards.reduce(0) { $0 + $1.correct }
+                        lossSum += workspace.lossSums[0..<parts.count].reduce(0, +)
+                        correct += workspace.corrects[0..<parts.count].reduce(0, +)
                         start += rows
                     }
                 }
@@ -142,28 +178,6 @@ public final class Trainer {
                 loss: lossValue(lossSum, rows: data.rows),
                 accuracy: loss == .crossEntropy ? Double(correct) / Double(max(data.rows, 1)) : nil)
         }
-    }
-
-    /// The model's outputs for `rows` rows of `features` (`rows × outputWidth`).
-    public func predict(_ features: [Float], rows: Int) -> [Float] {
-        precondition(features.count == rows * architecture.inputWidth)
-        let inputWidth = architecture.inputWidth, outputWidth = architecture.outputWidth
-        var result = [Float](repeating: 0, count: rows * outputWidth)
-        guard rows > 0 else { return result }
-        pool.run {
-            let shards = prepareShards(rows: rows)
-            let parts = split(rows, into: shards.count)
-            features.withUnsafeBufferPointer { x in
-                result.withUnsafeMutableBufferPointer { y in
-                    pool.parallelFor(shards.count) { index in
-                        let part = parts[index]
-                        shards[index].forward(x.baseAddress! + part.lowerBound * inputWidth, rows: part.count, parameters: parameters)
-                        shards[index].copyOutput(to: y.baseAddress! + part.lowerBound * outputWidth, rows: part.count)
-                    }
-                }
-            }
-        }
-        return result
     }
 
     public struct Evaluation: Sendable, Equatable {
@@ -186,14 +200,14 @@ public final class Trainer {
         }
     }
 
-    /// One shard per pool thread, or fewer when a shard would get less than ``minimumShardWork``.
-    private func prepareShards(rows: Int) -> [Shard] {
-        let work = rows * parameterCount
-        let count = max(1, min(pool.threadCount, rows, work / max(minimumShardWork, 1)))
-        let capacity = (rows + count - 1) / count
-        while shards.count < count { shards.append(Shard(model: architecture)) }
-        for shard in shards[0..<count] { shard.reserve(rows: capacity) }
-        return Array(shards[0..<count])
+    /// One part per pool thread, or fewer when a part would get less than ``minimumShardWork``.
+    private func threadCount(rows: Int) -> Int {
+        max(1, min(pool.threadCount, rows, rows * parameterCount / max(minimumShardWork, 1)))
+    }
+
+    private func prepareWorkspace(rows: Int) -> Workspace {
+        workspace.reserve(rows: rows)
+        return workspace
     }
 }
 
@@ -203,8 +217,9 @@ func split(_ count: Int, into parts: Int) -> [Range<Int>] {
     return (0..<parts).map { index in (count * index / parts)..<(count * (index + 1) / parts) }
 }
 
-/// One thread's share of a step: its activations, deltas and gradient vector.
-private final class Shard {
+/// A step's activations and deltas for every row of the batch. Threads write disjoint rows (or,
+/// for weight gradients, disjoint output slices), so the buffers are shared without locks.
+private final class Workspace {
     let sizes: [Int]
     let activation: Activation
     let weightOffsets: [Int]
@@ -215,24 +230,21 @@ private final class Shard {
     private var a: [UnsafeMutablePointer<Float>] = []
     private var delta: UnsafeMutablePointer<Float>?
     private var deltaPrevious: UnsafeMutablePointer<Float>?
-    private(set) var gradients: UnsafeMutablePointer<Float>
-    let parameterCount: Int
-    var lossSum = 0.0
-    var correct = 0
+    /// Per part: the loss sum and correct predictions of its rows.
+    var lossSums: [Double]
+    var corrects: [Int]
 
-    init(model: MLP) {
+    init(model: MLP, threads: Int) {
         sizes = model.layerSizes
         activation = model.activation
         weightOffsets = model.weightOffsets
         biasOffsets = (0..<model.layerCount).map(model.biasOffset)
-        parameterCount = model.parameters.count
-        gradients = .allocate(capacity: parameterCount)
-        gradients.initialize(repeating: 0, count: parameterCount)
+        lossSums = [Double](repeating: 0, count: threads)
+        corrects = [Int](repeating: 0, count: threads)
     }
 
     deinit {
         release()
-        gradients.deallocate()
     }
 
     private func release() {
@@ -256,46 +268,49 @@ private final class Shard {
         deltaPrevious = .allocate(capacity: rows * widest)
     }
 
-    /// The model's output for these rows is then in `z.last`.
-    func forward(_ x: UnsafePointer<Float>, rows: Int, parameters: UnsafePointer<Float>) {
-        var input = x
+    /// Forward for `rows` of `x` (the whole batch's input); the outputs land in `z.last`.
+    func forward(_ x: UnsafePointer<Float>, rows: Range<Int>, parameters: UnsafePointer<Float>) {
+        var input = x + rows.lowerBound * sizes[0]
         for layer in 0..<sizes.count - 1 {
             let width = sizes[layer], outputs = sizes[layer + 1]
-            let output = z[layer], bias = parameters + biasOffsets[layer]
-            for row in 0..<rows { (output + row * outputs).update(from: bias, count: outputs) }
+            let output = z[layer] + rows.lowerBound * outputs, bias = parameters + biasOffsets[layer]
+            for row in 0..<rows.count { (output + row * outputs).update(from: bias, count: outputs) }
             BLAS.sgemm(
-                m: rows, n: outputs, k: width, alpha: 1, a: input, lda: width,
+                m: rows.count, n: outputs, k: width, alpha: 1, a: input, lda: width,
                 b: parameters + weightOffsets[layer], ldb: width, transposeB: true, beta: 1, c: output, ldc: outputs)
             if layer < sizes.count - 2 {
-                activation.apply(output, a[layer], count: rows * outputs)
-                input = UnsafePointer(a[layer])
+                let activated = a[layer] + rows.lowerBound * outputs
+                activation.apply(output, activated, count: rows.count * outputs)
+                input = UnsafePointer(activated)
             }
         }
     }
 
-    func copyOutput(to target: UnsafeMutablePointer<Float>, rows: Int) {
-        target.update(from: z[sizes.count - 2], count: rows * sizes[sizes.count - 1])
+    func copyOutput(rows: Range<Int>, to target: UnsafeMutablePointer<Float>) {
+        let width = sizes[sizes.count - 1]
+        (target + rows.lowerBound * width).update(from: z[sizes.count - 2] + rows.lowerBound * width, count: rows.count * width)
     }
 
-    /// Adds this shard's loss to ``lossSum`` (and correct predictions to ``correct``) and, when
-    /// asked, writes dLoss/dOutput for a mean over `totalRows` rows into `delta`.
+    /// Stores these rows' loss sum (and correct predictions) as part `part`'s and, when asked,
+    /// writes dLoss/dOutput for a mean over `totalRows` rows into the deltas.
+    /// `targets` points at the first of these rows' targets.
     func loss(
-        _ loss: Loss, targets: Trainer.TargetRows, rows: Int, totalRows: Int, wantDelta: Bool
+        _ loss: Loss, targets: Trainer.TargetRows, rows: Range<Int>, part: Int, totalRows: Int, wantDelta: Bool
     ) {
-        let output = z[sizes.count - 2], delta = self.delta!, width = sizes[sizes.count - 1]
-        var sum = 0.0
-        correct = 0
+        let width = sizes[sizes.count - 1]
+        let output = z[sizes.count - 2] + rows.lowerBound * width, delta = self.delta! + rows.lowerBound * width
+        var sum = 0.0, correct = 0
         switch (loss, targets) {
         case (.mse, .values(let targets)):
             let scale = 2 / Float(totalRows * width)
-            for i in 0..<rows * width {
+            for i in 0..<rows.count * width {
                 let difference = output[i] - targets[i]
                 sum += Double(difference * difference)
                 delta[i] = scale * difference
             }
         case (.crossEntropy, .classes(let labels)):
             let scale = 1 / Float(totalRows)
-            for row in 0..<rows {
+            for row in 0..<rows.count {
                 let logits = output + row * width, label = Int(labels[row])
                 var largest = logits[0], best = 0
                 for j in 1..<width where logits[j] > largest { (largest, best) = (logits[j], j) }
@@ -314,30 +329,43 @@ private final class Shard {
         default:
             preconditionFailure("targets do not match the loss; TrainingData.check rules this out")
         }
-        lossSum = sum
+        lossSums[part] = sum
+        corrects[part] = correct
     }
 
-    /// Backpropagates `delta` into ``gradients``.
-    func backward(_ x: UnsafePointer<Float>, rows: Int, parameters: UnsafePointer<Float>) {
-        var delta = self.delta!, previous = self.deltaPrevious!
-        for layer in stride(from: sizes.count - 2, through: 0, by: -1) {
-            let width = sizes[layer], outputs = sizes[layer + 1]
-            let input = layer == 0 ? x : UnsafePointer(a[layer - 1])
-            BLAS.sgemm(
-                m: outputs, n: width, k: rows, alpha: 1, a: delta, lda: outputs, transposeA: true,
-                b: input, ldb: width, beta: 0, c: gradients + weightOffsets[layer], ldc: width)
-            let biasGradient = gradients + biasOffsets[layer]
-            biasGradient.update(repeating: 0, count: outputs)
-            for row in 0..<rows {
-                let rowDelta = delta + row * outputs
-                for j in 0..<outputs { biasGradient[j] += rowDelta[j] }
-            }
-            guard layer > 0 else { break }
-            BLAS.sgemm(
-                m: rows, n: width, k: outputs, alpha: 1, a: delta, lda: outputs,
-                b: parameters + weightOffsets[layer], ldb: width, beta: 0, c: previous, ldc: width)
-            activation.backward(delta: previous, z: z[layer - 1], a: a[layer - 1], count: rows * width)
-            swap(&delta, &previous)
+    /// The gradient of layer `layer`'s weight rows and bias entries `outputs`, summed over all
+    /// `rows` rows of the batch: one GEMM with the batch as its inner dimension.
+    func weightGradient(
+        _ layer: Int, outputs slice: Range<Int>, rows: Int, input x: UnsafePointer<Float>, parameters: UnsafePointer<Float>,
+        into gradient: UnsafeMutablePointer<Float>
+    ) {
+        let width = sizes[layer], outputs = sizes[layer + 1]
+        let input = layer == 0 ? x : UnsafePointer(a[layer - 1])
+        let delta = self.delta!
+        BLAS.sgemm(
+            m: slice.count, n: width, k: rows, alpha: 1, a: delta + slice.lowerBound, lda: outputs, transposeA: true,
+            b: input, ldb: width, beta: 0, c: gradient + weightOffsets[layer] + slice.lowerBound * width, ldc: width)
+        let biasGradient = gradient + biasOffsets[layer]
+        for j in slice { biasGradient[j] = 0 }
+        for row in 0..<rows {
+            let rowDelta = delta + row * outputs
+            for j in slice { biasGradient[j] += rowDelta[j] }
         }
+    }
+
+    /// These rows' deltas for layer `layer - 1`: delta · W, times the activation's derivative.
+    func inputGradient(_ layer: Int, rows: Range<Int>, parameters: UnsafePointer<Float>) {
+        let width = sizes[layer], outputs = sizes[layer + 1]
+        let previous = deltaPrevious! + rows.lowerBound * width
+        BLAS.sgemm(
+            m: rows.count, n: width, k: outputs, alpha: 1, a: delta! + rows.lowerBound * outputs, lda: outputs,
+            b: parameters + weightOffsets[layer], ldb: width, beta: 0, c: previous, ldc: width)
+        activation.backward(
+            delta: previous, z: z[layer - 1] + rows.lowerBound * width, a: a[layer - 1] + rows.lowerBound * width,
+            count: rows.count * width)
+    }
+
+    func swapDeltas() {
+        swap(&delta, &deltaPrevious)
     }
 }

@@ -13,13 +13,14 @@ struct DataFileTests {
 
     func file(_ name: String, _ text: String) -> String {
         let path = directory + "/" + name
-        FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        precondition(FileManager.default.createFile(atPath: path, contents: Data(text.utf8)))
         return path
     }
 
     func npy(_ name: String, _ tensor: Tensor) throws -> String {
         let path = directory + "/" + name
-        FileManager.default.createFile(atPath: path, contents: Data(try NPY.encode(tensor)))
+        let bytes = try NPY.encode(tensor)
+        precondition(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
         return path
     }
 

@@ -30,6 +30,24 @@ void CMaaSKernels_gemm_panels_row_bias(
 
 
 
+/// Per-step constants of an Adam/AdamW update (PyTorch's single-tensor formulas).
+typedef struct {
+    float decay;                  // AdamW's 1 - lr * weight_decay, else 1
+    float l2;                     // Adam's weight_decay (added to the gradient), else 0
+    float one_minus_beta1;
+    float beta2;
+    float one_minus_beta2;
+    float bias_correction2_root;  // sqrt(1 - beta2^t)
+    float epsilon;
+    float negative_step_size;     // -lr / (1 - beta1^t)
+} CMaaSKernels_AdamScalars;
+
+/// Updates p, m and v (count floats each) from the sum of `gradient_count` gradient vectors,
+/// summed in order on the fly. With more than two, the extra ones are first added into
+/// gradients[0], which is why the vectors are not const.
+void CMaaSKernels_adam_update(size_t count, float *p, float *m, float *v, float *const *gradients, int gradient_count,
+                              const CMaaSKernels_AdamScalars *scalars);
+
 /// A spin-wait hint (PAUSE on x86), so a spinning thread yields the core's resources.
 static inline void CMaaSKernels_spin_pause(void) {
 #if defined(__x86_64__)

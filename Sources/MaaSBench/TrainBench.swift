@@ -1,0 +1,37 @@
+import ArgumentParser
+import MaaSCompute
+import MaaSCore
+import MaaSTraining
+
+struct TrainBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "Training throughput: MSE + Adam on random data, timed after one warm-up step.")
+
+    @Option(help: "Layer widths, e.g. 512,2048,2048,512.") var layers: String
+    @Option(help: "Training rows.") var rows: Int
+    @Option(help: "Epochs to time.") var epochs: Int
+    @Option(help: "Rows per step; 0 = full batch.") var batchSize = 0
+    @Option(help: "Compute threads (default: all cores).") var threads: Int?
+
+    func run() throws {
+        let sizes = layers.split(separator: ",").compactMap { Int($0) }
+        var generator = SplitMix64(seed: 1)
+        let features = (0..<rows * sizes[0]).map { _ in generator.nextUnitFloat() * 2 - 1 }
+        let targets = (0..<rows * sizes.last!).map { _ in generator.nextUnitFloat() * 2 - 1 }
+        let data = try TrainingData(features: features, featureWidth: sizes[0], targets: .values(targets, width: sizes.last!))
+        let pool = threads.map { ComputePool(threadCount: $0) } ?? .shared
+        let trainer = try Trainer(
+            model: MLP(layerSizes: sizes, activation: .relu, seed: 1), loss: .mse,
+            optimizer: OptimizerConfiguration(kind: .adam, learningRate: 1e-3), pool: pool)
+        let warmRows = batchSize == 0 ? rows : batchSize
+        _ = data.features.withUnsafeBufferPointer { x in
+            targets.withUnsafeBufferPointer { y in trainer.step(features: x.baseAddress!, targets: .values(y.baseAddress!), rows: warmRows) }
+        }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let result = trainer.fit(data, options: FitOptions(epochs: epochs, batchSize: batchSize))
+        let elapsed = clock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        print("seconds=\(seconds) samples_per_second=\(Double(rows * epochs) / seconds) steps=\(result.losses.count) final_loss=\(result.losses.last!)")
+    }
+}
