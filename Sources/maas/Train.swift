@@ -133,8 +133,11 @@ struct Train: ParsableCommand {
         let validation = validationRows > 0 ? all.slice(all.rows - validationRows..<all.rows) : nil
 
         // Refuse a destination that cannot take the model before spending time training it.
-        let deployment = try repository.map { try RepositoryDeployment(repository: $0, model: model!) }
-        try deployment?.check(initial.graph())
+        var deployment: RepositoryDeployment?
+        if let repository, let model {
+            deployment = try RepositoryDeployment(repository: repository, model: model)
+            try deployment?.check(initial.graph())
+        }
         if let output {
             let directory = URL(fileURLWithPath: output).deletingLastPathComponent().path
             guard FileManager.default.isWritableFile(atPath: directory) else {
@@ -157,8 +160,11 @@ struct Train: ParsableCommand {
         let seconds = (ContinuousClock.now - started).seconds
         interrupt.disarm()
 
+        var final: Trainer.Evaluation?
+        if let validation {
+            final = try Trainer(model: result.model, loss: loss, optimizer: optimizerConfiguration()).evaluate(validation)
+        }
         let finalModel = result.model
-        let final = validation.map { try! Trainer(model: finalModel, loss: loss, optimizer: optimizerConfiguration()).evaluate($0) }
         var metadata = try trainingMetadata(result: result, validation: final, seconds: seconds, rows: training.rows)
         metadata["training.completed_epochs"] = String(result.epochs.count)
         let graph = finalModel.graph(name: model ?? "mlp", metadata: metadata)
@@ -179,12 +185,13 @@ struct Train: ParsableCommand {
     }
 
     private func initialModel() throws -> MLP {
-        let sizes = try layers.map { text in
-            let parts = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        var sizes: [Int]?
+        if let layers {
+            let parts = layers.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
             guard parts.count >= 2, parts.allSatisfy({ ($0 ?? 0) > 0 }) else {
-                throw TrainingError("--layers must list at least two positive widths, e.g. 10,20,10; got '\(text)'")
+                throw TrainingError("--layers must list at least two positive widths, e.g. 10,20,10; got '\(layers)'")
             }
-            return parts.map { $0! }
+            sizes = parts.map { $0! }
         }
         let chosen = activation.flatMap(Activation.init(rawValue:))
         guard let initFrom else {

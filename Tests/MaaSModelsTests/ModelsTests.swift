@@ -22,8 +22,10 @@ struct ConfigTests {
              "dynamic_batching": {"preferred_batch_size": [4, 8], "max_queue_delay_microseconds": 250,
                                   "default_queue_policy": {"max_queue_size": 3, "default_timeout_microseconds": 1000,
                                                            "allow_timeout_override": true, "timeout_action": "REJECT"}},
-             "version_policy": {"specific": {"versions": [1, 3]}}}
+             "version_policy": {"specific": {"versions": [1, 3]}},
+             "parameters": {"owner": {"string_value": "team-a"}}}
             """)
+        #expect(config.parameters == ["owner": "team-a"])
         #expect(config.maxBatchSize == 8)
         #expect(config.inputs == [ModelConfig.Tensor(name: "x", dataType: .float32, dims: [-1, 4])])
         #expect(config.outputs == [ModelConfig.Tensor(name: "y", dataType: .int64, dims: [1])])
@@ -41,6 +43,7 @@ struct ConfigTests {
         (#"{"input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [-2]}]}"#, "must be -1 or >= 0"),
         (#"{"version_policy": {"newest": {}}}"#, "unknown version_policy"),
         (#"{"platform": "tensorflow_savedmodel"}"#, "not supported"),
+        (#"{"parameters": {"owner": "team-a"}}"#, "'parameters.owner' must be {\"string_value\": \"...\"}"),
         ("[1, 2]", "JSON object"),
         ("{not json", "not valid JSON"),
     ])
@@ -192,5 +195,42 @@ struct RepositoryTests {
         #expect(try repo.version("seed", "").version == 3)
         #expect { try repo.version("seed", "1") } throws: { ($0 as? InferenceError)?.code == .notFound }
         #expect { try repo.version("other", "") } throws: { ($0 as? InferenceError)?.code == .notFound }
+    }
+}
+
+@Suite("Deploying versions")
+struct DeploymentTests {
+    func graph(inputs: Int, outputs: Int, metadata: [String: String] = [:]) throws -> ModelGraph {
+        ModelGraph(
+            opsets: ["": 17],
+            inputs: [ValueInfo(name: "input", dataType: .float32, shape: [.symbolic("batch"), .fixed(inputs)])],
+            outputs: [ValueInfo(name: "output", dataType: .float32, shape: [.symbolic("batch"), .fixed(outputs)])],
+            initializers: ["w": try Tensor([Float](repeating: 0.5, count: inputs * outputs), shape: [outputs, inputs])],
+            nodes: [Node(name: "gemm", opType: "Gemm", inputs: ["input", "w"], outputs: ["output"], attributes: ["transB": .int(1)])],
+            metadata: metadata)
+    }
+
+    @Test func versionsAreNumberedAndServedWithTheirTrainingMetadata() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("deploy-\(UUID().uuidString)").path
+        let deployment = try RepositoryDeployment(repository: root, model: "m")
+        for expected in Int64(1)...3 {
+            let g = try graph(inputs: 4, outputs: 2, metadata: ["training.loss": "mse", "other": "x"])
+            let (version, path) = try deployment.deploy(g, files: ["model.onnx": ONNXModel.encode(g)])
+            #expect(version == expected && path == "\(root)/m/\(expected)")
+        }
+        let entries = try FileManager.default.contentsOfDirectory(atPath: root + "/m").sorted()
+        #expect(entries == ["1", "2", "3", "config.json"], "no staging directory is left behind")
+
+        let repository = ModelRepository(path: root, pool: ComputePool(threadCount: 1))
+        let loaded = try repository.load("m")
+        #expect(loaded.map(\.version) == [3])
+        #expect(loaded[0].config.maxBatchSize == 64)
+        #expect(loaded[0].config.parameters == ["training.loss": "mse"], "training.* metadata, and only it")
+
+        // A model the existing config.json would not serve is refused before anything is written.
+        #expect(throws: InferenceError.invalidModel("\(root)/m/config.json declares input 'input' with dims [4], the new model has [5]")) {
+            try deployment.check(graph(inputs: 5, outputs: 2))
+        }
+        #expect(throws: InferenceError.self) { try RepositoryDeployment(repository: root, model: "../escape") }
     }
 }
