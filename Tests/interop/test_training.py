@@ -147,3 +147,27 @@ def test_bad_data_is_refused_with_file_line_and_column(tmp_path, content, messag
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {csv.parent}/{message}"
     assert not (tmp_path / "never.onnx").exists()
+
+
+def test_progress_bar_on_a_terminal_plain_lines_otherwise(tmp_path):
+    import os
+    import pty
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([binary("maas"), "train", "--data", str(SEED_RUN / "X.npy"), "--targets", str(SEED_RUN / "Y.npy"),
+                             "--layers", "10,512,512,10", "--batch-size", "10", "--epochs", "2", "--output", str(tmp_path / "m.onnx")],
+                            stdout=subprocess.PIPE, stderr=secondary, text=True)
+    os.close(secondary)
+    stdout, _ = proc.communicate(timeout=120)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    os.close(primary)
+    assert proc.returncode == 0
+    assert "\r" not in stdout and "epoch 2/2  loss" in stdout
+    assert b"\r[" in terminal and b"step " in terminal, terminal[:200]
