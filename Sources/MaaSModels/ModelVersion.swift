@@ -6,6 +6,8 @@ public final class ModelVersion: Sendable {
     public let name: String
     public let version: Int64
     public let config: ModelConfig
+    /// The outputs' names in the config's order (kept, not mapped per response).
+    public let outputNames: [String]
     public let compiled: CompiledModel
     public let batcher: DynamicBatcher
 
@@ -13,6 +15,7 @@ public final class ModelVersion: Sendable {
         self.name = name
         self.version = version
         self.config = config
+        self.outputNames = config.outputs.map(\.name)
         self.compiled = compiled
         self.batcher = DynamicBatcher(model: compiled, config: config, label: "\(name):\(version)")
     }

@@ -5,7 +5,8 @@ extension ModelVersion {
     /// the model, the input, what was expected and what was sent.
     /// - Returns: the inputs, the number of batch rows, and the requested outputs.
     public func prepare(_ request: InferenceRequest) throws(InferenceError) -> (inputs: [String: Tensor], rows: Int, outputs: [String]) {
-        let label = "model '\(name)' version \(version)"
+        // Only errors use it: formatting it for every request cost an allocation each.
+        var label: String { "model '\(name)' version \(version)" }
         let batching = config.maxBatchSize > 0
         if !request.rawInputContents.isEmpty {
             guard request.rawInputContents.count == request.inputs.count else {
@@ -27,19 +28,19 @@ extension ModelVersion {
             guard input.datatype == expected.dataType.kserveName else {
                 throw .invalidInput("\(label): input '\(input.name)' expects datatype \(expected.dataType.kserveName), got \(input.datatype)")
             }
-            var shape: [Int] = []
-            for dim in input.shape {
-                guard dim >= 0, dim <= Int64(Int32.max) else {
-                    throw .invalidInput("\(label): input '\(input.name)' has invalid dimension \(dim) in shape \(input.shape)")
-                }
-                shape.append(Int(dim))
+            if let dim = input.shape.first(where: { $0 < 0 || $0 > Int64(Int32.max) }) {
+                throw .invalidInput("\(label): input '\(input.name)' has invalid dimension \(dim) in shape \(input.shape)")
             }
-            let expectedShape = (batching ? [Int64(-1)] : []) + expected.dims
-            guard shape.count == expectedShape.count else {
-                throw .invalidInput("\(label): input '\(input.name)' expects shape \(expectedShape), got \(input.shape)")
+            let shape = input.shape.map { Int($0) }
+            // The batch dimension (any size, checked below) followed by the configured dims.
+            let leading = batching ? 1 : 0
+            var matches = shape.count == leading + expected.dims.count
+            for position in 0..<expected.dims.count where matches {
+                let wanted = expected.dims[position]
+                matches = wanted < 0 || Int64(shape[leading + position]) == wanted
             }
-            for (position, (given, wanted)) in zip(shape, expectedShape).enumerated() where wanted >= 0 && Int64(given) != wanted {
-                _ = position
+            guard matches else {
+                let expectedShape = (batching ? [Int64(-1)] : []) + expected.dims
                 throw .invalidInput("\(label): input '\(input.name)' expects shape \(expectedShape), got \(input.shape)")
             }
             if batching {

@@ -2,17 +2,34 @@ internal import CProtobufC
 
 /// Memory for building protobuf-c messages from Swift values: everything allocated here lives
 /// until `free()`, after the message has been packed.
+///
+/// Allocations are carved from one block (a response's dozen small structs and strings cost one
+/// malloc instead of a dozen); what does not fit gets its own allocation.
 final class CArena {
+    private static let blockSize = 2048
+    private let block = UnsafeMutableRawPointer.allocate(byteCount: CArena.blockSize, alignment: 16)
+    private var used = 0
     private var allocations: [UnsafeMutableRawPointer] = []
 
     func string(_ value: String) -> UnsafeMutablePointer<CChar> {
-        let bytes = Array(value.utf8CString)
-        let pointer = allocate(CChar.self, count: bytes.count)
-        pointer.initialize(from: bytes, count: bytes.count)
-        return pointer
+        var value = value
+        return value.withUTF8 { utf8 in
+            let pointer = allocate(CChar.self, count: utf8.count + 1)
+            if let base = utf8.baseAddress {
+                UnsafeMutableRawPointer(pointer).copyMemory(from: base, byteCount: utf8.count)
+            }
+            pointer[utf8.count] = 0
+            return pointer
+        }
     }
 
     func allocate<T>(_: T.Type, count: Int) -> UnsafeMutablePointer<T> {
+        let bytes = max(count, 1) * MemoryLayout<T>.stride
+        let start = (used + 15) & ~15
+        if MemoryLayout<T>.alignment <= 16, start + bytes <= Self.blockSize {
+            used = start + bytes
+            return (block + start).bindMemory(to: T.self, capacity: max(count, 1))
+        }
         let pointer = UnsafeMutablePointer<T>.allocate(capacity: max(count, 1))
         allocations.append(UnsafeMutableRawPointer(pointer))
         return pointer
@@ -27,9 +44,13 @@ final class CArena {
     func free() {
         for pointer in allocations { pointer.deallocate() }
         allocations.removeAll()
+        used = 0
     }
 
-    deinit { free() }
+    deinit {
+        free()
+        block.deallocate()
+    }
 }
 
 /// Packs a protobuf-c message into bytes.

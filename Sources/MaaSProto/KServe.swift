@@ -214,6 +214,19 @@ extension InferenceResponse {
         withProtobuf { message in packMessage(UnsafeRawPointer(message).assumingMemoryBound(to: ProtobufCMessage.self)) }
     }
 
+    /// Encodes a `ModelInferResponse` and hands its bytes to `body` without an intermediate
+    /// array: small responses are packed on the stack, so the caller's copy is the only one.
+    public func withSerializedBytes<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        withProtobuf { message in
+            let base = UnsafeRawPointer(message).assumingMemoryBound(to: ProtobufCMessage.self)
+            let size = protobuf_c_message_get_packed_size(base)
+            return withUnsafeTemporaryAllocation(byteCount: max(size, 1), alignment: 16) { buffer in
+                let written = protobuf_c_message_pack(base, buffer.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                return body(UnsafeRawBufferPointer(start: buffer.baseAddress, count: written))
+            }
+        }
+    }
+
     /// Encodes a `ModelStreamInferResponse` carrying this response.
     public func streamSerializedBytes() -> [UInt8] {
         withProtobuf { response in

@@ -242,7 +242,7 @@ public struct InferenceService: RPCService {
                 ) { result in
                     switch result {
                     case .success(let outputs):
-                        responder.succeed(ByteBuffer(bytes: infer.response(outputs).serializedBytes()))
+                        responder.succeed(infer.response(outputs).withSerializedBytes { ByteBuffer(bytes: $0) })
                     case .failure(let error):
                         responder.fail(RPCError(error.code == .ok ? .internal : error.code, error.message))
                     }
@@ -330,7 +330,7 @@ struct PreparedInfer: Sendable {
 
     /// The response for this request, outputs in the order asked for (or the model's order).
     func response(_ outputs: [String: Tensor]) -> InferenceResponse {
-        let order = requestedOutputs.isEmpty ? model.config.outputs.map(\.name) : requestedOutputs
+        let order = requestedOutputs.isEmpty ? model.outputNames : requestedOutputs
         return InferenceResponse(
             modelName: model.name, modelVersion: String(model.version), id: id,
             outputs: order.compactMap { key in outputs[key].map { (key, $0) } })
