@@ -1,6 +1,8 @@
 // Optimizer updates over a flat parameter vector, with the shards' gradients summed on the fly
-// (one pass over memory instead of a reduction pass and an update pass). Contraction into FMA is
-// off so that every element rounds as the scalar formulas do (PyTorch's order of operations).
+// (one pass over memory instead of a reduction pass and an update pass). The formulas follow
+// the order of operations of PyTorch's scalar CPU kernels (lerp, mul_ then addcmul_, addcdiv_);
+// contraction into FMA is off so that the vector and scalar paths round alike. (PyTorch's own
+// vectorized kernels may contract, so agreement with it is to a few ulps, not bit for bit.)
 #include "CMaaSKernels.h"
 
 #pragma clang fp contract(off)
@@ -10,8 +12,9 @@
         float g = GRADIENT;                                                            \
         float parameter = p[i] * a->decay;                                             \
         float d = g + a->l2 * parameter;                                               \
-        float mi = m[i] + a->one_minus_beta1 * (d - m[i]);                             \
-        float vi = v[i] * a->beta2 + a->one_minus_beta2 * (d * d);                     \
+        float mi = a->lerp_from_end ? d - (d - m[i]) * a->lerp_complement              \
+                                    : m[i] + a->lerp_weight * (d - m[i]);                \
+        float vi = v[i] * a->beta2 + (a->one_minus_beta2 * d) * d;                     \
         m[i] = mi;                                                                     \
         v[i] = vi;                                                                     \
         float denominator = __builtin_sqrtf(vi) / a->bias_correction2_root + a->epsilon; \
@@ -41,7 +44,7 @@ __attribute__((target("avx2"))) static void adam_avx2(size_t count, float *restr
                                                       float *restrict v, const float *restrict g0,
                                                       const float *restrict g1, const CMaaSKernels_AdamScalars *a) {
     const __m256 decay = _mm256_set1_ps(a->decay), l2 = _mm256_set1_ps(a->l2);
-    const __m256 one_minus_beta1 = _mm256_set1_ps(a->one_minus_beta1), beta2 = _mm256_set1_ps(a->beta2);
+    const __m256 weight = _mm256_set1_ps(a->lerp_weight), beta2 = _mm256_set1_ps(a->beta2);
     const __m256 one_minus_beta2 = _mm256_set1_ps(a->one_minus_beta2);
     const __m256 root = _mm256_set1_ps(a->bias_correction2_root), epsilon = _mm256_set1_ps(a->epsilon);
     const __m256 step = _mm256_set1_ps(a->negative_step_size);
@@ -52,8 +55,8 @@ __attribute__((target("avx2"))) static void adam_avx2(size_t count, float *restr
         __m256 parameter = _mm256_mul_ps(_mm256_loadu_ps(p + i), decay);
         __m256 d = _mm256_add_ps(g, _mm256_mul_ps(l2, parameter));
         __m256 mi = _mm256_loadu_ps(m + i);
-        mi = _mm256_add_ps(mi, _mm256_mul_ps(one_minus_beta1, _mm256_sub_ps(d, mi)));
-        __m256 vi = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(v + i), beta2), _mm256_mul_ps(one_minus_beta2, _mm256_mul_ps(d, d)));
+        mi = _mm256_add_ps(mi, _mm256_mul_ps(weight, _mm256_sub_ps(d, mi)));
+        __m256 vi = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(v + i), beta2), _mm256_mul_ps(_mm256_mul_ps(one_minus_beta2, d), d));
         _mm256_storeu_ps(m + i, mi);
         _mm256_storeu_ps(v + i, vi);
         __m256 denominator = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), root), epsilon);
@@ -72,7 +75,7 @@ void CMaaSKernels_adam_update(size_t count, float *p, float *m, float *v, float 
     }
     int two = gradient_count >= 2;
 #if defined(__x86_64__)
-    if (CMaaSKernels_available()) {
+    if (CMaaSKernels_available() && !scalars->lerp_from_end) {
         adam_avx2(count, p, m, v, gradients[0], two ? gradients[1] : 0, scalars);
         return;
     }

@@ -29,7 +29,7 @@ struct TrainBench: ParsableCommand {
         }
         let clock = ContinuousClock()
         let start = clock.now
-        let result = trainer.fit(data, options: FitOptions(epochs: epochs, batchSize: batchSize))
+        let result = try trainer.fit(data, options: FitOptions(epochs: epochs, batchSize: batchSize))
         let elapsed = clock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         print("seconds=\(seconds) samples_per_second=\(Double(rows * epochs) / seconds) steps=\(result.losses.count) final_loss=\(result.losses.last!)")

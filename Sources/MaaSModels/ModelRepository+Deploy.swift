@@ -11,6 +11,7 @@ public struct RepositoryDeployment: Sendable {
     public let model: String
 
     public init(repository: String, model: String) throws(InferenceError) {
+        guard !repository.isEmpty else { throw .invalidInput("the repository path is empty") }
         guard !model.isEmpty, !model.hasPrefix("."), !model.contains("/") else {
             throw .invalidInput("model name '\(model)' must be a plain directory name (no '/', not starting with '.')")
         }
@@ -21,13 +22,17 @@ public struct RepositoryDeployment: Sendable {
     var directory: String { repository + "/" + model }
 
     /// Refuses, before any work is done, a graph that the model's existing config.json would
-    /// not serve: other input/output names, types or dims.
+    /// not serve: other input/output names, types or dims, or a version_policy that names
+    /// specific versions (the new number would not be among them).
     public func check(_ graph: ModelGraph) throws(InferenceError) {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: repository, isDirectory: &isDirectory), !isDirectory.boolValue {
             throw .invalidInput("repository \(repository) is not a directory")
         }
         guard let declared = try existingConfig() else { return }
+        if case .specific(let versions) = declared.versionPolicy {
+            throw .invalidModel("\(directory)/config.json serves only versions \(versions) (version_policy specific); a new version would not be loaded")
+        }
         try ModelRepository.check(declared, against: graph, model: model)
         let config = ModelConfig.derived(name: model, graph: graph, declared: declared)
         for (kind, declaredTensors, infos) in [("input", declared.inputs, graph.inputs), ("output", declared.outputs, graph.outputs)] {
@@ -46,33 +51,57 @@ public struct RepositoryDeployment: Sendable {
         }
     }
 
-    /// Writes `files` (at least `model.onnx`) as the next version and, when the model has none
-    /// yet, a config.json for it. Returns the version number and its directory.
-    public func deploy(_ graph: ModelGraph, files: [String: [UInt8]]) throws(InferenceError) -> (version: Int64, path: String) {
+    /// Writes the model (under the config's `default_model_filename`, `model.onnx` unless set)
+    /// and `files` as the next version and, when the model has no config.json yet, one for it.
+    /// Returns the version number and the model file's path.
+    public func deploy(_ graph: ModelGraph, modelBytes: [UInt8], files: [String: [UInt8]] = [:]) throws(InferenceError) -> (version: Int64, path: String) {
         try check(graph)
+        var staging: String?
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            if try existingConfig() == nil {
+            let declared = try existingConfig()
+            if declared == nil {
                 try write(Self.configJSON(for: graph, model: model), to: directory + "/config.json")
             }
-            let staging = "\(directory)/.staging-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
-            try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: false)
-            for (name, bytes) in files { try write(bytes, to: staging + "/" + name) }
-            // Another writer may take the same number first; rename then fails and we try the next.
+            let filename = declared?.defaultModelFilename ?? "model.onnx"
+            let stage = "\(directory)/.staging-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+            staging = stage
+            try FileManager.default.createDirectory(atPath: stage, withIntermediateDirectories: false)
+            try write(modelBytes, to: stage + "/" + filename)
+            for (name, bytes) in files { try write(bytes, to: stage + "/" + name) }
+            // Another writer may take the same number first; then we try the next one.
             for _ in 0..<100 {
                 let version = nextVersion()
                 let target = "\(directory)/\(version)"
-                if rename(staging, target) == 0 { return (version, target) }
+                if renameWithoutReplacing(stage, target) {
+                    staging = nil
+                    return (version, target + "/" + filename)
+                }
                 guard errno == EEXIST || errno == ENOTEMPTY else {
-                    throw InferenceError(.internal, "cannot rename \(staging) to \(target): \(String(cString: strerror(errno)))")
+                    throw InferenceError(.internal, "cannot rename \(stage) to \(target): \(String(cString: strerror(errno)))")
                 }
             }
             throw InferenceError(.internal, "could not find a free version number in \(directory)")
         } catch let error as InferenceError {
+            if let staging { try? FileManager.default.removeItem(atPath: staging) }
             throw error
         } catch {
+            if let staging { try? FileManager.default.removeItem(atPath: staging) }
             throw InferenceError(.internal, "cannot write into \(directory): \(error.localizedDescription)")
         }
+    }
+
+    /// Claims `target` with mkdir (atomic: it fails if the number is taken, even by a directory
+    /// someone is filling by hand), then renames the staged version over the claimed, still
+    /// empty directory. A version directory without its model file is ignored by the loader,
+    /// so the claim is never served half-made.
+    private func renameWithoutReplacing(_ source: String, _ target: String) -> Bool {
+        guard mkdir(target, 0o755) == 0 else { return false }
+        if rename(source, target) == 0 { return true }
+        let error = errno
+        rmdir(target)
+        errno = error
+        return false
     }
 
     private func existingConfig() throws(InferenceError) -> ModelConfig? {

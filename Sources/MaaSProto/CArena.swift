@@ -5,6 +5,10 @@ internal import CProtobufC
 ///
 /// Allocations are carved from one block (a response's dozen small structs and strings cost one
 /// malloc instead of a dozen); what does not fit gets its own allocation.
+///
+/// - Important: Swift may release an object after its last use, not at the end of its scope, so
+///   every user writes `defer { withExtendedLifetime(arena) {} }`: the message built in it points
+///   into the arena until it has been packed.
 final class CArena {
     private static let blockSize = 2048
     private let block = UnsafeMutableRawPointer.allocate(byteCount: CArena.blockSize, alignment: 16)

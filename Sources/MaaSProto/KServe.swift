@@ -33,6 +33,7 @@ public enum KServe {
 
     public static func encodeServerMetadata(name: String, version: String, extensions: [String]) -> [UInt8] {
         let arena = CArena()
+        defer { withExtendedLifetime(arena) {} }
         var message = Inference__ServerMetadataResponse()
         inference__server_metadata_response__init(&message)
         message.name = arena.string(name)
@@ -46,6 +47,7 @@ public enum KServe {
         name: String, versions: [String], platform: String, inputs: [TensorMetadata], outputs: [TensorMetadata]
     ) -> [UInt8] {
         let arena = CArena()
+        defer { withExtendedLifetime(arena) {} }
         func tensor(_ value: TensorMetadata) -> UnsafeMutablePointer<Inference__ModelMetadataResponse__TensorMetadata>? {
             let pointer = arena.allocate(Inference__ModelMetadataResponse__TensorMetadata.self, count: 1)
             inference__model_metadata_response__tensor_metadata__init(pointer)
@@ -70,6 +72,7 @@ public enum KServe {
 
     public static func encodeModelConfig(_ config: ModelConfig) -> [UInt8] {
         let arena = CArena()
+        defer { withExtendedLifetime(arena) {} }
         var c = Inference__ModelConfig()
         inference__model_config__init(&c)
         c.name = arena.string(config.name)
@@ -239,6 +242,7 @@ extension InferenceResponse {
 
     private func withProtobuf<Result>(_ body: (UnsafeMutablePointer<Inference__ModelInferResponse>) -> Result) -> Result {
         let arena = CArena()
+        defer { withExtendedLifetime(arena) {} }
         var message = Inference__ModelInferResponse()
         inference__model_infer_response__init(&message)
         message.model_name = arena.string(modelName)
@@ -358,6 +362,7 @@ extension KServe {
 
     public static func encodeIndex(_ entries: [ModelIndexEntry]) -> [UInt8] {
         let arena = CArena()
+        defer { withExtendedLifetime(arena) {} }
         let rows = entries.map { entry -> UnsafeMutablePointer<Inference__RepositoryIndexResponse__ModelIndex>? in
             let row = arena.allocate(Inference__RepositoryIndexResponse__ModelIndex.self, count: 1)
             inference__repository_index_response__model_index__init(row)
@@ -393,6 +398,7 @@ extension KServe {
     /// A `ModelStreamInferResponse` reporting an error for one request of the stream.
     public static func encodeStreamError(_ message: String) -> [UInt8] {
         let arena = CArena()
+        defer { withExtendedLifetime(arena) {} }
         var response = Inference__ModelStreamInferResponse()
         inference__model_stream_infer_response__init(&response)
         response.error_message = arena.string(message)
@@ -404,6 +410,7 @@ extension KServe {
 
     public static func encodeStatistics(_ models: [Statistics]) -> [UInt8] {
         let arena = CArena()
+        defer { withExtendedLifetime(arena) {} }
         func duration(_ value: Statistics.Duration) -> UnsafeMutablePointer<Inference__StatisticDuration> {
             let d = arena.allocate(Inference__StatisticDuration.self, count: 1)
             inference__statistic_duration__init(d)

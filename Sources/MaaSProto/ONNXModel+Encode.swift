@@ -12,6 +12,7 @@ extension ONNXModel {
     /// - Parameter irVersion: 8 is what `torch.onnx.export` writes at opset 17.
     public static func encode(_ graph: ModelGraph, irVersion: Int64 = 8) throws(InferenceError) -> [UInt8] {
         let arena = CArena()
+        defer { withExtendedLifetime(arena) {} }
         var model = Onnx__ModelProto()
         onnx__model_proto__init(&model)
         model.ir_version = irVersion

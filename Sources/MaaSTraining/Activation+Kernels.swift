@@ -31,7 +31,8 @@ extension Activation {
         case .tanh:
             for i in 0..<count { delta[i] *= 1 - a[i] * a[i] }
         case .sigmoid:
-            for i in 0..<count { delta[i] *= a[i] * (1 - a[i]) }
+            // PyTorch's sigmoid_backward order: (δ · (1 − a)) · a.
+            for i in 0..<count { delta[i] = delta[i] * (1 - a[i]) * a[i] }
         case .gelu:
             // d/dx x·Φ(x) = Φ(x) + x·φ(x).
             let inverseRoot2Pi = 1 / Float(2 * Float.pi).squareRoot()

@@ -82,7 +82,11 @@ extension MLP {
         var layers: [(weight: [Float], bias: [Float], inputs: Int, outputs: Int)] = []
         var activations: [Activation] = []
         var current = graph.inputs[0].name
+        var visited = 0
         while current != graph.outputs[0].name {
+            // Each step consumes at least one node; more steps than nodes means a cycle.
+            visited += 1
+            guard visited <= graph.nodes.count else { throw reader.fail("the graph loops back on itself at '\(current)'") }
             let step = try reader.next(after: current)
             switch step.kind {
             case .passThrough: break
@@ -154,6 +158,9 @@ private struct ChainReader {
         if users.count == 2, let division = users.first(where: { $0.opType == "Div" }) {
             return try gelu(from: value, division: division)
         }
+        if let broken = users.first(where: { $0.outputs.isEmpty || $0.outputs[0].isEmpty }) {
+            throw fail("\(broken.label) has no output")
+        }
         guard users.count == 1, let node = users.first else {
             throw fail(users.isEmpty ? "nothing uses '\(value)'" : "'\(value)' feeds \(users.count) nodes (\(users.map(\.label).joined(separator: ", "))), not a chain")
         }
@@ -187,7 +194,9 @@ private struct ChainReader {
     private func gemm(_ node: Node, input: String) throws(TrainingError) -> Step {
         func int(_ name: String) -> Int { if case .int(let v)? = node.attributes[name] { v } else { 0 } }
         func float(_ name: String) -> Float { if case .float(let v)? = node.attributes[name] { v } else { 1 } }
-        guard node.inputs.first == input, int("transA") == 0 else { throw fail("\(node.label) does not take the data as its first, untransposed input") }
+        guard node.inputs.count >= 2, node.inputs.first == input, int("transA") == 0 else {
+            throw fail("\(node.label) does not multiply the data, untransposed, by a weight")
+        }
         let w = try matrix(node.inputs[1], of: node)
         guard w.rank == 2 else { throw fail("\(node.label): weight '\(node.inputs[1])' has shape \(w.shape)") }
         let transposed = int("transB") == 1
@@ -213,7 +222,7 @@ private struct ChainReader {
         var output = node.outputs[0]
         var bias = [Float](repeating: 0, count: outputs)
         let users = consumers[output] ?? []
-        if users.count == 1, let add = users.first, add.opType == "Add",
+        if users.count == 1, let add = users.first, add.opType == "Add", !add.outputs.isEmpty,
             let other = add.inputs.first(where: { $0 != output }), let b = constants[other], b.elementCount == outputs, b.dataType == .float32
         {
             bias = b.scalars(as: Float.self)
@@ -225,7 +234,7 @@ private struct ChainReader {
     /// Div(x, √2) → Erf → Add(1) → Mul(x) → Mul(0.5): PyTorch's opset-17 GELU, and ours.
     private func gelu(from x: String, division: Node) throws(TrainingError) -> Step {
         func only(_ value: String, _ op: String) throws(TrainingError) -> Node {
-            guard let users = consumers[value], users.count == 1, users[0].opType == op else {
+            guard let users = consumers[value], users.count == 1, users[0].opType == op, !users[0].outputs.isEmpty else {
                 throw fail("'\(value)' starts like a decomposed GELU (Div/Erf/Add/Mul/Mul) but is not followed by \(op)")
             }
             return users[0]

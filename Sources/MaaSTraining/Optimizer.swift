@@ -2,38 +2,47 @@ import CMaaSKernels
 import Glibc
 
 /// An optimizer's hyper-parameters, with PyTorch's meaning and defaults.
+///
+/// Kept in double, as Python holds them: PyTorch derives its per-step constants (1 − β₂,
+/// lr / (1 − β₁ᵗ), ...) in double and rounds each to float once, and so do we.
 public struct OptimizerConfiguration: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable {
         case sgd, adam, adamw
     }
 
     public var kind: Kind
-    public var learningRate: Float
+    public var learningRate: Double
     /// SGD only.
-    public var momentum: Float = 0
-    public var dampening: Float = 0
+    public var momentum: Double = 0
+    public var dampening: Double = 0
     public var nesterov = false
     /// L2 penalty added to the gradient (SGD, Adam) or decoupled decay (AdamW).
-    public var weightDecay: Float = 0
-    public var beta1: Float = 0.9
-    public var beta2: Float = 0.999
-    public var epsilon: Float = 1e-8
+    public var weightDecay: Double = 0
+    public var beta1: Double = 0.9
+    public var beta2: Double = 0.999
+    public var epsilon: Double = 1e-8
 
-    public init(kind: Kind, learningRate: Float) {
+    public init(kind: Kind, learningRate: Double) {
         self.kind = kind
         self.learningRate = learningRate
     }
 
     func validate() throws(TrainingError) {
         guard learningRate.isFinite, learningRate > 0 else { throw TrainingError("learning rate must be positive, got \(learningRate)") }
-        guard momentum.isFinite, momentum >= 0 else { throw TrainingError("momentum must be 0 or more, got \(momentum)") }
         guard weightDecay.isFinite, weightDecay >= 0 else { throw TrainingError("weight decay must be 0 or more, got \(weightDecay)") }
-        guard (0..<1).contains(beta1), (0..<1).contains(beta2) else {
-            throw TrainingError("Adam betas must be in [0, 1), got (\(beta1), \(beta2))")
-        }
-        guard epsilon.isFinite, epsilon >= 0 else { throw TrainingError("eps must be 0 or more, got \(epsilon)") }
-        guard !nesterov || (momentum > 0 && dampening == 0) else {
-            throw TrainingError("Nesterov momentum requires a momentum and zero dampening")
+        switch kind {
+        case .sgd:
+            guard momentum.isFinite, momentum >= 0 else { throw TrainingError("momentum must be 0 or more, got \(momentum)") }
+            guard dampening.isFinite, (0...1).contains(dampening) else { throw TrainingError("dampening must be in [0, 1], got \(dampening)") }
+            guard !nesterov || (momentum > 0 && dampening == 0) else {
+                throw TrainingError("Nesterov momentum requires a momentum and zero dampening")
+            }
+        case .adam, .adamw:
+            guard (0..<1).contains(beta1), (0..<1).contains(beta2) else {
+                throw TrainingError("Adam betas must be in [0, 1), got (\(beta1), \(beta2))")
+            }
+            guard epsilon.isFinite, epsilon >= 0 else { throw TrainingError("eps must be 0 or more, got \(epsilon)") }
+            guard momentum == 0, !nesterov else { throw TrainingError("momentum and Nesterov are SGD options; Adam's are betas and eps") }
         }
     }
 }
@@ -64,24 +73,25 @@ final class OptimizerState {
         second.deallocate()
     }
 
-    /// The per-step scalars, computed once per step (PyTorch computes them in double).
+    /// The per-step constants, derived in double and rounded to float once, as PyTorch does.
     struct StepScalars {
         var firstStep: Bool
-        var stepSize: Float
-        var biasCorrection2Root: Float
-        var decayFactor: Float
+        var adam: CMaaSKernels_AdamScalars
     }
 
     func beginStep() -> StepScalars {
         step += 1
         let c = configuration
-        let correction1 = 1 - pow(Double(c.beta1), Double(step))
-        let correction2 = 1 - pow(Double(c.beta2), Double(step))
-        return StepScalars(
-            firstStep: step == 1,
-            stepSize: Float(Double(c.learningRate) / correction1),
-            biasCorrection2Root: Float(correction2.squareRoot()),
-            decayFactor: 1 - c.learningRate * c.weightDecay)
+        let correction1 = 1 - pow(c.beta1, Double(step))
+        let correction2 = 1 - pow(c.beta2, Double(step))
+        let decoupled = c.kind == .adamw
+        let lerpWeight = Float(1 - c.beta1)
+        let adam = CMaaSKernels_AdamScalars(
+            decay: decoupled ? Float(1 - c.learningRate * c.weightDecay) : 1, l2: decoupled ? 0 : Float(c.weightDecay),
+            lerp_weight: lerpWeight, lerp_complement: 1 - lerpWeight, lerp_from_end: lerpWeight >= 0.5 ? 1 : 0,
+            beta2: Float(c.beta2), one_minus_beta2: Float(1 - c.beta2), bias_correction2_root: Float(correction2.squareRoot()),
+            epsilon: Float(c.epsilon), negative_step_size: Float(-(c.learningRate / correction1)))
+        return StepScalars(firstStep: step == 1, adam: adam)
     }
 
     /// Updates `parameters[range]` from the sum of the shards' gradients.
@@ -103,12 +113,7 @@ final class OptimizerState {
                 start = end
             }
         case .adam, .adamw:
-            let c = configuration
-            let decoupled = c.kind == .adamw
-            var constants = CMaaSKernels_AdamScalars(
-                decay: decoupled ? s.decayFactor : 1, l2: decoupled ? 0 : c.weightDecay, one_minus_beta1: 1 - c.beta1,
-                beta2: c.beta2, one_minus_beta2: 1 - c.beta2, bias_correction2_root: s.biasCorrection2Root, epsilon: c.epsilon,
-                negative_step_size: -s.stepSize)
+            var constants = s.adam
             let offset = range.lowerBound
             let shifted = gradients.map { Optional($0 + offset) }
             shifted.withUnsafeBufferPointer { pointers in
@@ -119,17 +124,21 @@ final class OptimizerState {
         }
     }
 
+    /// torch.optim.SGD's single-tensor step: d = g + wd·p; buf = d (first step) or
+    /// momentum·buf + (1 − dampening)·d; d = d + momentum·buf (Nesterov) or buf; p = p + (−lr)·d.
     private func sgd(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ range: Range<Int>, _ s: StepScalars) {
         let c = configuration
+        let weightDecay = Float(c.weightDecay), momentum = Float(c.momentum)
+        let keep = Float(1 - c.dampening), negativeRate = Float(-c.learningRate)
         for i in range {
             var d = g[i]
-            if c.weightDecay != 0 { d += c.weightDecay * p[i] }
-            if c.momentum != 0 {
-                let buffer = s.firstStep ? d : c.momentum * first[i] + (1 - c.dampening) * d
+            if weightDecay != 0 { d = d + weightDecay * p[i] }
+            if momentum != 0 {
+                let buffer = s.firstStep ? d : first[i] * momentum + keep * d
                 first[i] = buffer
-                d = c.nesterov ? d + c.momentum * buffer : buffer
+                d = c.nesterov ? d + momentum * buffer : buffer
             }
-            p[i] -= c.learningRate * d
+            p[i] = p[i] + negativeRate * d
         }
     }
 }

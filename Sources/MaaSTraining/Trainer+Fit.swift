@@ -54,11 +54,18 @@ extension Trainer {
     ///
     /// The loop runs on a pool thread, so steps follow each other without a thread hand-off;
     /// `onEvent` and `shouldStop` are called there too.
+    ///
+    /// - Throws: when the data does not fit the model and the loss (``TrainingData/check(for:loss:)``),
+    ///   has no rows, or `options` ask for no epochs or a negative batch size.
     public func fit(
         _ data: TrainingData, options: FitOptions, validation: TrainingData? = nil,
         shouldStop: () -> Bool = { false }, onEvent: (TrainingEvent) -> Void = { _ in }
-    ) -> FitResult {
-        pool.run { fitOnPool(data, options: options, validation: validation, shouldStop: shouldStop, onEvent: onEvent) }
+    ) throws(TrainingError) -> FitResult {
+        try check(data)
+        if let validation { try check(validation) }
+        guard options.epochs > 0, options.epochs <= 100_000_000 else { throw TrainingError("epochs must be between 1 and 10^8, got \(options.epochs)") }
+        guard options.batchSize >= 0 else { throw TrainingError("batch size must be 0 (full batch) or more, got \(options.batchSize)") }
+        return pool.run { fitOnPool(data, options: options, validation: validation, shouldStop: shouldStop, onEvent: onEvent) }
     }
 
     private func fitOnPool(
@@ -72,7 +79,7 @@ extension Trainer {
         var batchFeatures = [Float](repeating: 0, count: options.shuffle ? batch * data.featureWidth : 0)
         var batchTargets = TargetBuffer(data.targets, rows: options.shuffle ? batch : 0)
         var losses: [Double] = []
-        losses.reserveCapacity(options.epochs * stepsPerEpoch)
+        losses.reserveCapacity(min(options.epochs * stepsPerEpoch, 1 << 20))
         var reports: [EpochReport] = []
         var best = (model: model, epoch: 0, loss: Double.infinity)
         var interrupted = false
@@ -110,7 +117,7 @@ extension Trainer {
                     break epochs
                 }
             }
-            let evaluation = validation.map { evaluate($0) }
+            let evaluation = validation.map { evaluateChecked($0) }
             let report = EpochReport(
                 epoch: epoch, trainingLoss: weightedLoss / Double(data.rows), validation: evaluation,
                 seconds: monotonicSeconds() - started)

@@ -148,7 +148,13 @@ public final class Trainer {
 
     /// The mean loss over `data`, and for cross-entropy the fraction of rows whose largest
     /// logit is the label.
-    public func evaluate(_ data: TrainingData) -> Evaluation {
+    public func evaluate(_ data: TrainingData) throws(TrainingError) -> Evaluation {
+        try check(data)
+        return evaluateChecked(data)
+    }
+
+    /// ``evaluate(_:)`` for data already checked (fit's validation rows, every epoch).
+    func evaluateChecked(_ data: TrainingData) -> Evaluation {
         let inputWidth = architecture.inputWidth, targetWidth = data.targetWidth
         return pool.run { () -> Evaluation in
             var lossSum = 0.0, correct = 0
@@ -183,6 +189,12 @@ public final class Trainer {
     public struct Evaluation: Sendable, Equatable {
         public var loss: Double
         public var accuracy: Double?
+    }
+
+    /// Everything the unsafe loops rely on: widths, labels in range, finite values, some rows.
+    func check(_ data: TrainingData) throws(TrainingError) {
+        guard data.rows > 0 else { throw TrainingError("\(data.featureSource.file): no rows") }
+        try data.check(for: architecture, loss: loss)
     }
 
     /// Runs `body` with pointers to `data`'s targets.
@@ -230,21 +242,26 @@ private final class Workspace {
     private var a: [UnsafeMutablePointer<Float>] = []
     private var delta: UnsafeMutablePointer<Float>?
     private var deltaPrevious: UnsafeMutablePointer<Float>?
-    /// Per part: the loss sum and correct predictions of its rows.
-    var lossSums: [Double]
-    var corrects: [Int]
+    /// Per part: the loss sum and correct predictions of its rows. Raw buffers, because parts
+    /// write their own elements concurrently (an Array would be one shared variable).
+    let lossSums: UnsafeMutableBufferPointer<Double>
+    let corrects: UnsafeMutableBufferPointer<Int>
 
     init(model: MLP, threads: Int) {
         sizes = model.layerSizes
         activation = model.activation
         weightOffsets = model.weightOffsets
         biasOffsets = (0..<model.layerCount).map(model.biasOffset)
-        lossSums = [Double](repeating: 0, count: threads)
-        corrects = [Int](repeating: 0, count: threads)
+        lossSums = .allocate(capacity: threads)
+        lossSums.initialize(repeating: 0)
+        corrects = .allocate(capacity: threads)
+        corrects.initialize(repeating: 0)
     }
 
     deinit {
         release()
+        lossSums.deallocate()
+        corrects.deallocate()
     }
 
     private func release() {

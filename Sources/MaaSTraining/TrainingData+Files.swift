@@ -111,7 +111,10 @@ private struct Table {
     /// Comma-separated numbers, one row per line; a first line that is not all numbers is the
     /// header. Blank lines are skipped; quotes around a field are removed.
     static func csv(_ path: String) throws(TrainingError) -> Table {
-        let text = String(decoding: try read(path), as: UTF8.self)
+        var bytes = try read(path)
+        // Spreadsheets often start UTF-8 CSV files with a byte-order mark; it is not data.
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
+        let text = String(decoding: bytes, as: UTF8.self)
         var values: [Float] = []
         var lines: [Int] = []
         var header: [String]?

@@ -46,22 +46,22 @@ struct Train: ParsableCommand {
     var optimizer = "adam"
 
     @Option(help: "Learning rate.")
-    var lr: Float = 0.001
+    var lr: Double = 0.001
 
     @Option(help: "SGD momentum.")
-    var momentum: Float = 0
+    var momentum: Double = 0
 
     @Flag(help: "Nesterov momentum (SGD).")
     var nesterov = false
 
     @Option(help: "Weight decay: L2 added to the gradient (sgd, adam) or decoupled (adamw).")
-    var weightDecay: Float = 0
+    var weightDecay: Double = 0
 
     @Option(help: "Adam betas, e.g. 0.9,0.999.")
     var betas = "0.9,0.999"
 
     @Option(help: "Adam epsilon.")
-    var eps: Float = 1e-8
+    var eps: Double = 1e-8
 
     @Option(help: "Passes over the training rows.")
     var epochs = 100
@@ -122,6 +122,9 @@ struct Train: ParsableCommand {
 
     private func train() throws {
         let loss = Loss(rawValue: loss)!
+        // Hashed now, so that the metadata names the bytes trained on even if the files change.
+        let dataHash = try sha256(of: data)
+        let targetsHash = try targets.map { try sha256(of: $0) }
         let all = try TrainingData.load(data: data, targets: targets, targetColumns: targetColumns, loss: loss)
         let initial = try initialModel()
         try all.check(for: initial, loss: loss)
@@ -153,7 +156,7 @@ struct Train: ParsableCommand {
                 + "(\(optimizer), lr \(lr), \(batchSize == 0 ? "full batch" : "batch \(batchSize)"), \(epochs) epochs, "
                 + "\(ComputePool.shared.threadCount) threads)")
         let started = ContinuousClock.now
-        let result = trainer.fit(
+        let result = try trainer.fit(
             training, options: FitOptions(epochs: epochs, batchSize: batchSize, shuffle: shuffle, seed: seed), validation: validation,
             shouldStop: { interrupt.isSet }, onEvent: progress.handle)
         progress.finish()
@@ -165,18 +168,20 @@ struct Train: ParsableCommand {
             final = try Trainer(model: result.model, loss: loss, optimizer: optimizerConfiguration()).evaluate(validation)
         }
         let finalModel = result.model
-        var metadata = try trainingMetadata(result: result, validation: final, seconds: seconds, rows: training.rows)
+        var metadata = trainingMetadata(
+            result: result, validation: final, seconds: seconds, rows: training.rows, dataHash: dataHash, targetsHash: targetsHash)
         metadata["training.completed_epochs"] = String(result.epochs.count)
         let graph = finalModel.graph(name: model ?? "mlp", metadata: metadata)
         let bytes = try ONNXModel.encode(graph)
         if result.interrupted {
-            print("interrupted after \(result.losses.count) steps; writing the model from epoch \(result.bestEpoch)")
+            let which = validation == nil || result.bestEpoch == 0 ? "the model after its last step" : "the model of epoch \(result.bestEpoch), the best validated so far"
+            print("interrupted after \(result.losses.count) steps (\(result.epochs.count) whole epochs); writing \(which)")
         }
         if let deployment {
             let fields = Dictionary(uniqueKeysWithValues: metadata.map { (String($0.key.dropFirst("training.".count)), $0.value) })
             let json = try JSONSerialization.data(withJSONObject: fields, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-            let (version, path) = try deployment.deploy(graph, files: ["model.onnx": bytes, "training.json": Array(json) + [0x0A]])
-            print("deployed \(deployment.model) version \(version): \(path)/model.onnx")
+            let (version, path) = try deployment.deploy(graph, modelBytes: bytes, files: ["training.json": Array(json) + [0x0A]])
+            print("deployed \(deployment.model) version \(version): \(path)")
         } else if let output {
             try Data(bytes).write(to: URL(fileURLWithPath: output), options: .atomic)
             print("wrote \(output)")
@@ -187,7 +192,7 @@ struct Train: ParsableCommand {
     private func initialModel() throws -> MLP {
         var sizes: [Int]?
         if let layers {
-            let parts = layers.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            let parts = layers.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
             guard parts.count >= 2, parts.allSatisfy({ ($0 ?? 0) > 0 }) else {
                 throw TrainingError("--layers must list at least two positive widths, e.g. 10,20,10; got '\(layers)'")
             }
@@ -213,18 +218,22 @@ struct Train: ParsableCommand {
         configuration.nesterov = nesterov
         configuration.weightDecay = weightDecay
         configuration.epsilon = eps
-        let parts = betas.split(separator: ",").compactMap { Float($0.trimmingCharacters(in: .whitespaces)) }
-        guard parts.count == 2 else { throw TrainingError("--betas takes two numbers, e.g. 0.9,0.999; got '\(betas)'") }
-        (configuration.beta1, configuration.beta2) = (parts[0], parts[1])
+        let parts = betas.split(separator: ",", omittingEmptySubsequences: false).map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 2, let beta1 = parts[0], let beta2 = parts[1] else {
+            throw TrainingError("--betas takes two numbers, e.g. 0.9,0.999; got '\(betas)'")
+        }
+        (configuration.beta1, configuration.beta2) = (beta1, beta2)
         return configuration
     }
 
     /// Stored in the ONNX file's metadata_props and in training.json beside a deployed version;
     /// the server reports the `training.*` keys as ModelConfig parameters.
-    private func trainingMetadata(result: FitResult, validation: Trainer.Evaluation?, seconds: Double, rows: Int) throws -> [String: String] {
+    private func trainingMetadata(
+        result: FitResult, validation: Trainer.Evaluation?, seconds: Double, rows: Int, dataHash: String, targetsHash: String?
+    ) -> [String: String] {
         var metadata: [String: String] = [
             "training.data": data,
-            "training.data_sha256": try sha256(of: data),
+            "training.data_sha256": dataHash,
             "training.rows": String(rows),
             "training.layers": result.model.layerSizes.map(String.init).joined(separator: ","),
             "training.activation": result.model.activation.rawValue,
@@ -235,14 +244,14 @@ struct Train: ParsableCommand {
             "training.batch_size": String(batchSize),
             "training.shuffle": String(shuffle),
             "training.seed": String(seed),
-            "training.best_epoch": String(result.bestEpoch),
+            "training.steps": String(result.losses.count),
             "training.seconds": String(format: "%.3f", seconds),
             "training.interrupted": String(result.interrupted),
             "training.trained_at": ISO8601DateFormatter().string(from: Date()),
         ]
         if let targets {
             metadata["training.targets"] = targets
-            metadata["training.targets_sha256"] = try sha256(of: targets)
+            metadata["training.targets_sha256"] = targetsHash
         }
         if let targetColumns { metadata["training.target_columns"] = targetColumns }
         if optimizer == "sgd" {
@@ -256,6 +265,7 @@ struct Train: ParsableCommand {
         if let initFrom { metadata["training.init_from"] = initFrom }
         if let last = result.epochs.last { metadata["training.final_loss"] = String(last.trainingLoss) }
         if let validation {
+            if result.bestEpoch > 0 { metadata["training.best_epoch"] = String(result.bestEpoch) }
             metadata["training.validation_split"] = String(validationSplit)
             metadata["training.validation_loss"] = String(validation.loss)
             if let accuracy = validation.accuracy { metadata["training.validation_accuracy"] = String(accuracy) }

@@ -215,8 +215,9 @@ struct DeploymentTests {
         let deployment = try RepositoryDeployment(repository: root, model: "m")
         for expected in Int64(1)...3 {
             let g = try graph(inputs: 4, outputs: 2, metadata: ["training.loss": "mse", "other": "x"])
-            let (version, path) = try deployment.deploy(g, files: ["model.onnx": ONNXModel.encode(g)])
-            #expect(version == expected && path == "\(root)/m/\(expected)")
+            let (version, path) = try deployment.deploy(g, modelBytes: ONNXModel.encode(g), files: ["notes.txt": Array("v".utf8)])
+            #expect(version == expected && path == "\(root)/m/\(expected)/model.onnx")
+            #expect(FileManager.default.fileExists(atPath: "\(root)/m/\(expected)/notes.txt"))
         }
         let entries = try FileManager.default.contentsOfDirectory(atPath: root + "/m").sorted()
         #expect(entries == ["1", "2", "3", "config.json"], "no staging directory is left behind")
@@ -232,5 +233,23 @@ struct DeploymentTests {
             try deployment.check(graph(inputs: 5, outputs: 2))
         }
         #expect(throws: InferenceError.self) { try RepositoryDeployment(repository: root, model: "../escape") }
+        #expect(throws: InferenceError.self) { try RepositoryDeployment(repository: "", model: "m") }
+    }
+
+    @Test func theConfigsFilenameIsUsedAndSpecificPoliciesAreRefused() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("deploy-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root + "/named", withIntermediateDirectories: true)
+        try Data(#"{"default_model_filename": "net.onnx"}"#.utf8).write(to: URL(fileURLWithPath: root + "/named/config.json"))
+        let g = try graph(inputs: 3, outputs: 1)
+        let (_, path) = try RepositoryDeployment(repository: root, model: "named").deploy(g, modelBytes: ONNXModel.encode(g))
+        #expect(path == "\(root)/named/1/net.onnx")
+        #expect(try ModelRepository(path: root, pool: ComputePool(threadCount: 1)).load("named").map(\.version) == [1])
+
+        try FileManager.default.createDirectory(atPath: root + "/pinned", withIntermediateDirectories: true)
+        try Data(#"{"version_policy": {"specific": {"versions": [1]}}}"#.utf8).write(to: URL(fileURLWithPath: root + "/pinned/config.json"))
+        #expect(throws: InferenceError.invalidModel("\(root)/pinned/config.json serves only versions [1] (version_policy specific); a new version would not be loaded")) {
+            try RepositoryDeployment(repository: root, model: "pinned").deploy(g, modelBytes: ONNXModel.encode(g))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/pinned") == ["config.json"])
     }
 }

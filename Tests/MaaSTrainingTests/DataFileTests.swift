@@ -34,6 +34,16 @@ struct DataFileTests {
         #expect(data.featureSource.locate(row: 1, column: 2) == "\(path):4:4")
     }
 
+    @Test func byteOrderMarkIsNotData() throws {
+        let path = directory + "/bom.csv"
+        precondition(FileManager.default.createFile(atPath: path, contents: Data([0xEF, 0xBB, 0xBF] + Array("x,label\n1.5,1\n".utf8))))
+        let data = try TrainingData.load(data: path, targets: nil, targetColumns: "label", loss: .crossEntropy)
+        #expect(data.features == [1.5] && data.targets == .classes([1]))
+        let headerless = directory + "/bom2.csv"
+        precondition(FileManager.default.createFile(atPath: headerless, contents: Data([0xEF, 0xBB, 0xBF] + Array("1.5,1\n2.5,0\n".utf8))))
+        #expect(try TrainingData.load(data: headerless, targets: nil, targetColumns: "1", loss: .crossEntropy).rows == 2)
+    }
+
     @Test func csvWithoutHeaderByIndex() throws {
         let path = file("plain.csv", "1,2,3\n4,5,6\n")
         let data = try TrainingData.load(data: path, targets: nil, targetColumns: "-1", loss: .mse)

@@ -58,4 +58,36 @@ struct ExportTests {
         #expect(error.message.hasPrefix("\(name): not an MLP"))
         #expect(error.message.contains(reason), "\(error.message)")
     }
+
+    @Test func malformedGraphsAreRefusedNotCrashedOn() throws {
+        let input = ValueInfo(name: "x", dataType: .float32, shape: [.symbolic("batch"), .fixed(2)])
+        let output = ValueInfo(name: "y", dataType: .float32, shape: [.symbolic("batch"), .fixed(2)])
+        let loop = ModelGraph(
+            inputs: [input], outputs: [output],
+            nodes: [Node(opType: "Identity", inputs: ["x"], outputs: ["a"]), Node(opType: "Identity", inputs: ["a"], outputs: ["x"])])
+        #expect(throws: TrainingError("loop: not an MLP this trainer can start from: the graph loops back on itself at 'x'")) {
+            try MLP(graph: loop, source: "loop")
+        }
+        let lonely = ModelGraph(inputs: [input], outputs: [output], nodes: [Node(name: "g", opType: "Gemm", inputs: ["x"], outputs: ["y"])])
+        #expect(throws: TrainingError("lonely: not an MLP this trainer can start from: Gemm node 'g' does not multiply the data, untransposed, by a weight")) {
+            try MLP(graph: lonely, source: "lonely")
+        }
+        let mute = ModelGraph(inputs: [input], outputs: [output], nodes: [Node(name: "r", opType: "Relu", inputs: ["x"], outputs: [])])
+        #expect(throws: TrainingError("mute: not an MLP this trainer can start from: Relu node 'r' has no output")) {
+            try MLP(graph: mute, source: "mute")
+        }
+    }
+
+    @Test func fitAndEvaluateRefuseDataThatDoesNotFit() throws {
+        let trainer = try Trainer(
+            model: MLP(layerSizes: [2, 3, 2], activation: .relu, seed: 1), loss: .crossEntropy,
+            optimizer: OptimizerConfiguration(kind: .adam, learningRate: 0.01))
+        let outOfRange = try TrainingData(features: [1, 2, 3, 4], featureWidth: 2, targets: .classes([0, 5]))
+        #expect(throws: TrainingError.self) { try trainer.fit(outOfRange, options: FitOptions(epochs: 1)) }
+        #expect(throws: TrainingError.self) { try trainer.evaluate(outOfRange) }
+        let empty = try TrainingData(features: [], featureWidth: 2, targets: .classes([]))
+        #expect(throws: TrainingError("features: no rows")) { try trainer.fit(empty, options: FitOptions(epochs: 1)) }
+        let fine = try TrainingData(features: [1, 2, 3, 4], featureWidth: 2, targets: .classes([0, 1]))
+        #expect(throws: TrainingError.self) { try trainer.fit(fine, options: FitOptions(epochs: 0)) }
+    }
 }

@@ -90,7 +90,7 @@ struct PyTorchRunTests {
         let data = try Fixtures.data(run.name)
         try data.check(for: model, loss: run.loss)
         let trainer = try Trainer(model: model, loss: run.loss, optimizer: run.optimizer)
-        let result = trainer.fit(data, options: run.options)
+        let result = try trainer.fit(data, options: run.options)
 
         let expected = try Fixtures.npy(run.name, "losses.npy").scalars(as: Double.self)
         try #require(result.losses.count == expected.count)
@@ -101,7 +101,7 @@ struct PyTorchRunTests {
 
         let final = try Fixtures.model(run.name, "final", sizes: run.sizes)
         if run.name == "seed_adam_mse" {
-            let ours = trainer.evaluate(data).loss
+            let ours = try trainer.evaluate(data).loss
             let theirs = try Trainer(model: final, loss: run.loss, optimizer: run.optimizer).evaluate(data).loss
             #expect(abs(ours - theirs) / theirs <= 5e-4, "final loss \(ours) vs PyTorch's final weights \(theirs)")
             return
@@ -130,8 +130,8 @@ struct PyTorchRunTests {
         let reversed = try TrainingData(
             features: reversedRows.flatMap { data.features[$0 * 10..<($0 + 1) * 10] }, featureWidth: 10,
             targets: .values(reversedRows.flatMap { targets[$0 * width..<($0 + 1) * width] }, width: width))
-        let results = [data, reversed].map { rows in
-            try! Trainer(model: model, loss: run.loss, optimizer: run.optimizer).fit(rows, options: run.options)
+        let results = try [data, reversed].map { rows in
+            try Trainer(model: model, loss: run.loss, optimizer: run.optimizer).fit(rows, options: run.options)
         }
         #expect(worstRelativeError(Array(results[0].losses.prefix(300)), Array(results[1].losses.prefix(300)), floor: 0).error <= 1e-6)
         let drift = zip(results[0].model.parameters, results[1].model.parameters).map { abs($0 - $1) }.max()!
@@ -147,7 +147,7 @@ struct PyTorchRunTests {
         let results = try [1, 2, 3].map { threads in
             let trainer = try Trainer(model: model, loss: run.loss, optimizer: run.optimizer, pool: ComputePool(threadCount: threads))
             trainer.minimumShardWork = 1
-            return trainer.fit(data, options: run.options)
+            return try trainer.fit(data, options: run.options)
         }
         #expect(results[1].model == results[0].model && results[2].model == results[0].model)
         // Only the reported loss is summed per thread (in double), so it may differ in the last bits.
@@ -165,13 +165,13 @@ struct PyTorchRunTests {
         let sizes = try #require(run["layers"] as? [Int])
         let loss = try #require(Loss(rawValue: run["loss"] as! String))
         var optimizer = OptimizerConfiguration(
-            kind: try #require(OptimizerConfiguration.Kind(rawValue: run["optimizer"] as! String)), learningRate: Float(run["lr"] as! Double))
-        optimizer.momentum = Float(run["momentum"] as? Double ?? 0)
-        optimizer.dampening = Float(run["dampening"] as? Double ?? 0)
+            kind: try #require(OptimizerConfiguration.Kind(rawValue: run["optimizer"] as! String)), learningRate: run["lr"] as! Double)
+        optimizer.momentum = run["momentum"] as? Double ?? 0
+        optimizer.dampening = run["dampening"] as? Double ?? 0
         optimizer.nesterov = run["nesterov"] as? Bool ?? false
-        optimizer.weightDecay = Float(run["weight_decay"] as? Double ?? 0)
-        if let betas = run["betas"] as? [Double] { (optimizer.beta1, optimizer.beta2) = (Float(betas[0]), Float(betas[1])) }
-        optimizer.epsilon = Float(run["eps"] as? Double ?? 1e-8)
+        optimizer.weightDecay = run["weight_decay"] as? Double ?? 0
+        if let betas = run["betas"] as? [Double] { (optimizer.beta1, optimizer.beta2) = (betas[0], betas[1]) }
+        optimizer.epsilon = run["eps"] as? Double ?? 1e-8
         let activation = try #require(Activation(rawValue: run["activation"] as! String))
 
         let data = try Fixtures.data(name)
@@ -198,8 +198,8 @@ struct PyTorchRunTests {
         let run = Self.runs[2]
         let data = try Fixtures.data(run.name)
         let trainer = try Trainer(model: Fixtures.model(run.name, "init", sizes: run.sizes), loss: .crossEntropy, optimizer: run.optimizer)
-        _ = trainer.fit(data, options: run.options)
+        _ = try trainer.fit(data, options: run.options)
         // run.json: final_train_accuracy 0.99791664 = 958 of 960.
-        #expect(trainer.evaluate(data).accuracy == 958.0 / 960.0)
+        #expect(try trainer.evaluate(data).accuracy == 958.0 / 960.0)
     }
 }

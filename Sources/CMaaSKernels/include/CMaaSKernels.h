@@ -34,7 +34,9 @@ void CMaaSKernels_gemm_panels_row_bias(
 typedef struct {
     float decay;                  // AdamW's 1 - lr * weight_decay, else 1
     float l2;                     // Adam's weight_decay (added to the gradient), else 0
-    float one_minus_beta1;
+    float lerp_weight;            // 1 - beta1: m = lerp(m, g, lerp_weight)
+    float lerp_complement;        // 1 - lerp_weight, in float as torch.lerp computes it
+    int lerp_from_end;            // torch.lerp's form for weights >= 0.5: g - (g - m) * (1 - w)
     float beta2;
     float one_minus_beta2;
     float bias_correction2_root;  // sqrt(1 - beta2^t)
