@@ -28,9 +28,11 @@ public final class Trainer {
     private let optimizer: OptimizerState
     let pool: ComputePool
     private var workspace: Workspace
-    /// Multiply-adds a thread must get before a step is split across threads: below it the
-    /// hand-off (a few microseconds) costs more than it saves. Tests lower it to split tiny batches.
-    var minimumShardWork = 32_768
+    /// Multiply-adds (rows × parameters) a thread must get before a step is split across threads.
+    /// A step has a parallel section per layer, and each hand-off costs microseconds: the seed
+    /// recipe (1000 × 430) ran no faster on two threads and sometimes half as fast (measured
+    /// with maas-bench train), so it stays on one. Tests lower it to split tiny batches.
+    var minimumShardWork = 1 << 20
 
     public init(
         model: MLP, loss: Loss, optimizer: OptimizerConfiguration, pool: ComputePool = .shared
