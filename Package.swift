@@ -183,7 +183,7 @@ let package = Package(
         .testTarget(
             name: "MaaSServerTests",
             dependencies: [
-                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSTestSupport", "MaaSProto",
+                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSTestSupport", "MaaSProto", "MaaSModels", "MaaSCompute",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

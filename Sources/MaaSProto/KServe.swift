@@ -303,7 +303,7 @@ private func decodeParameters<Entry: ParameterEntry>(_ entries: UnsafeMutablePoi
     return result
 }
 
-private func decodeContents(_ c: Inference__InferTensorContents) -> TypedContents? {
+func decodeContents(_ c: Inference__InferTensorContents) -> TypedContents? {
     if c.n_fp32_contents > 0 { return .fp32(Array(UnsafeBufferPointer(start: c.fp32_contents, count: c.n_fp32_contents))) }
     if c.n_int64_contents > 0 { return .int64(Array(UnsafeBufferPointer(start: c.int64_contents, count: c.n_int64_contents))) }
     if c.n_int_contents > 0 { return .int32(Array(UnsafeBufferPointer(start: c.int_contents, count: c.n_int_contents))) }

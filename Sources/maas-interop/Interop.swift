@@ -1,6 +1,8 @@
 import ArgumentParser
+import Foundation
 import Glibc
 import Logging
+import MaaSClient
 import MaaSCore
 import MaaSGRPC
 import MaaSProto
@@ -17,7 +19,7 @@ struct Interop: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "maas-interop",
         abstract: "Interop peer for tests: echo + health server, or a client suite.",
-        subcommands: [ServeEcho.self, ServeModels.self, ClientSuite.self]
+        subcommands: [ServeEcho.self, ServeModels.self, ClientSuite.self, KServeInfer.self]
     )
 }
 
@@ -74,5 +76,42 @@ struct ServeModels: AsyncParsableCommand {
         print("listening on \(address.port!)")
         fflush(nil)  // stdout is a pipe in tests: make the line visible now
         try await running
+    }
+}
+
+/// Swift's InferenceClient against any KServe v2 server: one ModelInfer with .npy inputs,
+/// outputs written as DIR/NAME.npy; a server error is printed as `error: CODE: message`, exit 1.
+struct KServeInfer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "kserve-infer")
+
+    @Option var port: Int
+    @Option var model: String
+    @Option var version = ""
+    @Option(name: .customLong("input")) var inputs: [String] = []
+    @Option var outputDir = "."
+
+    func run() async throws {
+        var tensors: [(name: String, tensor: Tensor)] = []
+        for argument in inputs {
+            let parts = argument.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let bytes = FileManager.default.contents(atPath: parts[1]) else {
+                throw ValidationError("--input takes NAME=FILE.npy, got '\(argument)'")
+            }
+            tensors.append((parts[0], try NPY.decode(Array(bytes), source: parts[1])))
+        }
+        let client = try await GRPCClient.connect(host: "127.0.0.1", port: port)
+        defer { client.close() }
+        let inference = InferenceClient(client)
+        guard try await inference.isServerReady(timeout: .seconds(10)) else { throw ValidationError("server not ready") }
+        do {
+            let result = try await inference.infer(model: model, version: version, inputs: tensors, timeout: .seconds(30))
+            for (name, tensor) in result.orderedOutputs {
+                try Data(try NPY.encode(tensor)).write(to: URL(fileURLWithPath: "\(outputDir)/\(name).npy"))
+                print("\(name) \(tensor.dataType.kserveName) \(tensor.shape) model_version=\(result.modelVersion)")
+            }
+        } catch let error as RPCError {
+            print("error: \(error.code): \(error.message)")
+            throw ExitCode(1)
+        }
     }
 }

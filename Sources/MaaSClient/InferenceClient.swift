@@ -1,0 +1,85 @@
+public import MaaSCore
+public import MaaSGRPC
+import MaaSProto
+import NIOCore
+
+/// Calls `inference.GRPCInferenceService` (KServe v2 / Triton) on any server that speaks it:
+/// service-to-service inference from Swift.
+///
+/// ```swift
+/// let client = try await GRPCClient.connect(host: "127.0.0.1", port: 8001)
+/// let inference = InferenceClient(client)
+/// let result = try await inference.infer(model: "seed", inputs: [("input", Tensor(values, shape: [2, 10]))])
+/// let output = result.outputs["output"]!
+/// ```
+public struct InferenceClient: Sendable {
+    public let client: GRPCClient
+    private static let service = "/inference.GRPCInferenceService/"
+
+    public init(_ client: GRPCClient) {
+        self.client = client
+    }
+
+    /// What ModelInfer answered.
+    public struct Result: Sendable {
+        public var modelName: String
+        public var modelVersion: String
+        public var id: String
+        /// Outputs by name; ``orderedOutputs`` keeps the server's order.
+        public var outputs: [String: Tensor]
+        public var orderedOutputs: [(name: String, tensor: Tensor)]
+    }
+
+    /// Runs `model` on `inputs` (sent as raw bytes). Server errors arrive as the server's
+    /// status and message (NOT_FOUND for an unknown model, INVALID_ARGUMENT for a bad input...).
+    /// - Parameters:
+    ///   - version: "" lets the server pick (the latest ready version).
+    ///   - outputs: the outputs to return; empty means all of them.
+    public func infer(
+        model: String, version: String = "", inputs: [(name: String, tensor: Tensor)], outputs: [String] = [], id: String = "",
+        timeout: Duration? = nil
+    ) async throws(RPCError) -> Result {
+        let body: [UInt8]
+        do {
+            body = try KServe.encodeInferRequest(model: model, version: version, id: id, inputs: inputs, outputs: outputs)
+        } catch {
+            throw RPCError(error.code, error.message)
+        }
+        let response = try await client.unary(path: Self.service + "ModelInfer", request: ByteBuffer(bytes: body), timeout: timeout)
+        do {
+            let decoded = try response.message.withUnsafeReadableBytes { bytes throws(InferenceError) in
+                try InferenceResponse(serializedBytes: bytes)
+            }
+            var byName: [String: Tensor] = [:]
+            for output in decoded.outputs { byName[output.name] = output.tensor }
+            return Result(
+                modelName: decoded.modelName, modelVersion: decoded.modelVersion, id: decoded.id, outputs: byName,
+                orderedOutputs: decoded.outputs)
+        } catch {
+            throw RPCError(error.code, "ModelInfer response: \(error.message)")
+        }
+    }
+
+    public func isServerLive(timeout: Duration? = nil) async throws(RPCError) -> Bool {
+        try await flag("ServerLive", request: [], timeout: timeout)
+    }
+
+    public func isServerReady(timeout: Duration? = nil) async throws(RPCError) -> Bool {
+        try await flag("ServerReady", request: [], timeout: timeout)
+    }
+
+    public func isModelReady(_ name: String, version: String = "", timeout: Duration? = nil) async throws(RPCError) -> Bool {
+        try await flag("ModelReady", request: KServe.encodeNameVersion(name: name, version: version), timeout: timeout)
+    }
+
+    private func flag(_ method: String, request: [UInt8], timeout: Duration?) async throws(RPCError) -> Bool {
+        let response = try await client.unary(path: Self.service + method, request: ByteBuffer(bytes: request), timeout: timeout)
+        do {
+            return try response.message.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
+                try KServe.decodeFlag(bytes, message: method + "Response")
+            }
+        } catch {
+            throw RPCError(.internal, "\(error)")
+        }
+    }
+}
