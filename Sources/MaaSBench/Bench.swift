@@ -42,7 +42,7 @@ struct EngineBench: ParsableCommand {
             runs += 1
         }
         let elapsed = clock.now - start
-        let secondsTaken = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let secondsTaken = elapsed.inSeconds
         print("runs=\(runs) seconds=\(secondsTaken) samples_per_second=\(Double(runs * dims[0]) / secondsTaken)")
     }
 }

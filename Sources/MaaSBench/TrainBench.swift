@@ -23,15 +23,13 @@ struct TrainBench: ParsableCommand {
         let trainer = try Trainer(
             model: MLP(layerSizes: sizes, activation: .relu, seed: 1), loss: .mse,
             optimizer: OptimizerConfiguration(kind: .adam, learningRate: 1e-3), pool: pool)
-        let warmRows = batchSize == 0 ? rows : batchSize
-        _ = data.features.withUnsafeBufferPointer { x in
-            targets.withUnsafeBufferPointer { y in trainer.step(features: x.baseAddress!, targets: .values(y.baseAddress!), rows: warmRows) }
-        }
+        // One untimed step: buffers are allocated and the pool's threads are awake when timing starts.
+        _ = try trainer.fit(data.slice(0..<(batchSize == 0 ? rows : min(batchSize, rows))), options: FitOptions(epochs: 1, batchSize: batchSize))
         let clock = ContinuousClock()
         let start = clock.now
         let result = try trainer.fit(data, options: FitOptions(epochs: epochs, batchSize: batchSize))
         let elapsed = clock.now - start
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.inSeconds
         print("seconds=\(seconds) samples_per_second=\(Double(rows * epochs) / seconds) steps=\(result.losses.count) final_loss=\(result.losses.last!)")
     }
 }

@@ -39,12 +39,7 @@ public struct InferenceClient: Sendable {
         model: String, version: String = "", inputs: [(name: String, tensor: Tensor)], outputs: [String] = [], id: String = "",
         timeout: Duration? = nil
     ) async throws(RPCError) -> Result {
-        let body: [UInt8]
-        do {
-            body = try KServe.encodeInferRequest(model: model, version: version, id: id, inputs: inputs, outputs: outputs)
-        } catch {
-            throw RPCError(error.code, error.message)
-        }
+        let body = KServe.encodeInferRequest(model: model, version: version, id: id, inputs: inputs, outputs: outputs)
         let response = try await client.unary(path: Self.service + "ModelInfer", request: ByteBuffer(bytes: body), timeout: timeout)
         do {
             let decoded = try response.message.withUnsafeReadableBytes { bytes throws(InferenceError) in

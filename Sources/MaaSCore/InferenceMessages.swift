@@ -33,6 +33,31 @@ public enum TypedContents: Sendable {
         }
     }
 
+    /// These values as a tensor of `type` and `shape`, the way KServe maps datatypes to fields
+    /// (INT8/INT16 travel in `int_contents`, UINT8/UINT16 in `uint_contents`, narrowed here);
+    /// nil when this field does not carry `type`. The caller checks ``count`` against the shape.
+    public func tensor(_ type: DataType, shape: [Int]) throws(InferenceError) -> Tensor? {
+        func build<T>(_ values: [T]) throws(InferenceError) -> Tensor {
+            try values.withUnsafeBufferPointer { buffer throws(InferenceError) in
+                try Tensor(dataType: type, shape: shape, bytes: UnsafeRawBufferPointer(buffer))
+            }
+        }
+        switch (self, type) {
+        case (.fp32(let values), .float32): return try build(values)
+        case (.fp64(let values), .float64): return try build(values)
+        case (.int64(let values), .int64): return try build(values)
+        case (.int32(let values), .int32): return try build(values)
+        case (.int32(let values), .int16): return try build(values.map { Int16(truncatingIfNeeded: $0) })
+        case (.int32(let values), .int8): return try build(values.map { Int8(truncatingIfNeeded: $0) })
+        case (.uint64(let values), .uint64): return try build(values)
+        case (.uint32(let values), .uint32): return try build(values)
+        case (.uint32(let values), .uint16): return try build(values.map { UInt16(truncatingIfNeeded: $0) })
+        case (.uint32(let values), .uint8): return try build(values.map { UInt8(truncatingIfNeeded: $0) })
+        case (.bool(let values), .bool): return try build(values.map { UInt8($0 ? 1 : 0) })
+        default: return nil
+        }
+    }
+
     /// The `contents` field name, for error messages.
     public var fieldName: String {
         switch self {

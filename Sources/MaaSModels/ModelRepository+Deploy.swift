@@ -34,21 +34,6 @@ public struct RepositoryDeployment: Sendable {
             throw .invalidModel("\(directory)/config.json serves only versions \(versions) (version_policy specific); a new version would not be loaded")
         }
         try ModelRepository.check(declared, against: graph, model: model)
-        let config = ModelConfig.derived(name: model, graph: graph, declared: declared)
-        for (kind, declaredTensors, infos) in [("input", declared.inputs, graph.inputs), ("output", declared.outputs, graph.outputs)] {
-            for tensor in declaredTensors {
-                guard let info = infos.first(where: { $0.name == tensor.name }) else {
-                    throw .invalidModel("\(directory)/config.json names \(kind) '\(tensor.name)', which the new model does not have (it has \(infos.map(\.name)))")
-                }
-                let dims = info.shape.dropFirst(config.maxBatchSize > 0 ? 1 : 0).map { dimension -> Int64 in
-                    if case .fixed(let value) = dimension { return Int64(value) }
-                    return -1
-                }
-                guard dims == tensor.dims else {
-                    throw .invalidModel("\(directory)/config.json declares \(kind) '\(tensor.name)' with dims \(tensor.dims), the new model has \(dims)")
-                }
-            }
-        }
     }
 
     /// Writes the model (under the config's `default_model_filename`, `model.onnx` unless set)

@@ -173,16 +173,24 @@ public final class ModelRepository: Sendable {
 
     /// A configuration must agree with the graph it describes.
     static func check(_ config: ModelConfig, against graph: ModelGraph, model: String) throws(InferenceError) {
-        for input in config.inputs {
-            guard let info = graph.inputs.first(where: { $0.name == input.name }) else {
-                throw .invalidModel("config.json of '\(model)' names input '\(input.name)', which the model does not have (it has \(graph.inputs.map(\.name)))")
-            }
-            guard info.dataType == input.dataType else {
-                throw .invalidModel("config.json of '\(model)': input '\(input.name)' is \(input.dataType.modelConfigName) in the config but \(info.dataType.modelConfigName) in the model")
-            }
-            let rank = config.maxBatchSize > 0 ? info.shape.count - 1 : info.shape.count
-            guard info.shape.isEmpty || rank == input.dims.count else {
-                throw .invalidModel("config.json of '\(model)': input '\(input.name)' has \(input.dims.count) dims but the model's has \(rank)\(config.maxBatchSize > 0 ? " besides the batch dimension" : "")")
+        for (kind, declared, infos) in [("input", config.inputs, graph.inputs), ("output", config.outputs, graph.outputs)] {
+            for tensor in declared {
+                guard let info = infos.first(where: { $0.name == tensor.name }) else {
+                    throw .invalidModel("config.json of '\(model)' names \(kind) '\(tensor.name)', which the model does not have (it has \(infos.map(\.name)))")
+                }
+                guard info.dataType == tensor.dataType else {
+                    throw .invalidModel("config.json of '\(model)': \(kind) '\(tensor.name)' is \(tensor.dataType.modelConfigName) in the config but \(info.dataType.modelConfigName) in the model")
+                }
+                guard !info.shape.isEmpty else { continue }  // the file does not say; the config does
+                let dims = info.shape.dropFirst(config.maxBatchSize > 0 ? 1 : 0).map { dimension -> Int64 in
+                    if case .fixed(let value) = dimension { return Int64(value) }
+                    return -1
+                }
+                let agrees = dims.count == tensor.dims.count && zip(dims, tensor.dims).allSatisfy { $0 < 0 || $1 < 0 || $0 == $1 }
+                guard agrees else {
+                    throw .invalidModel(
+                        "config.json of '\(model)': \(kind) '\(tensor.name)' has dims \(tensor.dims) but the model's are \(dims)\(config.maxBatchSize > 0 ? " besides the batch dimension" : "")")
+                }
             }
         }
         if config.maxBatchSize > 0 {

@@ -87,25 +87,9 @@ extension ModelVersion {
         guard contents.count == count else {
             throw .invalidInput("\(label) has \(contents.count) values in \(contents.fieldName), shape \(shape) needs \(count)")
         }
-        func build<T>(_ values: [T]) throws(InferenceError) -> Tensor {
-            try values.withUnsafeBufferPointer { buffer throws(InferenceError) in
-                try Tensor(dataType: type, shape: shape, bytes: UnsafeRawBufferPointer(buffer))
-            }
-        }
-        switch (contents, type) {
-        case (.fp32(let values), .float32): return try build(values)
-        case (.fp64(let values), .float64): return try build(values)
-        case (.int64(let values), .int64): return try build(values)
-        case (.int32(let values), .int32): return try build(values)
-        case (.int32(let values), .int16): return try build(values.map { Int16(truncatingIfNeeded: $0) })
-        case (.int32(let values), .int8): return try build(values.map { Int8(truncatingIfNeeded: $0) })
-        case (.uint64(let values), .uint64): return try build(values)
-        case (.uint32(let values), .uint32): return try build(values)
-        case (.uint32(let values), .uint16): return try build(values.map { UInt16(truncatingIfNeeded: $0) })
-        case (.uint32(let values), .uint8): return try build(values.map { UInt8(truncatingIfNeeded: $0) })
-        case (.bool(let values), .bool): return try build(values.map { UInt8($0 ? 1 : 0) })
-        default:
+        guard let tensor = try contents.tensor(type, shape: shape) else {
             throw .invalidInput("\(label) is \(type.kserveName) but its values are in \(contents.fieldName)")
         }
+        return tensor
     }
 }

@@ -5,10 +5,11 @@ public import MaaSCore
 /// The client side of the KServe v2 messages: requests out, responses in.
 extension KServe {
     /// A `ModelInferRequest` with every input in `raw_input_contents` (the form Triton's
-    /// clients send). The tensors' bytes are referenced, not copied, while packing.
+    /// clients send). The tensors' bytes are referenced, not copied, while packing. (Tensors hold
+    /// fixed-size elements only, so BYTES inputs cannot be expressed here.)
     public static func encodeInferRequest(
         model: String, version: String, id: String, inputs: [(name: String, tensor: Tensor)], outputs: [String]
-    ) throws(InferenceError) -> [UInt8] {
+    ) -> [UInt8] {
         let arena = CArena()
         defer { withExtendedLifetime(arena) {} }
         var request = Inference__ModelInferRequest()
@@ -18,9 +19,6 @@ extension KServe {
         request.id = arena.string(id)
         var tensors: [UnsafeMutablePointer<Inference__ModelInferRequest__InferInputTensor>?] = []
         for input in inputs {
-            guard input.tensor.dataType != .string else {
-                throw .unsupported("input '\(input.name)': BYTES tensors are not supported by this client")
-            }
             let tensor = arena.allocate(Inference__ModelInferRequest__InferInputTensor.self, count: 1)
             inference__model_infer_request__infer_input_tensor__init(tensor)
             tensor.pointee.name = arena.string(input.name)
@@ -109,35 +107,18 @@ extension InferenceResponse {
                     throw InferenceError(.internal, "output '\(name)': \(raw.len) bytes of raw_output_contents for shape \(shape) of \(datatype), which needs \(count * elementSize)")
                 }
                 outputs.append((name, try Tensor(dataType: type, shape: shape, bytes: UnsafeRawBufferPointer(start: raw.data, count: raw.len))))
-            } else if let contents = output.contents {
-                let typed = decodeContents(contents.pointee)
-                outputs.append((name, try Self.tensor(typed, type: type, shape: shape, count: count, name: name)))
+            } else if let contents = output.contents.flatMap({ decodeContents($0.pointee) }) {
+                guard contents.count == count else {
+                    throw InferenceError(.internal, "output '\(name)' has \(contents.count) values in \(contents.fieldName) for shape \(shape)")
+                }
+                guard let tensor = try contents.tensor(type, shape: shape) else {
+                    throw InferenceError(.internal, "output '\(name)' is \(datatype) but its values are in \(contents.fieldName)")
+                }
+                outputs.append((name, tensor))
             } else {
                 throw InferenceError(.internal, "output '\(name)' carries no data")
             }
         }
         self.init(modelName: String(cString: r.model_name), modelVersion: String(cString: r.model_version), id: String(cString: r.id), outputs: outputs)
-    }
-
-    private static func tensor(_ contents: TypedContents?, type: DataType, shape: [Int], count: Int, name: String) throws(InferenceError) -> Tensor {
-        func build<T>(_ values: [T]) throws(InferenceError) -> Tensor {
-            guard values.count == count else {
-                throw InferenceError(.internal, "output '\(name)' has \(values.count) typed values for shape \(shape)")
-            }
-            return try values.withUnsafeBufferPointer { buffer throws(InferenceError) in
-                try Tensor(dataType: type, shape: shape, bytes: UnsafeRawBufferPointer(buffer))
-            }
-        }
-        switch (contents, type) {
-        case (.fp32(let values)?, .float32): return try build(values)
-        case (.fp64(let values)?, .float64): return try build(values)
-        case (.int64(let values)?, .int64): return try build(values)
-        case (.int32(let values)?, .int32): return try build(values)
-        case (.uint64(let values)?, .uint64): return try build(values)
-        case (.uint32(let values)?, .uint32): return try build(values)
-        case (.bool(let values)?, .bool): return try build(values.map { UInt8($0 ? 1 : 0) })
-        default:
-            throw InferenceError(.unimplemented, "output '\(name)': typed contents of \(type.kserveName) are not decoded by this client")
-        }
     }
 }

@@ -49,7 +49,7 @@ public struct OptimizerConfiguration: Sendable, Equatable {
 
 /// An optimizer's state over one flat parameter vector. The update is element-wise, so chunks
 /// of it run on different pool threads; each element follows PyTorch's single-tensor
-/// `SGD`/`Adam`/`AdamW` formulas in float32, in the same order of operations.
+/// `SGD`/`Adam`/`AdamW` formulas in float32, in the order of its scalar CPU kernels.
 final class OptimizerState {
     let configuration: OptimizerConfiguration
     let count: Int
@@ -94,39 +94,23 @@ final class OptimizerState {
         return StepScalars(firstStep: step == 1, adam: adam)
     }
 
-    /// Updates `parameters[range]` from the sum of the shards' gradients.
+    /// Updates `parameters[range]` from `gradient[range]`.
     func update(
-        _ parameters: UnsafeMutablePointer<Float>, gradients: [UnsafeMutablePointer<Float>], range: Range<Int>,
-        scalars s: StepScalars
+        _ parameters: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, range: Range<Int>, scalars s: StepScalars
     ) {
         switch configuration.kind {
         case .sgd:
-            // Chunks of a few thousand keep the summed gradient in cache for the update.
-            var start = range.lowerBound
-            while start < range.upperBound {
-                let end = min(start + 4096, range.upperBound)
-                let g = gradients[0]
-                for shard in gradients.dropFirst() {
-                    for i in start..<end { g[i] += shard[i] }
-                }
-                sgd(parameters, g, start..<end, s)
-                start = end
-            }
+            sgd(parameters, gradient, range, s)
         case .adam, .adamw:
             var constants = s.adam
             let offset = range.lowerBound
-            let shifted = gradients.map { Optional($0 + offset) }
-            shifted.withUnsafeBufferPointer { pointers in
-                CMaaSKernels_adam_update(
-                    range.count, parameters + offset, first + offset, second + offset, pointers.baseAddress, Int32(pointers.count),
-                    &constants)
-            }
+            CMaaSKernels_adam_update(range.count, parameters + offset, first + offset, second + offset, gradient + offset, &constants)
         }
     }
 
     /// torch.optim.SGD's single-tensor step: d = g + wd·p; buf = d (first step) or
     /// momentum·buf + (1 − dampening)·d; d = d + momentum·buf (Nesterov) or buf; p = p + (−lr)·d.
-    private func sgd(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ range: Range<Int>, _ s: StepScalars) {
+    private func sgd(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ range: Range<Int>, _ s: StepScalars) {
         let c = configuration
         let weightDecay = Float(c.weightDecay), momentum = Float(c.momentum)
         let keep = Float(1 - c.dampening), negativeRate = Float(-c.learningRate)

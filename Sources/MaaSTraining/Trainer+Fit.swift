@@ -1,4 +1,3 @@
-import Glibc
 import MaaSCore
 import MaaSCompute
 
@@ -76,8 +75,6 @@ extension Trainer {
         let stepsPerEpoch = (data.rows + batch - 1) / batch
         var generator = SplitMix64(seed: options.seed)
         var order = Array(0..<data.rows)
-        var batchFeatures = [Float](repeating: 0, count: options.shuffle ? batch * data.featureWidth : 0)
-        var batchTargets = TargetBuffer(data.targets, rows: options.shuffle ? batch : 0)
         var losses: [Double] = []
         losses.reserveCapacity(min(options.epochs * stepsPerEpoch, 1 << 20))
         var reports: [EpochReport] = []
@@ -85,32 +82,26 @@ extension Trainer {
         var interrupted = false
 
         epochs: for epoch in stride(from: 1, through: options.epochs, by: 1) {
-            let started = monotonicSeconds()
+            let started = ContinuousClock.now
+            // A shuffled epoch is a permuted copy of the rows, so that every step reads its
+            // minibatch contiguously, as in file order.
+            var rows = data
             if options.shuffle {
                 for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, generator.next(below: i + 1)) }
+                rows = data.permuted(order)
             }
             var weightedLoss = 0.0
             for step in 0..<stepsPerEpoch {
-                let start = step * batch, rows = min(batch, data.rows - start)
-                let loss: Double
-                if options.shuffle {
-                    let indices = order[start..<start + rows]
-                    gather(data, indices, into: &batchFeatures)
-                    batchTargets.gather(data.targets, indices)
-                    loss = batchFeatures.withUnsafeBufferPointer { features in
-                        batchTargets.withRows { targets in self.step(features: features.baseAddress!, targets: targets, rows: rows) }
-                    }
-                } else {
-                    loss = data.features.withUnsafeBufferPointer { features in
-                        withTargets(data) { targets in
-                            self.step(
-                                features: features.baseAddress! + start * data.featureWidth,
-                                targets: targets.advanced(by: start, width: data.targetWidth), rows: rows)
-                        }
+                let start = step * batch, count = min(batch, data.rows - start)
+                let loss = rows.features.withUnsafeBufferPointer { features in
+                    withTargets(rows) { targets in
+                        self.step(
+                            features: features.baseAddress! + start * rows.featureWidth,
+                            targets: targets.advanced(by: start, width: rows.targetWidth), rows: count)
                     }
                 }
                 losses.append(loss)
-                weightedLoss += loss * Double(rows)
+                weightedLoss += loss * Double(count)
                 onEvent(.step(epoch: epoch, step: step + 1, stepsPerEpoch: stepsPerEpoch, loss: loss))
                 if shouldStop() && !(epoch == options.epochs && step == stepsPerEpoch - 1) {
                     interrupted = true
@@ -120,7 +111,7 @@ extension Trainer {
             let evaluation = validation.map { evaluateChecked($0) }
             let report = EpochReport(
                 epoch: epoch, trainingLoss: weightedLoss / Double(data.rows), validation: evaluation,
-                seconds: monotonicSeconds() - started)
+                seconds: (ContinuousClock.now - started).inSeconds)
             reports.append(report)
             if let evaluation, evaluation.loss < best.loss {
                 best = (model, epoch, evaluation.loss)
@@ -132,17 +123,6 @@ extension Trainer {
         }
         return FitResult(model: best.model, losses: losses, epochs: reports, bestEpoch: best.epoch, interrupted: interrupted)
     }
-
-    private func gather(_ data: TrainingData, _ indices: ArraySlice<Int>, into buffer: inout [Float]) {
-        let width = data.featureWidth
-        data.features.withUnsafeBufferPointer { source in
-            buffer.withUnsafeMutableBufferPointer { target in
-                for (row, index) in indices.enumerated() {
-                    (target.baseAddress! + row * width).update(from: source.baseAddress! + index * width, count: width)
-                }
-            }
-        }
-    }
 }
 
 extension TrainingData {
@@ -151,47 +131,4 @@ extension TrainingData {
         if case .values(_, let width) = targets { return width }
         return 1
     }
-}
-
-/// A shuffled minibatch's targets.
-private enum TargetBuffer {
-    case values([Float], width: Int)
-    case classes([Int32])
-
-    init(_ targets: TrainingData.Targets, rows: Int) {
-        switch targets {
-        case .values(_, let width): self = .values([Float](repeating: 0, count: rows * width), width: width)
-        case .classes: self = .classes([Int32](repeating: 0, count: rows))
-        }
-    }
-
-    mutating func gather(_ targets: TrainingData.Targets, _ indices: ArraySlice<Int>) {
-        switch (self, targets) {
-        case (.values(var buffer, let width), .values(let source, _)):
-            self = .classes([])
-            for (row, index) in indices.enumerated() {
-                for j in 0..<width { buffer[row * width + j] = source[index * width + j] }
-            }
-            self = .values(buffer, width: width)
-        case (.classes(var buffer), .classes(let source)):
-            self = .classes([])
-            for (row, index) in indices.enumerated() { buffer[row] = source[index] }
-            self = .classes(buffer)
-        default:
-            preconditionFailure("target kinds do not change during training")
-        }
-    }
-
-    func withRows<Result>(_ body: (Trainer.TargetRows) -> Result) -> Result {
-        switch self {
-        case .values(let buffer, _): buffer.withUnsafeBufferPointer { body(.values($0.baseAddress!)) }
-        case .classes(let buffer): buffer.withUnsafeBufferPointer { body(.classes($0.baseAddress!)) }
-        }
-    }
-}
-
-func monotonicSeconds() -> Double {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }

@@ -63,7 +63,7 @@ public final class Trainer {
     }
 
     /// The rows' targets, as the loss reads them.
-    public enum TargetRows {
+    enum TargetRows {
         case values(UnsafePointer<Float>)
         case classes(UnsafePointer<Int32>)
 
@@ -77,13 +77,15 @@ public final class Trainer {
 
     /// One optimizer step on `rows` rows (`features` is `rows × inputWidth`).
     /// - Returns: the loss before the update, as PyTorch reports it.
-    public func step(features: UnsafePointer<Float>, targets: TargetRows, rows: Int) -> Double {
+    /// Unchecked: callers (``fit(_:options:validation:shouldStop:onEvent:)``, tests) pass data that
+    /// passed ``check(_:)``.
+    func step(features: UnsafePointer<Float>, targets: TargetRows, rows: Int) -> Double {
         pool.run { () -> Double in
             let loss = backpropagate(features: features, targets: targets, rows: rows)
             let scalars = optimizer.beginStep()
             let chunks = split(parameterCount, into: parameterCount < 32_768 ? 1 : pool.threadCount * 4)
             pool.parallelFor(chunks.count) { index in
-                optimizer.update(parameters, gradients: [gradient], range: chunks[index], scalars: scalars)
+                optimizer.update(parameters, gradient: gradient, range: chunks[index], scalars: scalars)
             }
             return loss
         }
@@ -91,7 +93,7 @@ public final class Trainer {
 
     /// The loss and its gradient with respect to every parameter (in ``MLP/parameters`` order),
     /// without updating anything.
-    public func gradients(features: UnsafePointer<Float>, targets: TargetRows, rows: Int) -> (loss: Double, gradients: [Float]) {
+    func gradients(features: UnsafePointer<Float>, targets: TargetRows, rows: Int) -> (loss: Double, gradients: [Float]) {
         pool.run {
             let loss = backpropagate(features: features, targets: targets, rows: rows)
             return (loss, Array(UnsafeBufferPointer(start: gradient, count: parameterCount)))

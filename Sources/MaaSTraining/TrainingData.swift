@@ -52,6 +52,30 @@ public struct TrainingData: Sendable {
         return slice
     }
 
+    /// The rows in `order` (a permutation of `0..<rows`).
+    func permuted(_ order: [Int]) -> TrainingData {
+        func gather<T>(_ values: [T], width: Int) -> [T] {
+            [T](unsafeUninitializedCapacity: values.count) { buffer, count in
+                values.withUnsafeBufferPointer { source in
+                    for (row, index) in order.enumerated() {
+                        (buffer.baseAddress! + row * width).initialize(from: source.baseAddress! + index * width, count: width)
+                    }
+                }
+                count = values.count
+            }
+        }
+        let targets: Targets =
+            switch self.targets {
+            case .values(let values, let width): .values(gather(values, width: width), width: width)
+            case .classes(let labels): .classes(gather(labels, width: 1))
+            }
+        // A permutation of valid data is valid; only .npy/CSV positions no longer line up.
+        var result = try! TrainingData(features: gather(features, width: featureWidth), featureWidth: featureWidth, targets: targets)
+        result.featureSource = DataSource(file: featureSource.file)
+        result.targetSource = DataSource(file: targetSource.file)
+        return result
+    }
+
     /// Checks that the data fits a model and a loss: widths, finite values, labels in range.
     /// Errors name the file and the row and column (CSV: line and column).
     public func check(for model: MLP, loss: Loss) throws(TrainingError) {

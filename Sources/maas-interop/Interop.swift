@@ -40,13 +40,7 @@ struct ServeEcho: AsyncParsableCommand {
             host: "127.0.0.1", port: port,
             services: [HealthService(provider: health), EchoService(), HealthControlService(provider: health)],
             configuration: configuration, logger: logger)
-        let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        async let running: Void = group.run()
-        let address = try await server.listeningAddress
-        // Tests read the port from this line.
-        print("listening on \(address.port!)")
-        fflush(nil)  // stdout is a pipe in tests: make the line visible now
-        try await running
+        try await runAnnouncingPort(server, listening: { try await server.listeningAddress }, logger: logger)
     }
 }
 
@@ -70,13 +64,20 @@ struct ServeModels: AsyncParsableCommand {
         options.pollInterval = .seconds(repositoryPollSecs)
         options.startupModels = loadModel
         let server = ModelServer(options: options, logger: logger)
-        let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        async let running: Void = group.run()
-        let address = try await server.listeningAddress
-        print("listening on \(address.port!)")
-        fflush(nil)  // stdout is a pipe in tests: make the line visible now
-        try await running
+        try await runAnnouncingPort(server, listening: { try await server.listeningAddress }, logger: logger)
     }
+}
+
+/// Runs `service` until SIGTERM/SIGINT and prints `listening on PORT` once it listens:
+/// tests start these servers on port 0 and read the port from that line.
+private func runAnnouncingPort(
+    _ service: some Service, listening: () async throws -> SocketAddress, logger: Logger
+) async throws {
+    let group = ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    async let running: Void = group.run()
+    print("listening on \(try await listening().port!)")
+    fflush(nil)  // stdout is a pipe in tests: make the line visible now
+    try await running
 }
 
 /// Swift's InferenceClient against any KServe v2 server: one ModelInfer with .npy inputs,

@@ -58,8 +58,6 @@ struct Run: AsyncParsableCommand {
     }
 
     private func format(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        let millis = Double(seconds) * 1000 + Double(attoseconds) / 1e15
-        return String(format: "%.3f ms", millis)
+        String(format: "%.3f ms", duration.inSeconds * 1000)
     }
 }

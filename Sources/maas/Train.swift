@@ -127,7 +127,7 @@ struct Train: ParsableCommand {
         let targetsHash = try targets.map { try sha256(of: $0) }
         let all = try TrainingData.load(data: data, targets: targets, targetColumns: targetColumns, loss: loss)
         let initial = try initialModel()
-        try all.check(for: initial, loss: loss)
+        // fit checks the rows (widths, values, labels) before it trains.
         let validationRows = Int(Double(all.rows) * validationSplit)
         if validationSplit > 0, validationRows == 0 || validationRows == all.rows {
             throw TrainingError("--validation-split \(validationSplit) of \(all.rows) rows leaves \(validationRows) for validation; need at least one row on each side")
@@ -160,18 +160,16 @@ struct Train: ParsableCommand {
             training, options: FitOptions(epochs: epochs, batchSize: batchSize, shuffle: shuffle, seed: seed), validation: validation,
             shouldStop: { interrupt.isSet }, onEvent: progress.handle)
         progress.finish()
-        let seconds = (ContinuousClock.now - started).seconds
+        let seconds = (ContinuousClock.now - started).inSeconds
         interrupt.disarm()
 
-        var final: Trainer.Evaluation?
-        if let validation {
-            final = try Trainer(model: result.model, loss: loss, optimizer: optimizerConfiguration()).evaluate(validation)
-        }
-        let finalModel = result.model
-        var metadata = trainingMetadata(
+        // The written model's validation metric: its epoch's report, or (interrupted in the first
+        // epoch) the trainer's current weights, which are then the ones written.
+        var final = result.epochs.first { $0.epoch == result.bestEpoch }?.validation
+        if final == nil, let validation { final = try trainer.evaluate(validation) }
+        let metadata = trainingMetadata(
             result: result, validation: final, seconds: seconds, rows: training.rows, dataHash: dataHash, targetsHash: targetsHash)
-        metadata["training.completed_epochs"] = String(result.epochs.count)
-        let graph = finalModel.graph(name: model ?? "mlp", metadata: metadata)
+        let graph = result.model.graph(name: model ?? "mlp", metadata: metadata)
         let bytes = try ONNXModel.encode(graph)
         if result.interrupted {
             let which = validation == nil || result.bestEpoch == 0 ? "the model after its last step" : "the model of epoch \(result.bestEpoch), the best validated so far"
@@ -245,6 +243,7 @@ struct Train: ParsableCommand {
             "training.shuffle": String(shuffle),
             "training.seed": String(seed),
             "training.steps": String(result.losses.count),
+            "training.completed_epochs": String(result.epochs.count),
             "training.seconds": String(format: "%.3f", seconds),
             "training.interrupted": String(result.interrupted),
             "training.trained_at": ISO8601DateFormatter().string(from: Date()),
@@ -281,13 +280,6 @@ struct Train: ParsableCommand {
 
 private func MLPDescription(_ model: MLP) -> String {
     "MLP \(model.layerSizes.map(String.init).joined(separator: "-")) (\(model.activation.rawValue), \(model.parameters.count) parameters)"
-}
-
-extension Duration {
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
 }
 
 /// SIGINT during training: the first asks training to stop after the current step (the model so

@@ -174,7 +174,10 @@ struct RepositoryTests {
     @Test("a config.json that contradicts the model keeps it from loading, with the reason", arguments: [
         (#"{"max_batch_size": 8, "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [10]}]}"#, "names input 'x'"),
         (#"{"max_batch_size": 8, "input": [{"name": "input", "data_type": "TYPE_INT64", "dims": [10]}]}"#, "TYPE_INT64 in the config but TYPE_FP32"),
-        (#"{"max_batch_size": 8, "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [2, 5]}]}"#, "has 2 dims but the model's has 1"),
+        (#"{"max_batch_size": 8, "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [2, 5]}]}"#, "input 'input' has dims [2, 5] but the model's are [10] besides the batch dimension"),
+        (#"{"max_batch_size": 8, "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [12]}]}"#, "input 'input' has dims [12] but the model's are [10]"),
+        (#"{"max_batch_size": 8, "output": [{"name": "output", "data_type": "TYPE_FP32", "dims": [3]}]}"#, "output 'output' has dims [3] but the model's are [10]"),
+        (#"{"max_batch_size": 8, "output": [{"name": "probs", "data_type": "TYPE_FP32", "dims": [10]}]}"#, "names output 'probs'"),
     ])
     func contradictions(config: String, reason: String) throws {
         let (repo, _) = try repository(config: config)
@@ -229,7 +232,7 @@ struct DeploymentTests {
         #expect(loaded[0].config.parameters == ["training.loss": "mse"], "training.* metadata, and only it")
 
         // A model the existing config.json would not serve is refused before anything is written.
-        #expect(throws: InferenceError.invalidModel("\(root)/m/config.json declares input 'input' with dims [4], the new model has [5]")) {
+        #expect(throws: InferenceError.invalidModel("config.json of 'm': input 'input' has dims [4] but the model's are [5] besides the batch dimension")) {
             try deployment.check(graph(inputs: 5, outputs: 2))
         }
         #expect(throws: InferenceError.self) { try RepositoryDeployment(repository: root, model: "../escape") }

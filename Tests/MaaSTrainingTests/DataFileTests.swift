@@ -106,4 +106,32 @@ struct DataFileTests {
             try TrainingData.load(data: bad, targets: short, targetColumns: nil, loss: .mse)
         }
     }
+
+    @Test func targetSelectionErrors() throws {
+        let csv = file("sel.csv", "a,b,label\n1,2,0\n")
+        let plain = file("plain2.csv", "1,2,0\n")
+        let x = try npy("sx.npy", Tensor([1, 2] as [Float], shape: [1, 2]))
+        let cases: [(() throws -> TrainingData, String)] = [
+            ({ try TrainingData.load(data: csv, targets: nil, targetColumns: "nope", loss: .mse) },
+             "\(csv): --target-columns 'nope' is not a column (header: a, b, label)"),
+            ({ try TrainingData.load(data: plain, targets: nil, targetColumns: "3", loss: .mse) },
+             "\(plain): --target-columns 3 is out of range for 3 columns"),
+            ({ try TrainingData.load(data: csv, targets: nil, targetColumns: "label,2", loss: .mse) }, "--target-columns names column 2 twice"),
+            ({ try TrainingData.load(data: csv, targets: nil, targetColumns: "a,b,label", loss: .mse) },
+             "\(csv): every column is a target; no features remain"),
+            ({ try TrainingData.load(data: csv, targets: x, targetColumns: "label", loss: .mse) }, "give --targets or --target-columns, not both"),
+            ({ try TrainingData.load(data: csv, targets: nil, targetColumns: nil, loss: .mse) },
+             "\(csv): say which columns are targets with --target-columns, or give --targets FILE"),
+            ({ try TrainingData.load(data: x, targets: nil, targetColumns: "0", loss: .mse) }, "--target-columns needs CSV data, \(x) is not a .csv file"),
+            ({ try TrainingData.load(data: x, targets: self.directory + "/missing.npy", targetColumns: nil, loss: .mse) },
+             "\(self.directory)/missing.npy: cannot read the file (missing or not readable)"),
+        ]
+        for (load, message) in cases {
+            #expect(throws: TrainingError(message)) { try load() }
+        }
+        let flags = try npy("flags.npy", [UInt8(1), 0].withUnsafeBytes { try Tensor(dataType: .bool, shape: [1, 2], bytes: $0) })
+        #expect(throws: TrainingError("\(flags): features of dtype bool are not supported (use float32, float64 or integers)")) {
+            try TrainingData.load(data: flags, targets: x, targetColumns: nil, loss: .mse)
+        }
+    }
 }

@@ -89,7 +89,7 @@ def test_trained_model_deploys_into_a_polled_repository_and_serves(tmp_path):
         np.save(tmp_path / "y5.npy", np.load(SEED_RUN / "Y.npy")[:, :5])
         bad = train("--data", SEED_RUN / "X.npy", "--targets", tmp_path / "y5.npy", "--layers", "10,20,5",
                     "--repository", repo, "--model", "trained", check=False)
-        assert bad.returncode == 1 and "declares output 'output' with dims [10], the new model has [5]" in bad.stderr
+        assert bad.returncode == 1 and "config.json of 'trained': output 'output' has dims [10] but the model's are [5]" in bad.stderr
         assert sorted(p.name for p in (repo / "trained").iterdir()) == ["1", "2", "config.json"]
     finally:
         assert server.stop() == 0
@@ -171,3 +171,24 @@ def test_progress_bar_on_a_terminal_plain_lines_otherwise(tmp_path):
     assert proc.returncode == 0
     assert "\r" not in stdout and "epoch 2/2  loss" in stdout
     assert b"\r[" in terminal and b"step " in terminal, terminal[:200]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layers", "10,,10"], "--layers must list at least two positive widths, e.g. 10,20,10; got '10,,10'"),
+    (["--layers", "10,20,10", "--betas", "0.9,abc"], "--betas takes two numbers, e.g. 0.9,0.999; got '0.9,abc'"),
+    (["--layers", "10,20,10", "--validation-split", "0.0001"], "--validation-split 0.0001 of 1000 rows leaves 0 for validation"),
+    (["--layers", "10,20,10", "--optimizer", "adam", "--momentum", "0.9"], "momentum and Nesterov are SGD options"),
+    (["--layers", "10,30,10", "--init-from", "MODEL"], "--layers 10,30,10 does not match"),
+    (["--activation", "tanh", "--init-from", "MODEL"], "--activation tanh does not match"),
+    (["--layers", "10,20,10", "--output", "/nonexistent/m.onnx"], "cannot write /nonexistent/m.onnx: /nonexistent is not a writable directory"),
+    (["--layers", "10,20,10", "--repository", "REPO_FILE", "--model", "m"], "is not a directory"),
+])
+def test_bad_arguments_are_refused_before_training(tmp_path, args, message):
+    model = ROOT / "Tests" / "MaaSComputeTests" / "Fixtures" / "onnx" / "seed_mlp.torchscript.op17.onnx"
+    (tmp_path / "file").write_text("not a directory")
+    args = [str(model) if a == "MODEL" else str(tmp_path / "file") if a == "REPO_FILE" else a for a in args]
+    if "--output" not in args and "--repository" not in args:
+        args += ["--output", str(tmp_path / "never.onnx")]
+    result = train("--data", SEED_RUN / "X.npy", "--targets", SEED_RUN / "Y.npy", "--epochs", 1, *args, check=False)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "never.onnx").exists()

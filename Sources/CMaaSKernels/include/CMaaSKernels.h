@@ -44,11 +44,8 @@ typedef struct {
     float negative_step_size;     // -lr / (1 - beta1^t)
 } CMaaSKernels_AdamScalars;
 
-/// Updates p, m and v (count floats each) from the sum of `gradient_count` gradient vectors,
-/// summed in order on the fly. With more than two, the extra ones are first added into
-/// gradients[0], which is why the vectors are not const.
-void CMaaSKernels_adam_update(size_t count, float *p, float *m, float *v, float *const *gradients, int gradient_count,
-                              const CMaaSKernels_AdamScalars *scalars);
+/// Updates p, m and v (count floats each) from the gradient g.
+void CMaaSKernels_adam_update(size_t count, float *p, float *m, float *v, const float *g, const CMaaSKernels_AdamScalars *scalars);
 
 /// A spin-wait hint (PAUSE on x86), so a spinning thread yields the core's resources.
 static inline void CMaaSKernels_spin_pause(void) {
