@@ -10,7 +10,7 @@ import NIOCore
 /// let client = try await GRPCClient.connect(host: "127.0.0.1", port: 8001)
 /// let inference = InferenceClient(client)
 /// let result = try await inference.infer(model: "seed", inputs: [("input", Tensor(values, shape: [2, 10]))])
-/// let output = result.outputs["output"]!
+/// let output = result.output("output")!
 /// ```
 public struct InferenceClient: Sendable {
     public let client: GRPCClient
@@ -18,16 +18,6 @@ public struct InferenceClient: Sendable {
 
     public init(_ client: GRPCClient) {
         self.client = client
-    }
-
-    /// What ModelInfer answered.
-    public struct Result: Sendable {
-        public var modelName: String
-        public var modelVersion: String
-        public var id: String
-        /// Outputs by name; ``orderedOutputs`` keeps the server's order.
-        public var outputs: [String: Tensor]
-        public var orderedOutputs: [(name: String, tensor: Tensor)]
     }
 
     /// Runs `model` on `inputs` (sent as raw bytes). Server errors arrive as the server's
@@ -38,18 +28,13 @@ public struct InferenceClient: Sendable {
     public func infer(
         model: String, version: String = "", inputs: [(name: String, tensor: Tensor)], outputs: [String] = [], id: String = "",
         timeout: Duration? = nil
-    ) async throws(RPCError) -> Result {
+    ) async throws(RPCError) -> InferenceResponse {
         let body = KServe.encodeInferRequest(model: model, version: version, id: id, inputs: inputs, outputs: outputs)
         let response = try await client.unary(path: Self.service + "ModelInfer", request: ByteBuffer(bytes: body), timeout: timeout)
         do {
-            let decoded = try response.message.withUnsafeReadableBytes { bytes throws(InferenceError) in
+            return try response.message.withUnsafeReadableBytes { bytes throws(InferenceError) in
                 try InferenceResponse(serializedBytes: bytes)
             }
-            var byName: [String: Tensor] = [:]
-            for output in decoded.outputs { byName[output.name] = output.tensor }
-            return Result(
-                modelName: decoded.modelName, modelVersion: decoded.modelVersion, id: decoded.id, outputs: byName,
-                orderedOutputs: decoded.outputs)
         } catch {
             throw RPCError(error.code, "ModelInfer response: \(error.message)")
         }

@@ -130,6 +130,11 @@ public struct InferenceResponse: Sendable {
         self.id = id
         self.outputs = outputs
     }
+
+    /// The output called `name`, if the response has it.
+    public func output(_ name: String) -> Tensor? {
+        outputs.first { $0.name == name }?.tensor
+    }
 }
 
 /// A tensor's name, KServe datatype and shape (-1 for a variable dimension), as metadata reports it.

@@ -106,7 +106,7 @@ struct KServeInfer: AsyncParsableCommand {
         guard try await inference.isServerReady(timeout: .seconds(10)) else { throw ValidationError("server not ready") }
         do {
             let result = try await inference.infer(model: model, version: version, inputs: tensors, timeout: .seconds(30))
-            for (name, tensor) in result.orderedOutputs {
+            for (name, tensor) in result.outputs {
                 try Data(try NPY.encode(tensor)).write(to: URL(fileURLWithPath: "\(outputDir)/\(name).npy"))
                 print("\(name) \(tensor.dataType.kserveName) \(tensor.shape) model_version=\(result.modelVersion)")
             }

@@ -29,8 +29,8 @@ struct InferenceClientTests {
         let result = try await inference.infer(model: "seed", inputs: [("input", x)], id: "req-1", timeout: .seconds(5))
         #expect(result.modelName == "seed" && result.modelVersion == "1" && result.id == "req-1")
         let expected = try CompiledModel(graph: SeedModel.graph(), pool: pool).run(["input": x])["output"]!
-        #expect(result.outputs["output"]?.shape == [3, 10])
-        #expect(result.outputs["output"]?.scalars(as: Float.self) == expected.scalars(as: Float.self))
+        #expect(result.output("output")?.shape == [3, 10])
+        #expect(result.output("output")?.scalars(as: Float.self) == expected.scalars(as: Float.self))
 
         await #expect(throws: RPCError.self) { try await inference.infer(model: "nope", inputs: [("input", x)], timeout: .seconds(5)) }
         let narrow = try Tensor(zeros: .float32, shape: [2, 9])
