@@ -3,15 +3,22 @@ public import MaaSCompute
 
 /// Trains an ``MLP`` with backpropagation on the compute pool.
 ///
-/// Each step is data-parallel: the minibatch's rows are split into one part per pool thread
-/// (fewer when the batch is too small to be worth a hand-off) for the forward pass, the loss and
-/// the backward pass of the deltas. The weight gradients are reduced over the batch inside the
-/// GEMMs, each thread computing the gradient of its own slice of every layer's outputs over all
-/// rows (a reduce-scatter). No thread keeps a copy of the whole gradient, there is no separate
-/// summing pass, and the result does not depend on the thread count (the same sums in the same
-/// order). Throughput matched per-thread gradient copies with a fused reduction (maas-bench
-/// train). No more threads compute than the pool has, so training and serving in one process
-/// never oversubscribe the cores.
+/// Each step is data-parallel: the minibatch's rows are split into parts (up to ``maxParts``,
+/// fewer when the batch is too small to be worth a hand-off) for the forward pass, the loss and
+/// the backward pass of the deltas, and the pool's threads take the parts. The weight gradients
+/// are reduced over the batch inside the GEMMs, each part computing the gradient of its own slice
+/// of every layer's outputs over all rows (a reduce-scatter). No thread keeps a copy of the whole
+/// gradient and there is no separate summing pass. Throughput matched per-thread gradient copies
+/// with a fused reduction (maas-bench train). No more threads compute than the pool has, so
+/// training and serving in one process never oversubscribe the cores.
+///
+/// - Important: on one machine, the same data, model and options give the same bits on any
+///   number of pool threads. The parts depend on the batch and the model only, never on the
+///   thread count, so the same BLAS calls with the same shapes and operands run whatever the pool
+///   size (OpenBLAS picks its kernels, and so each dot product's order, by CPU and by shape: the
+///   shapes must not follow the thread count); each call writes its own outputs, and the per-part
+///   loss sums are added in part order. Across CPUs the bits differ, within rounding (see
+///   PyTorchRunTests for how far from PyTorch).
 ///
 /// ```swift
 /// let trainer = try Trainer(model: MLP(layerSizes: [10, 20, 10], activation: .relu, seed: 1),
@@ -28,7 +35,10 @@ public final class Trainer {
     private let optimizer: OptimizerState
     let pool: ComputePool
     private var workspace: Workspace
-    /// Multiply-adds (rows × parameters) a thread must get before a step is split across threads.
+    /// The most parts a step is split into: enough for 16 cores. A constant, not the pool's
+    /// thread count, so that results do not depend on the pool size.
+    static let maxParts = 16
+    /// Multiply-adds (rows × parameters) a part must get before a step is split.
     /// A step has a parallel section per layer, and each hand-off costs microseconds: the seed
     /// recipe (1000 × 430) ran no faster on two threads and sometimes half as fast (measured
     /// with maas-bench train), so it stays on one. Tests lower it to split tiny batches.
@@ -47,7 +57,7 @@ public final class Trainer {
         self.loss = loss
         self.optimizer = OptimizerState(configuration: optimizer, parameterCount: model.parameters.count)
         self.pool = pool
-        workspace = Workspace(model: model, threads: pool.threadCount)
+        workspace = Workspace(model: model, parts: Self.maxParts)
     }
 
     deinit {
@@ -105,8 +115,7 @@ public final class Trainer {
         precondition(rows > 0)
         let sizes = architecture.layerSizes
         let targetWidth = loss == .mse ? architecture.outputWidth : 1
-        let threads = threadCount(rows: rows)
-        let parts = split(rows, into: threads)
+        let parts = split(rows, into: partCount(rows: rows))
         let workspace = prepareWorkspace(rows: rows)
         pool.parallelFor(parts.count) { index in
             workspace.forward(features, rows: parts[index], parameters: parameters)
@@ -115,7 +124,7 @@ public final class Trainer {
                 totalRows: rows, wantDelta: true)
         }
         for layer in stride(from: sizes.count - 2, through: 0, by: -1) {
-            let slices = split(sizes[layer + 1], into: threads)
+            let slices = split(sizes[layer + 1], into: parts.count)
             pool.parallelFor(max(slices.count, parts.count)) { index in
                 if index < slices.count {
                     workspace.weightGradient(layer, outputs: slices[index], rows: rows, input: features, parameters: parameters, into: gradient)
@@ -136,7 +145,7 @@ public final class Trainer {
         var result = [Float](repeating: 0, count: rows * outputWidth)
         guard rows > 0 else { return result }
         pool.run {
-            let parts = split(rows, into: threadCount(rows: rows))
+            let parts = split(rows, into: partCount(rows: rows))
             let workspace = prepareWorkspace(rows: rows)
             features.withUnsafeBufferPointer { x in
                 result.withUnsafeMutableBufferPointer { y in
@@ -168,7 +177,7 @@ public final class Trainer {
                     var start = 0
                     while start < data.rows {
                         let rows = min(chunkRows, data.rows - start)
-                        let parts = split(rows, into: threadCount(rows: rows))
+                        let parts = split(rows, into: partCount(rows: rows))
                         let workspace = prepareWorkspace(rows: rows)
                         let x = features.baseAddress! + start * inputWidth
                         let chunkTargets = targets.advanced(by: start, width: targetWidth)
@@ -216,9 +225,9 @@ public final class Trainer {
         }
     }
 
-    /// One part per pool thread, or fewer when a part would get less than ``minimumShardWork``.
-    private func threadCount(rows: Int) -> Int {
-        max(1, min(pool.threadCount, rows, rows * parameterCount / max(minimumShardWork, 1)))
+    /// ``maxParts``, or fewer when a part would get less than ``minimumShardWork``.
+    private func partCount(rows: Int) -> Int {
+        max(1, min(Self.maxParts, rows, rows * parameterCount / max(minimumShardWork, 1)))
     }
 
     private func prepareWorkspace(rows: Int) -> Workspace {
@@ -251,14 +260,14 @@ private final class Workspace {
     let lossSums: UnsafeMutableBufferPointer<Double>
     let corrects: UnsafeMutableBufferPointer<Int>
 
-    init(model: MLP, threads: Int) {
+    init(model: MLP, parts: Int) {
         sizes = model.layerSizes
         activation = model.activation
         weightOffsets = model.weightOffsets
         biasOffsets = (0..<model.layerCount).map(model.biasOffset)
-        lossSums = .allocate(capacity: threads)
+        lossSums = .allocate(capacity: parts)
         lossSums.initialize(repeating: 0)
-        corrects = .allocate(capacity: threads)
+        corrects = .allocate(capacity: parts)
         corrects.initialize(repeating: 0)
     }
 

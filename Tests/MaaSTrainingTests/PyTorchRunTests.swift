@@ -1,6 +1,7 @@
 import Foundation
 import MaaSCompute
 import MaaSCore
+import MaaSTestSupport
 @testable import MaaSTraining
 import Testing
 
@@ -72,12 +73,14 @@ struct PyTorchRunTests {
         ]
     }()
 
-    /// Tolerances. Float32's unit roundoff is 6e-8; our GEMMs sum in another order than
-    /// PyTorch's (and split rows over threads), so each step differs by a few ulps, which a wrong
-    /// formula would exceed by orders of magnitude within a few steps. Measured: every loss of
-    /// all three runs within 7e-7 relative for 300 steps, and the final weights of
-    /// seed_sgd_minibatch and cls_adam_xent within 2.5e-7 of the largest weight. So: losses of the
-    /// first 300 steps within 2e-6, final weights within 1e-5.
+    /// Tolerances. Each loss is the mean over the outputs of a chain of products D =
+    /// Σ(layer input widths) terms deep, summed by our GEMMs in another order than PyTorch's, so
+    /// with the same parameters it is within about 2·γ_D of PyTorch's, normwise (see
+    /// `ErrorBound`; γ_D = D·u/(1−D·u), u = 2⁻²⁴): 3.6e-6 for the seed's 10-20-10, 5e-6 for
+    /// 10-32-3. The optimizer then carries each step's rounding into the next parameters, and a
+    /// wrong formula moves the loss by orders of magnitude more within a few steps. Losses of the
+    /// first 300 steps are held to 2·γ_D (measured here: 7e-7 at worst). Final weights are judged
+    /// against each layer's largest weight (its scale), within 1e-5 (measured: 2.5e-7).
     ///
     /// seed_adam_mse (1000 full-batch Adam steps fitting noise) turns chaotic after ~450 steps:
     /// a ReLU unit near its kink amplifies rounding, and a one-ulp change of one initial weight
@@ -95,7 +98,8 @@ struct PyTorchRunTests {
         let expected = try Fixtures.npy(run.name, "losses.npy").scalars(as: Double.self)
         try #require(result.losses.count == expected.count)
         let early = worstRelativeError(Array(result.losses.prefix(300)), Array(expected.prefix(300)), floor: 0)
-        #expect(early.error <= 2e-6, "step \(early.index): \(result.losses[early.index]) vs PyTorch \(expected[early.index])")
+        let depthBound = 2 * ErrorBound.gamma(run.sizes.dropLast().reduce(0, +))
+        #expect(early.error <= depthBound, "step \(early.index): \(result.losses[early.index]) vs PyTorch \(expected[early.index])")
         let all = worstRelativeError(result.losses, expected, floor: 0)
         #expect(all.error <= 5e-4, "step \(all.index): \(result.losses[all.index]) vs PyTorch \(expected[all.index])")
 
@@ -138,21 +142,22 @@ struct PyTorchRunTests {
         #expect(drift > 1e-3, "the two summation orders ended \(drift) apart")
     }
 
-    /// Weight gradients are summed over the batch inside one GEMM whatever the thread count, so
-    /// a run gives the same bits on 1, 2 or 3 threads.
-    @Test func resultsDoNotDependOnTheThreadCount() throws {
-        let run = Self.runs[1]
+    /// The guarantee ``Trainer`` documents: on one machine, the same bits on any number of pool
+    /// threads (the parts, and so every BLAS call's shape, do not follow the thread count).
+    /// Across machines nothing is compared bit for bit: OpenBLAS's kernels differ by CPU.
+    @Test(arguments: [1, 2])
+    func resultsDoNotDependOnTheThreadCount(_ runIndex: Int) throws {
+        let run = Self.runs[runIndex]
         let model = try Fixtures.model(run.name, "init", sizes: run.sizes)
         let data = try Fixtures.data(run.name)
-        let results = try [1, 2, 3].map { threads in
+        let results = try [1, 2, 3, 5].map { threads in
             let trainer = try Trainer(model: model, loss: run.loss, optimizer: run.optimizer, pool: ComputePool(threadCount: threads))
             trainer.minimumShardWork = 1
             return try trainer.fit(data, options: run.options)
         }
-        #expect(results[1].model == results[0].model && results[2].model == results[0].model)
-        // Only the reported loss is summed per thread (in double), so it may differ in the last bits.
-        for result in results.dropFirst() {
-            #expect(worstRelativeError(result.losses, results[0].losses, floor: 0).error <= 1e-12)
+        for (index, result) in results.enumerated().dropFirst() {
+            #expect(result.model == results[0].model, "\(run.name): parameters after training on pool size \([1, 2, 3, 5][index])")
+            #expect(result.losses == results[0].losses, "\(run.name): losses on pool size \([1, 2, 3, 5][index])")
         }
     }
 
@@ -183,7 +188,7 @@ struct PyTorchRunTests {
         let expected = try Fixtures.npy(name, "losses.npy").scalars(as: Double.self)
         try #require(result.losses.count == expected.count)
         let worst = worstRelativeError(result.losses, expected, floor: 0)
-        #expect(worst.error <= 2e-6, "step \(worst.index): \(result.losses[worst.index]) vs PyTorch \(expected[worst.index])")
+        #expect(worst.error <= 2 * ErrorBound.gamma(sizes.dropLast().reduce(0, +)), "step \(worst.index): \(result.losses[worst.index]) vs PyTorch \(expected[worst.index])")
         let final = try Fixtures.model(name, "final", sizes: sizes, activation: activation)
         for layer in 0..<final.layerCount {
             let scale = Double(final.weight(layer).map(abs).max()!)
