@@ -103,7 +103,7 @@ let package = Package(
         .target(
             name: "MaaSTestSupport",
             dependencies: [
-                "MaaSCore", "MaaSGRPC", "MaaSServer",
+                "MaaSCore", "MaaSCompute", "MaaSGRPC", "MaaSServer",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -160,7 +160,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MaaSComputeTests",
-            dependencies: ["MaaSCore", "MaaSProto", "MaaSCompute"],
+            dependencies: ["MaaSCore", "MaaSProto", "MaaSCompute", "MaaSTestSupport"],
             exclude: ["Fixtures"],
             swiftSettings: strictSettings
         ),
@@ -171,7 +171,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MaaSTrainingTests",
-            dependencies: ["MaaSCore", "MaaSCompute", "MaaSTraining", "MaaSProto"],
+            dependencies: ["MaaSCore", "MaaSCompute", "MaaSTraining", "MaaSProto", "MaaSTestSupport"],
             exclude: ["Fixtures"],
             swiftSettings: strictSettings
         ),

@@ -2,6 +2,7 @@ import Foundation
 @testable import MaaSCompute
 import MaaSCore
 import MaaSProto
+import MaaSTestSupport
 import Testing
 
 /// Fixtures copied from shared/fixtures/onnx: real exports with onnxruntime's outputs.
@@ -28,26 +29,15 @@ enum Fixtures {
     }
 }
 
-/// max relative error ≤ 1e-5, absolute ≤ 1e-6 near zero; integers exactly.
-func expectClose(_ actual: Tensor, _ expected: Tensor, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+/// Within the bound ``ErrorBound`` derives for this graph and these inputs; integers exactly.
+func expectClose(
+    _ actual: Tensor, _ expected: Tensor, _ what: String, bound: ErrorBound, output: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
     #expect(actual.shape == expected.shape, "\(what): shape", sourceLocation: sourceLocation)
     #expect(actual.dataType == expected.dataType, "\(what): type", sourceLocation: sourceLocation)
-    guard actual.shape == expected.shape, actual.dataType == expected.dataType else { return }
-    switch expected.dataType {
-    case .float32:
-        let a = actual.scalars(as: Float.self), e = expected.scalars(as: Float.self)
-        var worst: (index: Int, error: Float) = (0, 0)
-        for i in a.indices {
-            let error = abs(a[i] - e[i])
-            let scaled = error <= 1e-6 ? 0 : error / max(abs(e[i]), 1e-30)
-            if scaled > worst.error { worst = (i, scaled) }
-        }
-        #expect(worst.error <= 1e-5, "\(what): element \(worst.index) is \(a[worst.index]), expected \(e[worst.index]) (relative error \(worst.error))", sourceLocation: sourceLocation)
-    case .int64:
-        #expect(actual.scalars(as: Int64.self) == expected.scalars(as: Int64.self), "\(what)", sourceLocation: sourceLocation)
-    default:
-        #expect(actual.withUnsafeBytes { Array($0) } == expected.withUnsafeBytes { Array($0) }, "\(what)", sourceLocation: sourceLocation)
-    }
+    guard let verdict = bound.verdict(output, actual: actual, expected: expected) else { return }
+    #expect(verdict.passed, "\(what): \(verdict)", sourceLocation: sourceLocation)
 }
 
 @Suite("Real ONNX exports against onnxruntime")
@@ -65,10 +55,53 @@ struct FixtureTests {
         let (inputs, expected) = try Fixtures.cases(model, batch: batch)
         try #require(!inputs.isEmpty && !expected.isEmpty, "fixture files for \(model) batch \(batch)")
         let outputs = try compiled.run(inputs)
+        let bound = try ErrorBound(graph: graph, inputs: inputs)
         for (name, reference) in expected {
             let actual = try #require(outputs[name], "output \(name)")
-            expectClose(actual, reference, "\(model) b\(batch) \(name)")
+            expectClose(actual, reference, "\(model) b\(batch) \(name)", bound: bound, output: name)
         }
+    }
+
+    /// Each kind of comparison rejects a real bug's signature: the engine's own output with a
+    /// bias dropped, two elements swapped (a wrong index) or one row broadcast to all.
+    @Test("deliberately wrong results fail the comparison", arguments: ["seed_mlp.torchscript.op17", "mlp3d.torchscript.op17"])
+    func wrongResultsFail(model: String) throws {
+        let graph = try ONNXModel.load(path: Fixtures.path("\(model).onnx"))
+        let (inputs, expected) = try Fixtures.cases(model, batch: 3)
+        let bound = try ErrorBound(graph: graph, inputs: inputs)
+        #expect((bound.magnitudes != nil) == (model == "seed_mlp.torchscript.op17"), "seed: elementwise rule; mlp3d (Softmax): normwise")
+        let (name, reference) = try #require(expected.first)
+        let values = reference.scalars(as: Float.self)
+        let width = reference.shape.last!
+        #expect(bound.verdict(name, actual: reference, expected: reference)?.passed == true)
+
+        var swapped = values
+        swapped.swapAt(0, 1)
+        var broadcast = values
+        for row in 1..<values.count / width { for j in 0..<width { broadcast[row * width + j] = values[j] } }
+        var withoutBias = graph
+        let last = graph.nodes.last { ["Gemm", "Add"].contains($0.opType) }!
+        let biasName = last.opType == "Gemm" ? last.inputs[2] : try #require(last.inputs.first { graph.initializers[$0] != nil })
+        withoutBias.initializers[biasName] = try Tensor(zeros: .float32, shape: graph.initializers[biasName]!.shape)
+        let noBias = try #require(try CompiledModel(graph: withoutBias).run(inputs)[name])
+
+        for (what, wrong) in [("swapped", try Tensor(swapped, shape: reference.shape)), ("broadcast", try Tensor(broadcast, shape: reference.shape)), ("no bias", noBias)] {
+            let verdict = try #require(bound.verdict(name, actual: wrong, expected: reference))
+            #expect(!verdict.passed, "\(model): \(what) passed: \(verdict)")
+        }
+    }
+
+    @Test("integer outputs must match exactly")
+    func integersAreExact() throws {
+        let model = "sk_mlpclassifier_nozipmap.skl2onnx.op17"
+        let graph = try ONNXModel.load(path: Fixtures.path("\(model).onnx"))
+        let (inputs, expected) = try Fixtures.cases(model, batch: 3)
+        let bound = try ErrorBound(graph: graph, inputs: inputs)
+        let labels = try #require(expected["label"])
+        var wrong = labels.scalars(as: Int64.self)
+        wrong[0] = (wrong[0] + 1) % 3
+        #expect(bound.verdict("label", actual: labels, expected: labels)?.passed == true)
+        #expect(bound.verdict("label", actual: try Tensor(wrong, shape: labels.shape), expected: labels)?.passed == false)
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import MaaSCompute
 import MaaSCore
 import MaaSProto
+import MaaSTestSupport
 @testable import MaaSTraining
 import Testing
 
@@ -25,11 +26,10 @@ struct ExportTests {
         let features = (0..<rows * 5).map { _ in generator.nextUnitFloat() * 6 - 3 }
         let ours = try Trainer(model: model, loss: .mse, optimizer: OptimizerConfiguration(kind: .sgd, learningRate: 1))
             .predict(features, rows: rows)
-        let engine = try CompiledModel(graph: graph).run(["input": Tensor(features, shape: [rows, 5])])
-        let theirs = try #require(engine["output"]).scalars(as: Float.self)
-        for i in ours.indices {
-            #expect(abs(ours[i] - theirs[i]) <= 1e-5 * max(1, abs(theirs[i])), "output \(i): trainer \(ours[i]), engine \(theirs[i])")
-        }
+        let input = try Tensor(features, shape: [rows, 5])
+        let engine = try #require(try CompiledModel(graph: graph).run(["input": input])["output"])
+        let verdict = try ErrorBound(graph: graph, inputs: ["input": input]).verdict("output", actual: Tensor(ours, shape: engine.shape), expected: engine)
+        #expect(verdict?.passed == true, "trainer vs engine: \(String(describing: verdict))")
     }
 
     @Test(arguments: ["seed_mlp.torchscript.op17", "seed_mlp.dynamo.op18"])
@@ -42,9 +42,8 @@ struct ExportTests {
         let expected = try NPY.decode(Array(Data(contentsOf: URL(fileURLWithPath: "\(Self.engineFixtures)/\(name).b3.out.output.npy"))))
         let ours = try Trainer(model: model, loss: .mse, optimizer: OptimizerConfiguration(kind: .sgd, learningRate: 1))
             .predict(input.scalars(as: Float.self), rows: 3)
-        for (a, e) in zip(ours, expected.scalars(as: Float.self)) {
-            #expect(abs(a - e) <= 1e-5 * max(1, abs(e)))
-        }
+        let verdict = try ErrorBound(graph: graph, inputs: ["input": input]).verdict("output", actual: Tensor(ours, shape: expected.shape), expected: expected)
+        #expect(verdict?.passed == true, "trainer vs onnxruntime: \(String(describing: verdict))")
     }
 
     @Test(arguments: [

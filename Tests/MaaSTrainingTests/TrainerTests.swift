@@ -1,5 +1,6 @@
 import MaaSCore
 @testable import MaaSTraining
+import MaaSTestSupport
 import Testing
 
 @Suite("Shuffled epochs")
@@ -29,7 +30,9 @@ struct ShuffleTests {
 
         let shuffledFull = try fit(FitOptions(epochs: 1, shuffle: true, seed: 3)).losses[0]
         let inOrder = try fit(FitOptions(epochs: 1)).losses[0]
-        #expect(abs(shuffledFull - inOrder) / inOrder < 1e-6)
+        // The same rows in another order: each row's outputs may round differently in another GEMM
+        // tile (within 2·γ_30 ≈ 3.6e-6 of its scale), and the loss adds their squares in double.
+        #expect(abs(shuffledFull - inOrder) / inOrder < 2 * ErrorBound.gamma(30))
     }
 }
 

@@ -12,6 +12,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from conftest import ROOT, RunningProcess, binary, wait_for
+from tolerance import check_against_onnxruntime
 
 SEED_RUN = ROOT / "Tests" / "MaaSTrainingTests" / "Fixtures" / "seed_adam_mse"
 CLS_RUN = ROOT / "Tests" / "MaaSTrainingTests" / "Fixtures" / "cls_adam_xent"
@@ -39,12 +40,10 @@ def test_export_runs_identically_in_onnxruntime(tmp_path, activation):
     assert meta["training.activation"] == activation and meta["training.layers"] == "10,16,12,10"
 
     x = np.load(SEED_RUN / "X.npy")[:7]
-    expected = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.save(tmp_path / "x.npy", x)
     subprocess.run([binary("maas"), "run", str(out), "--input", f"input={tmp_path / 'x.npy'}", "--output-dir", str(tmp_path)],
                    check=True, capture_output=True, timeout=60)
-    ours = np.load(tmp_path / "output.npy")
-    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+    check_against_onnxruntime(out, {"input": x}, {"output": np.load(tmp_path / "output.npy")})
 
 
 def test_trained_model_deploys_into_a_polled_repository_and_serves(tmp_path):
@@ -65,8 +64,7 @@ def test_trained_model_deploys_into_a_polled_repository_and_serves(tmp_path):
         inp = grpcclient.InferInput("input", list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
         served = client.infer("trained", [inp]).as_numpy("output")
-        reference = ort.InferenceSession(str(repo / "trained" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-        np.testing.assert_allclose(served, reference.run(None, {"input": x})[0], rtol=1e-5, atol=1e-6)
+        check_against_onnxruntime(repo / "trained" / "1" / "model.onnx", {"input": x}, {"output": served})
 
         # Training metadata: beside the model and in the served config's parameters.
         stored = json.loads((repo / "trained" / "1" / "training.json").read_text())

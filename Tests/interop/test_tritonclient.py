@@ -4,14 +4,15 @@ import shutil
 import threading
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import ROOT, RunningProcess, binary, wait_for
+from tolerance import check_against_onnxruntime
 
 FIXTURES = ROOT / "Tests" / "MaaSComputeTests" / "Fixtures" / "onnx"
+SEED = FIXTURES / "seed_mlp.torchscript.op17.onnx"
 
 
 def serve(args):
@@ -51,10 +52,6 @@ def client(server):
     return grpcclient.InferenceServerClient(server.address)
 
 
-def reference(model_file, x):
-    return ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"]).run(None, {"input": x})
-
-
 def infer_input(x, name="input", datatype="FP32"):
     inp = grpcclient.InferInput(name, list(x.shape), datatype)
     inp.set_data_from_numpy(x)
@@ -87,8 +84,7 @@ def test_model_config(client):
 def test_infer_matches_onnxruntime(client, batch):
     x = np.random.default_rng(batch).standard_normal((batch, 10)).astype(np.float32)
     result = client.infer("seed_mlp", [infer_input(x)])
-    expected = reference(FIXTURES / "seed_mlp.torchscript.op17.onnx", x)[0]
-    np.testing.assert_allclose(result.as_numpy("output"), expected, rtol=1e-5, atol=1e-6)
+    check_against_onnxruntime(SEED, {"input": x}, {"output": result.as_numpy("output")})
     assert result.get_response().model_version == "1"
 
 
@@ -118,11 +114,10 @@ def test_200_concurrent_async_infer(client):
     for index, x in enumerate(inputs):
         client.async_infer("seed_mlp", [infer_input(x)], callback(index))
     assert done.wait(60)
-    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     for index, x in enumerate(inputs):
         result, error = results[index]
         assert error is None, error
-        np.testing.assert_allclose(result.as_numpy("output"), session.run(None, {"input": x})[0], rtol=1e-5, atol=1e-6)
+        check_against_onnxruntime(model_file, {"input": x}, {"output": result.as_numpy("output")})
 
 
 @pytest.mark.parametrize("call,status,fragment", [
@@ -173,10 +168,9 @@ def test_stream_infer(client):
     client.async_stream_infer("seed_mlp", [infer_input(np.zeros((2, 3), np.float32))], request_id="bad")
     assert done.wait(30)
     client.stop_stream()
-    expected = reference(FIXTURES / "seed_mlp.torchscript.op17.onnx", x)[0]
     assert sorted(r.get_response().id for r in results) == ["0", "1", "2"]
     for result in results:
-        np.testing.assert_allclose(result.as_numpy("output"), expected, rtol=1e-5, atol=1e-6)
+        check_against_onnxruntime(SEED, {"input": x}, {"output": result.as_numpy("output")})
     assert len(errors) == 1 and "expects shape" in str(errors[0])
 
 
