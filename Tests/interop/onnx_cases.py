@@ -120,6 +120,11 @@ def cases():
     c["Conv_wide_odd_nopad"] = conv((1, 12, 8, 11), (7, 12, 3, 3))
     c["Conv_wide_asym_pads"] = conv((1, 9, 6, 6), (4, 9, 3, 3), pads=[0, 2, 1, 0], bias=False)
     c["Conv_1d"] = conv((2, 3, 11), (4, 3, 3), pads=[1, 2], strides=[2])
+    # Stride 1 takes the direct kernel: rows of 16-, 8- and fewer-pixel tiles, partial 6-filter blocks.
+    c["Conv_direct_wide_rows"] = conv((1, 3, 5, 37), (13, 3, 3, 3), pads=[1, 1, 1, 1])
+    c["Conv_direct_batch3_24wide"] = conv((3, 5, 6, 26), (8, 5, 3, 3))
+    c["Conv_direct_1d"] = conv((2, 3, 40), (8, 3, 5), pads=[2, 1])
+    c["Conv_direct_5x2_asym"] = conv((1, 4, 9, 21), (6, 4, 5, 2), pads=[2, 0, 1, 1], bias=False)
     c["MaxPool_pads_strides"] = pool("MaxPool", (2, 3, 9, 9), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     c["MaxPool_ceil"] = pool("MaxPool", (1, 2, 8, 8), kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
     c["MaxPool_dilations"] = pool("MaxPool", (1, 2, 9, 9), kernel_shape=[2, 2], dilations=[2, 2])

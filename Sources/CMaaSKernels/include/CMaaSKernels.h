@@ -28,7 +28,24 @@ void CMaaSKernels_gemm_panels_row_bias(
     const float *panels, int panel_count,
     const float *row_bias, float *c, size_t ldc, int columns, int relu);
 
+/// Output channels per block of the direct convolution's packed weights.
+#define CMaaSKernels_CONV_BLOCK 6
 
+/// Floats `CMaaSKernels_conv_pack` writes for `filters` filters of `taps` (in-channels x kh x kw) weights.
+size_t CMaaSKernels_conv_packed_floats(int filters, int taps);
+
+/// Packs [filters][taps] weights as ceil(filters / 6) blocks of [taps][6], zero-padded.
+void CMaaSKernels_conv_pack(const float *weights, int filters, int taps, float *packed);
+
+/// Output rows [row_begin, row_end) of up to 6 filters (`filters` of them real) of a stride-1,
+/// undilated convolution: out[f][oh][ow] = bias[f] + sum over c, i, j of
+/// w[f][c][i][j] * in[c][oh + i][ow + j]. `in` is `channels` planes of in_h x in_w, already
+/// padded; `out` is this block's first filter plane of out_h x out_w; `packed_block` one block of
+/// `CMaaSKernels_conv_pack`'s output; `bias` (may be NULL) has `filters` entries. AVX2 + FMA.
+void CMaaSKernels_conv_direct(
+    const float *in, int channels, int in_h, int in_w,
+    const float *packed_block, int kh, int kw, const float *bias, int filters,
+    float *out, int out_h, int out_w, int row_begin, int row_end, int relu);
 
 /// Per-step constants of an Adam/AdamW update (PyTorch's single-tensor formulas).
 typedef struct {

@@ -74,6 +74,9 @@ private func twoD(_ values: [Int], _ fill: Int) -> [Int] { values.count == 1 ? [
 struct ConvKernel: ReluFusing {
     let window: Window
     let group: Int
+    /// Constant weights packed for the direct kernel, when it applies (stride 1, no dilation,
+    /// AVX2): on the MNIST CNN it replaced im2col + GEMM (scripts/bench-engine).
+    let direct: DirectConvolution?
     /// A following Relu computed in the same pass (set by the graph compiler).
     var relu = false
 
@@ -84,6 +87,11 @@ struct ConvKernel: ReluFusing {
         var kernel = try context.ints("kernel_shape")
         if kernel == nil, let weight = context.constants[1], weight.rank >= 3 { kernel = Array(weight.shape.dropFirst(2)) }
         window = try Window(context, kernel: kernel)
+        if let weight = context.constants[1], Conv.algorithm != .im2col {
+            direct = try DirectConvolution(weight: weight, group: group, window: window)
+        } else {
+            direct = nil
+        }
     }
 
     func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
@@ -110,7 +118,11 @@ struct ConvKernel: ReluFusing {
     func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
         let x = inputs[0]!, w = inputs[1]!, y = outputs[0]
         let bias = inputs.count > 2 ? inputs[2] : nil
-        let (_, padBegin, _) = try window.resolve(Array(x.shape.dropFirst(2)))
+        let (_, padBegin, padEnd) = try window.resolve(Array(x.shape.dropFirst(2)))
+        if let direct {
+            direct.run(x: x, y: y, bias: bias.map { UnsafePointer($0.floats) }, padBegin: twoD(padBegin, 0), padEnd: twoD(padEnd, 0), relu: relu, pool: pool)
+            return
+        }
         let inSize = twoD(Array(x.shape.dropFirst(2)), 1), outSize = twoD(Array(y.shape.dropFirst(2)), 1)
         let kernel = twoD(window.kernel, 1), stride = twoD(window.strides, 1), dilation = twoD(window.dilations, 1)
         let pad = twoD(padBegin, 0)
@@ -164,6 +176,13 @@ struct ConvKernel: ReluFusing {
             for task in 0..<tasks { perTask(task, true) }
         }
     }
+}
+
+/// Which convolution algorithm runs where both apply: `MAAS_CONV=im2col` forces im2col + GEMM
+/// (for tests and benchmarks); otherwise the direct kernel.
+enum Conv {
+    enum Algorithm: String { case direct, im2col }
+    static let algorithm = getenv("MAAS_CONV").flatMap { Algorithm(rawValue: String(cString: $0)) } ?? .direct
 }
 
 /// Unfolds image patches into columns so a convolution becomes one GEMM.
