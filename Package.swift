@@ -57,7 +57,7 @@ let package = Package(
         .target(name: "CMaaSKernels"),
         .target(
             name: "MaaSCompute",
-            dependencies: ["MaaSCore", "COpenBLAS", "CMaaSKernels"],
+            dependencies: ["MaaSCore", "COpenBLAS", "CMaaSKernels", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .target(

@@ -1,3 +1,4 @@
+public import Logging
 public import MaaSCore
 import Synchronization
 
@@ -20,6 +21,9 @@ public final class CompiledModel: Sendable {
     let outputSlots: [Int]
     let constants: [Int: Tensor]
     private let plans = Mutex(PlanCache())
+    let tuner = KernelTuner()
+    /// Where plans report their kernel choices (debug level).
+    let logger: Logger?
 
     struct Step: Sendable {
         let node: Node
@@ -34,8 +38,11 @@ public final class CompiledModel: Sendable {
     /// would need more is refused (RESOURCE_EXHAUSTED) instead of exhausting memory.
     let maxPlanBytes: Int
 
-    public init(graph: ModelGraph, pool: ComputePool = .shared, maxPlanBytes: Int = 4 << 30) throws(InferenceError) {
+    public init(
+        graph: ModelGraph, pool: ComputePool = .shared, maxPlanBytes: Int = 4 << 30, logger: Logger? = nil
+    ) throws(InferenceError) {
         self.graph = graph
+        self.logger = logger
         self.pool = pool
         self.maxPlanBytes = maxPlanBytes
         var slots: [String: Int] = [:]
@@ -143,6 +150,17 @@ public final class CompiledModel: Sendable {
         }
         let plan = try plan(for: shapes)
         return Dictionary(uniqueKeysWithValues: zip(graph.outputs.map(\.name), plan.outputShapes))
+    }
+
+    /// The implementation each GEMM or convolution runs for these input shapes, and why (the
+    /// times measured when the plan was built, or the variable that forced it).
+    public func kernelChoices(for inputShapes: [String: [Int]]) throws(InferenceError) -> [KernelChoice] {
+        var shapes: [[Int]] = []
+        for info in graph.inputs {
+            guard let shape = inputShapes[info.name] else { throw .invalidInput("missing input '\(info.name)'") }
+            shapes.append(shape)
+        }
+        return try plan(for: shapes).kernelChoices
     }
 
     static func check(_ tensor: Tensor, against info: ValueInfo) throws(InferenceError) {
@@ -255,6 +273,7 @@ struct PlanCache {
 final class ExecutionPlan: Sendable {
     let inputShapes: [[Int]]
     let outputShapes: [[Int]]
+    let kernelChoices: [KernelChoice]
     private let state: Mutex<State>
 
     private struct State: @unchecked Sendable {
@@ -293,7 +312,8 @@ final class ExecutionPlan: Sendable {
             try allocate(slot, meta)
         }
         var steps: [(kernel: any Kernel, inputs: [Int?], outputs: [Int])] = []
-        for step in model.steps {
+        var tunable: [(index: Int, step: Int)] = []
+        for (stepIndex, step) in model.steps.enumerated() {
             let inputMetas = step.inputs.map { $0.flatMap { metas[$0] } }
             let outputMetas: [ValueMeta]
             do {
@@ -330,8 +350,24 @@ final class ExecutionPlan: Sendable {
                 }
             }
             if outputMetas.allSatisfy({ $0.constant != nil }) { continue }
+            if step.kernel is any Tunable { tunable.append((steps.count, stepIndex)) }
             steps.append((step.kernel, step.inputs, step.outputs))
         }
+        // With every buffer in place, time the implementations of each GEMM and convolution on
+        // this plan's own shapes (on the pool, as runs execute), once per model and shapes.
+        var choices: [KernelChoice] = []
+        try model.pool.run { () throws(InferenceError) in
+            for (index, stepIndex) in tunable {
+                let step = steps[index]
+                let (kernel, choice) = try model.tuner.choose(
+                    step: stepIndex, kernel: step.kernel as! any Tunable, label: model.steps[stepIndex].node.label,
+                    inputs: step.inputs.map { $0.flatMap { views[$0] } }, outputs: step.outputs.map { views[$0]! }, pool: model.pool)
+                steps[index].kernel = kernel
+                choices.append(choice)
+                model.logger?.debug("kernel choice: \(choice)")
+            }
+        }
+        kernelChoices = choices
         var outputShapes: [[Int]] = []
         var outputConstants: [Tensor?] = []
         for slot in model.outputSlots {

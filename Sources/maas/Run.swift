@@ -22,6 +22,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Where to write OUTPUT.npy files (created if missing).")
     var outputDir = "."
 
+    @Flag(help: "Also print which implementation each GEMM and convolution runs, and what each took when timed.")
+    var verbose = false
+
     func run() async throws {
         do {
             let loadStart = ContinuousClock.now
@@ -51,6 +54,9 @@ struct Run: AsyncParsableCommand {
                 print("  \(info.name): \(tensor.dataType) \(tensor.shape) -> \(path)")
             }
             print("forward pass: \(format(elapsed))")
+            if verbose {
+                for choice in try compiled.kernelChoices(for: feeds.mapValues(\.shape)) { print("  kernel \(choice)") }
+            }
         } catch let error as InferenceError {
             FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
             throw ExitCode(1)

@@ -14,11 +14,16 @@ def cpu_flags():
 
 FLAGS = cpu_flags()
 
-# mode -> (environment for maas, CPU flags it needs)
+# mode -> (environment for maas, CPU flags it needs). Each mode forces its implementations
+# (first that applies) so that every kernel runs in some mode whatever the timing would pick;
+# "tuned" lets each plan time them, as a server does.
+OURS = {"MAAS_KERNEL": "panels,blas-rows", "MAAS_CONV": "direct,im2col"}
 KERNEL_MODES = {
-    "avx512": ({}, {"avx512f"}),
-    "avx2": ({"MAAS_NO_AVX512": "1"}, {"avx2", "fma"}),
-    "openblas": ({"MAAS_NO_SMALL_GEMM": "1"}, set()),
+    "avx512": (OURS, {"avx512f"}),
+    "avx2": ({**OURS, "MAAS_NO_AVX512": "1"}, {"avx2", "fma"}),
+    "openblas-rows": ({"MAAS_NO_SMALL_GEMM": "1", "MAAS_KERNEL": "blas-rows", "MAAS_CONV": "im2col-blas"}, set()),
+    "openblas-columns": ({"MAAS_KERNEL": "blas-columns,blas-rows", "MAAS_CONV": "im2col-blas"}, set()),
+    "tuned": ({}, set()),
 }
 
 

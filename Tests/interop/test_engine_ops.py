@@ -15,8 +15,8 @@ from tolerance import Comparison
 CASES = cases()
 
 
-def run_maas(model_path, feeds, out_dir, env):
-    args = [binary("maas"), "run", str(model_path), "--output-dir", str(out_dir)]
+def run_maas(model_path, feeds, out_dir, env, *flags):
+    args = [binary("maas"), "run", str(model_path), "--output-dir", str(out_dir), *flags]
     for name, value in feeds.items():
         path = out_dir.parent / f"{name}.npy"
         np.save(path, value)
@@ -38,3 +38,16 @@ def test_operator_matches_onnxruntime(name, mode, tmp_path):
     comparison = Comparison(model, feeds)
     for output, reference in expected.items():
         comparison.check(output, np.load(tmp_path / "out" / f"{output}.npy"), reference)
+
+
+def test_run_verbose_shows_each_choice_and_the_forcing_variable(tmp_path):
+    model, feeds = CASES["Gemm_m64_k96_n80_trans_b1_beta0.5_c_shape(80,)"]
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    env = {k: v for k, v in kernel_mode_env("tuned").items() if k not in ("MAAS_KERNEL", "MAAS_CONV")}
+    timed = run_maas(path, feeds, tmp_path / "out", env, "--verbose")
+    assert timed.returncode == 0, timed.stderr
+    line = next(line for line in timed.stdout.splitlines() if line.strip().startswith("kernel Gemm"))
+    assert "fastest when timed" in line and "blas-rows" in line and "blas-columns" in line and "µs" in line, line
+    forced = run_maas(path, feeds, tmp_path / "out", {**env, "MAAS_KERNEL": "nonsense,blas-columns"}, "--verbose")
+    assert "blas-columns (forced by MAAS_KERNEL)" in forced.stdout, forced.stdout

@@ -77,6 +77,8 @@ struct ConvKernel: ReluFusing {
     /// Constant weights packed for the direct kernel, when it applies (stride 1, no dilation,
     /// AVX2): on the MNIST CNN it replaced im2col + GEMM (scripts/bench-engine).
     let direct: DirectConvolution?
+    /// Set per plan by timing (``Tunable``); nil takes direct where it applies, else im2col.
+    var implementation: ConvImplementation?
     /// A following Relu computed in the same pass (set by the graph compiler).
     var relu = false
 
@@ -87,7 +89,7 @@ struct ConvKernel: ReluFusing {
         var kernel = try context.ints("kernel_shape")
         if kernel == nil, let weight = context.constants[1], weight.rank >= 3 { kernel = Array(weight.shape.dropFirst(2)) }
         window = try Window(context, kernel: kernel)
-        if let weight = context.constants[1], Conv.algorithm != .im2col {
+        if let weight = context.constants[1] {
             direct = try DirectConvolution(weight: weight, group: group, window: window)
         } else {
             direct = nil
@@ -119,7 +121,7 @@ struct ConvKernel: ReluFusing {
         let x = inputs[0]!, w = inputs[1]!, y = outputs[0]
         let bias = inputs.count > 2 ? inputs[2] : nil
         let (_, padBegin, padEnd) = try window.resolve(Array(x.shape.dropFirst(2)))
-        if let direct {
+        if let direct, (implementation ?? .direct) == .direct {
             direct.run(x: x, y: y, bias: bias.map { UnsafePointer($0.floats) }, padBegin: twoD(padBegin, 0), padEnd: twoD(padEnd, 0), relu: relu, pool: pool)
             return
         }
@@ -138,7 +140,7 @@ struct ConvKernel: ReluFusing {
         // One (image, group) pair per task when there are enough; otherwise the GEMM's columns
         // spread over the pool.
         let tasks = batch * group
-        let usePanels = SmallGEMM.isAvailable
+        let usePanels = SmallGEMM.isAvailable && implementation != .im2colBLAS
         let perTask: (Int, Bool) -> Void = { task, nested in
             let (n, g) = (task / group, task % group)
             if usePanels {
@@ -178,11 +180,29 @@ struct ConvKernel: ReluFusing {
     }
 }
 
-/// Which convolution algorithm runs where both apply: `MAAS_CONV=im2col` forces im2col + GEMM
-/// (for tests and benchmarks); otherwise the direct kernel.
-enum Conv {
-    enum Algorithm: String { case direct, im2col }
-    static let algorithm = getenv("MAAS_CONV").flatMap { Algorithm(rawValue: String(cString: $0)) } ?? .direct
+/// How a convolution runs: the direct kernel, or im2col then our panel kernels or OpenBLAS.
+enum ConvImplementation: String, Sendable {
+    case direct
+    case im2colPanels = "im2col"
+    case im2colBLAS = "im2col-blas"
+}
+
+extension ConvKernel: Tunable {
+    static let forcingVariable = "MAAS_CONV"
+
+    func implementations(_ inputs: [TensorView?], _ outputs: [TensorView]) -> [String] {
+        var all: [ConvImplementation] = []
+        if direct != nil { all.append(.direct) }
+        if SmallGEMM.isAvailable { all.append(.im2colPanels) }
+        all.append(.im2colBLAS)
+        return all.map(\.rawValue)
+    }
+
+    func using(_ implementation: String) -> any Kernel {
+        var kernel = self
+        kernel.implementation = ConvImplementation(rawValue: implementation)
+        return kernel
+    }
 }
 
 /// Unfolds image patches into columns so a convolution becomes one GEMM.

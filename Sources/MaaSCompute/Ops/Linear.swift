@@ -156,6 +156,13 @@ struct TiledGEMM: @unchecked Sendable {
     var accumulate = false
     /// Clamp the result at zero (a Relu fused into this product).
     var relu = false
+    /// How tiles divide the product between threads.
+    var split = Split.auto
+
+    enum Split {
+        /// Rows when there are at least 8 per thread, else columns.
+        case auto, rows, columns
+    }
 
     /// sgemm with one row is 3x slower than sgemv on Debian's OpenBLAS 0.3.21 (measured here).
     static let gemvRows = 1
@@ -172,7 +179,12 @@ struct TiledGEMM: @unchecked Sendable {
             tile(rows: 0..<m, columns: 0..<n)
             return
         }
-        if m >= threads * 8 {
+        let byRows = switch split {
+        case .auto: m >= threads * 8
+        case .rows: m >= threads
+        case .columns: false
+        }
+        if byRows {
             let chunk = ((m + threads - 1) / threads + 3) / 4 * 4
             let chunks = (m + chunk - 1) / chunk
             pool.parallelFor(chunks) { index in
@@ -241,6 +253,8 @@ struct GemmKernel: ReluFusing {
     let biasRow: Tensor?
     /// A following Relu computed in the same pass (set by the graph compiler).
     var relu = false
+    /// Set per plan by timing (``Tunable``); nil takes the row-count heuristic.
+    var implementation: GEMMImplementation?
 
     init(_ context: NodeContext) throws(InferenceError) {
         try context.requireInputs(2...3)
@@ -304,12 +318,11 @@ struct GemmKernel: ReluFusing {
         gemm.alpha = alpha
         gemm.transposeA = transA
         let bias = biasRow.map { UnsafePointer($0.unsafeBaseAddress.assumingMemoryBound(to: Float.self)) }
-        if let panels = packed?.panelPointer, m <= SmallGEMM.maxRows, !transA, alpha == 1,
-            biasRow != nil || inputs.count < 3 || inputs[2] == nil
-        {
+        if let panels = panels(inputs), implementation.map({ $0 == .panels }) ?? (m <= SmallGEMM.maxRows) {
             SmallGEMM.run(m: m, n: n, k: k, a: a.floats, lda: a.shape[1], panels: panels, bias: bias, c: y.floats, relu: relu, pool: pool)
             return
         }
+        gemm.split = implementation?.split ?? .auto
         let generalC = inputs.count > 2 && inputs[2] != nil && biasRow == nil && beta != 0
         gemm.relu = relu && !generalC
         if let biasRow {
@@ -330,11 +343,35 @@ struct GemmKernel: ReluFusing {
     }
 }
 
+extension GemmKernel: Tunable {
+    static let forcingVariable = GEMMImplementation.forcingVariable
+
+    /// The packed panels, when the panel kernels can compute this product.
+    func panels(_ inputs: [TensorView?]) -> UnsafePointer<Float>? {
+        guard !transA, alpha == 1, biasRow != nil || inputs.count < 3 || inputs[2] == nil else { return nil }
+        return packed?.panelPointer
+    }
+
+    func implementations(_ inputs: [TensorView?], _ outputs: [TensorView]) -> [String] {
+        let shape = outputs[0].shape
+        let k = transA ? inputs[0]!.shape[0] : inputs[0]!.shape[1]
+        return GEMMImplementation.candidates(m: shape[0], n: shape[1], k: k, panels: panels(inputs) != nil).map(\.rawValue)
+    }
+
+    func using(_ implementation: String) -> any Kernel {
+        var kernel = self
+        kernel.implementation = GEMMImplementation(rawValue: implementation)
+        return kernel
+    }
+}
+
 /// MatMul with NumPy semantics: N-D × 2-D as one GEMM over flattened rows (weights pre-packed),
 /// batched otherwise, 1-D operands promoted and squeezed.
 struct MatMulKernel: ReluFusing {
     let packed: PackedMatrix?
     var relu = false
+    /// Set per plan by timing (``Tunable``), for the N-D x 2-D form; nil takes the heuristic.
+    var implementation: GEMMImplementation?
 
     init(_ context: NodeContext) throws(InferenceError) {
         try context.requireInputs(2...2)
@@ -376,7 +413,7 @@ struct MatMulKernel: ReluFusing {
         if bShape.count == 2 {
             // Every row of A, whatever its batch dims, meets the same B.
             let rows = a.count / max(k, 1)
-            if let panels = packed?.panelPointer, rows <= SmallGEMM.maxRows {
+            if let panels = packed?.panelPointer, implementation.map({ $0 == .panels }) ?? (rows <= SmallGEMM.maxRows) {
                 SmallGEMM.run(m: rows, n: n, k: k, a: a.floats, lda: k, panels: panels, bias: nil, c: y.floats, relu: relu, pool: pool)
                 return
             }
@@ -384,6 +421,7 @@ struct MatMulKernel: ReluFusing {
                 m: rows, n: n, k: k, a: a.floats, lda: k,
                 b: packed?.pointer ?? UnsafePointer(b.floats), ldb: n, c: y.floats)
             gemm.relu = relu
+            gemm.split = implementation?.split ?? .auto
             gemm.run(pool: pool)
             return
         }
@@ -411,5 +449,49 @@ struct MatMulKernel: ReluFusing {
             gemm.relu = relu
             gemm.run(pool: pool)
         }
+    }
+}
+
+extension MatMulKernel: Tunable {
+    static let forcingVariable = GEMMImplementation.forcingVariable
+
+    func implementations(_ inputs: [TensorView?], _ outputs: [TensorView]) -> [String] {
+        guard let a = inputs[0], let b = inputs[1], b.shape.count == 2 else { return [] }
+        let k = a.shape.last ?? 0, n = b.shape[1]
+        return GEMMImplementation.candidates(m: a.count / max(k, 1), n: n, k: k, panels: packed?.panelPointer != nil).map(\.rawValue)
+    }
+
+    func using(_ implementation: String) -> any Kernel {
+        var kernel = self
+        kernel.implementation = GEMMImplementation(rawValue: implementation)
+        return kernel
+    }
+}
+
+/// How a GEMM runs: our panel kernels (AVX-512 or AVX2, the panels split between threads) or
+/// single-threaded OpenBLAS calls on the pool, one per row or column tile.
+enum GEMMImplementation: String, Sendable {
+    case panels
+    case blasRows = "blas-rows"
+    case blasColumns = "blas-columns"
+
+    static let forcingVariable = "MAAS_KERNEL"
+
+    var split: TiledGEMM.Split {
+        switch self {
+        case .panels, .blasRows: .rows
+        case .blasColumns: .columns
+        }
+    }
+
+    /// What applies to an m x k x n product, the heuristic's pick first. Products too small to
+    /// be worth timing (under 2^15 multiply-adds) keep the heuristic's pick alone.
+    static func candidates(m: Int, n: Int, k: Int, panels: Bool) -> [GEMMImplementation] {
+        let heuristic: GEMMImplementation = panels && m <= SmallGEMM.maxRows ? .panels : .blasRows
+        guard m * n * k >= 1 << 15 else { return [heuristic] }
+        var all: [GEMMImplementation] = panels ? [.panels] : []
+        if m >= 2 { all.append(.blasRows) }
+        if n >= 32 { all.append(.blasColumns) }
+        return [heuristic] + all.filter { $0 != heuristic }
     }
 }

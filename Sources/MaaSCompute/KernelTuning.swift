@@ -1,0 +1,91 @@
+import Glibc
+public import MaaSCore
+import Synchronization
+
+/// A kernel with several implementations of the same result (our AVX2/AVX-512 panel kernels,
+/// OpenBLAS tiled by rows or by columns, direct or im2col convolution). Which one is fastest
+/// depends on the CPU, the OpenBLAS build and the shapes (on an AVX2-only EPYC OpenBLAS beat our
+/// panels at large batches, on AVX-512 machines ours won everywhere), so a plan times them once
+/// on its own shapes and buffers instead of guessing.
+protocol Tunable: Kernel {
+    /// The implementations that apply to these shapes, the usual default first.
+    func implementations(_ inputs: [TensorView?], _ outputs: [TensorView]) -> [String]
+    /// This kernel, always running `implementation` (one of ``implementations(_:_:)``).
+    func using(_ implementation: String) -> any Kernel
+    /// The environment variable that forces an implementation (e.g. `MAAS_KERNEL=blas-rows`, or a
+    /// list by preference).
+    static var forcingVariable: String { get }
+}
+
+/// What a plan chose for one node, and what each implementation took.
+public struct KernelChoice: Sendable, CustomStringConvertible {
+    public var node: String
+    public var shapes: [[Int]]
+    public var chosen: String
+    /// Best time of each implementation tried, or empty when the choice was forced or the only one.
+    public var timings: [(implementation: String, seconds: Double)]
+    public var reason: String
+
+    public var description: String {
+        let times = timings.map { "\($0.implementation) \(Int(($0.seconds * 1e6).rounded())) µs" }.joined(separator: ", ")
+        return "\(node) \(shapes.map { "\($0)" }.joined(separator: " x ")): \(chosen) (\(reason)\(times.isEmpty ? "" : ": " + times))"
+    }
+}
+
+/// Times each implementation of a ``Tunable`` kernel on a plan's buffers and keeps the fastest.
+/// Decisions are remembered per node and shapes (bounded), so a plan rebuilt after eviction
+/// does not time again.
+final class KernelTuner: Sendable {
+    private let decisions = Mutex<[Key: KernelChoice]>([:])
+    static let maxDecisions = 256
+
+    struct Key: Hashable {
+        var step: Int
+        var shapes: [[Int]]
+    }
+
+    /// Runs each candidate once to warm up, then up to `repetitions` more times within `budget`,
+    /// and takes the fastest run: the best time is the least disturbed by other work.
+    static let repetitions = 3
+    static let budget = Duration.milliseconds(20)
+
+    func choose(
+        step: Int, kernel: any Tunable, label: String, inputs: [TensorView?], outputs: [TensorView], pool: ComputePool
+    ) throws(InferenceError) -> (any Kernel, KernelChoice) {
+        let shapes = inputs.map { $0?.shape ?? [] }
+        let key = Key(step: step, shapes: shapes)
+        if let known = decisions.withLock({ $0[key] }) { return (kernel.using(known.chosen), known) }
+        let candidates = kernel.implementations(inputs, outputs)
+        var choice = KernelChoice(node: label, shapes: shapes, chosen: candidates.first ?? "default", timings: [], reason: "only one applies")
+        // The variable lists implementations by preference (`MAAS_CONV=direct,im2col`): the first
+        // that applies runs; if none does, timing decides.
+        let variable = type(of: kernel).forcingVariable
+        let preferences = getenv(variable).map { String(cString: $0).split(separator: ",").map(String.init) } ?? []
+        if let forced = preferences.first(where: candidates.contains) {
+            choice.chosen = forced
+            choice.reason = "forced by \(variable)"
+        } else if candidates.count > 1 {
+            let clock = ContinuousClock()
+            for candidate in candidates {
+                let variant = kernel.using(candidate)
+                try variant.run(inputs, outputs, pool: pool)
+                var best = Duration.seconds(1 << 20)
+                let start = clock.now
+                for _ in 0..<Self.repetitions {
+                    let begin = clock.now
+                    try variant.run(inputs, outputs, pool: pool)
+                    best = min(best, clock.now - begin)
+                    if clock.now - start > Self.budget { break }
+                }
+                choice.timings.append((candidate, best.inSeconds))
+            }
+            choice.chosen = choice.timings.min { $0.seconds < $1.seconds }!.implementation
+            choice.reason = "fastest when timed"
+        }
+        decisions.withLock { decisions in
+            if decisions.count >= Self.maxDecisions { decisions.removeAll(keepingCapacity: true) }
+            decisions[key] = choice
+        }
+        return (kernel.using(choice.chosen), choice)
+    }
+}

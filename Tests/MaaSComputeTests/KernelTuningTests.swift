@@ -1,0 +1,39 @@
+@testable import MaaSCompute
+import MaaSCore
+import MaaSProto
+import Testing
+
+@Suite("Kernel choice per plan")
+struct KernelTuningTests {
+    /// The CNN fixture: two convolutions and two Gemms, each with several implementations that
+    /// apply (unless MAAS_KERNEL / MAAS_CONV force one, as scripts/test's kernel modes do).
+    @Test("each GEMM and convolution reports its choice; timed choices are the fastest measured")
+    func choicesAreReported() throws {
+        let graph = try ONNXModel.load(path: Fixtures.path("mnist_cnn.torchscript.op17.onnx"))
+        let model = try CompiledModel(graph: graph)
+        let choices = try model.kernelChoices(for: ["input": [2, 1, 28, 28]])
+        #expect(choices.map { $0.node.contains("Conv") } == [true, true, false, false], "\(choices)")
+        for choice in choices {
+            switch choice.reason {
+            case "fastest when timed":
+                #expect(choice.timings.count >= 2)
+                #expect(choice.chosen == choice.timings.min { $0.seconds < $1.seconds }?.implementation)
+            case let reason:
+                #expect(reason.hasPrefix("forced by MAAS_") || reason == "only one applies", "\(choice)")
+                #expect(choice.timings.isEmpty)
+            }
+        }
+        // The plan for other shapes chooses again; the same shapes reuse the decision.
+        #expect(try model.kernelChoices(for: ["input": [2, 1, 28, 28]]).map(\.description) == choices.map(\.description))
+        #expect(try model.kernelChoices(for: ["input": [5, 1, 28, 28]]).first?.shapes.first == [5, 1, 28, 28])
+    }
+
+    @Test("the implementations offered follow the shapes and what the CPU has")
+    func candidates() {
+        #expect(GEMMImplementation.candidates(m: 2, n: 4, k: 8, panels: true) == [.panels], "too small to time")
+        let large = GEMMImplementation.candidates(m: 256, n: 512, k: 512, panels: true)
+        #expect(Set(large) == [.panels, .blasRows, .blasColumns])
+        #expect(!GEMMImplementation.candidates(m: 256, n: 512, k: 512, panels: false).contains(.panels))
+        #expect(!GEMMImplementation.candidates(m: 1, n: 4096, k: 512, panels: true).contains(.blasRows), "one row cannot be split by rows")
+    }
+}
