@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
         // C libraries from Debian, one Swift module imports each.
@@ -62,7 +63,10 @@ let package = Package(
         ),
         .target(
             name: "MaaSModels",
-            dependencies: ["MaaSCore", "MaaSProto", "MaaSCompute"],
+            dependencies: [
+                "MaaSCore", "MaaSProto", "MaaSCompute",
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
             swiftSettings: strictSettings
         ),
         .target(
