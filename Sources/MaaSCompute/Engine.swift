@@ -257,8 +257,8 @@ final class ExecutionPlan: Sendable {
     let outputShapes: [[Int]]
     private let state: Mutex<State>
 
-    private struct State: @unchecked Sendable {
-        // Buffers are only touched by the run that holds the mutex.
+    /// Buffers are only touched by the run that holds the mutex (Mutex needs no Sendable value).
+    private struct State {
         var buffers: [Tensor]
         var views: [TensorView?]
         var steps: [(kernel: any Kernel, inputs: [Int?], outputs: [Int])]

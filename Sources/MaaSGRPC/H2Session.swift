@@ -189,9 +189,12 @@ final class H2Session {
 
 // MARK: - The C callback tables, built once.
 
+// nghttp2 only reads the callback table after it is built; sessions on any loop may share it.
+extension H2Session.CallbackTable: @unchecked Sendable {}
+
 extension H2Session {
     /// Callbacks and options never change, so they are built once and shared by every session.
-    final class CallbackTable: @unchecked Sendable {
+    final class CallbackTable {
         let pointer: OpaquePointer
         init(_ pointer: OpaquePointer) { self.pointer = pointer }
     }
@@ -342,8 +345,7 @@ struct HeaderBlock {
     }
 
     /// Fields in memory that is never freed, so nghttp2 may point at it instead of copying.
-    private final class PreparedFields: @unchecked Sendable {
-        // Immutable after init; only ever read.
+    fileprivate final class PreparedFields {
         let fields: [(String, String)]
         let nva: UnsafeMutablePointer<nghttp2_nv>
 
@@ -367,6 +369,9 @@ struct HeaderBlock {
         }
     }
 }
+
+// Immutable after init and only ever read, by nghttp2 and by us.
+extension HeaderBlock.PreparedFields: @unchecked Sendable {}
 
 /// nghttp2's SETTINGS identifiers, for callers that do not import CNghttp2.
 enum H2SettingID {
