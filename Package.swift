@@ -89,7 +89,7 @@ let package = Package(
         .target(
             name: "MaaSServer",
             dependencies: [
-                "MaaSCore", "MaaSProto", "MaaSGRPC", "MaaSModels", "MaaSCompute",
+                "MaaSCore", "MaaSProto", "MaaSGRPC", "MaaSModels",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -107,9 +107,8 @@ let package = Package(
         .target(
             name: "MaaSTestSupport",
             dependencies: [
-                "MaaSCore", "MaaSGRPC", "MaaSServer",
+                "MaaSCore", "MaaSGRPC",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
@@ -121,8 +120,6 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
@@ -144,7 +141,6 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
@@ -154,9 +150,8 @@ let package = Package(
         .testTarget(
             name: "MaaSGRPCTests",
             dependencies: [
-                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSTestSupport", "MaaSClient", "MaaSProto",
+                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -189,7 +184,6 @@ let package = Package(
             dependencies: [
                 "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSTestSupport", "MaaSProto", "MaaSModels", "MaaSCompute",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

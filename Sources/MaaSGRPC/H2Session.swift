@@ -378,7 +378,6 @@ enum H2SettingID {
     static let maxConcurrentStreams = Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue)
     static let initialWindowSize = Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue)
     static let maxHeaderListSize = Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue)
-    static let maxFrameSize = Int32(NGHTTP2_SETTINGS_MAX_FRAME_SIZE.rawValue)
     static let noRFC7540Priorities = Int32(NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES.rawValue)
     static let enablePush = Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue)
 }
@@ -387,7 +386,6 @@ enum H2SettingID {
 enum H2ErrorCode {
     static let noError: UInt32 = 0
     static let protocolError: UInt32 = 1
-    static let internalError: UInt32 = 2
     static let refusedStream: UInt32 = 7
     static let cancel: UInt32 = 8
     static let enhanceYourCalm: UInt32 = 11
