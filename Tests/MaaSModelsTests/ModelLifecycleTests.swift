@@ -5,7 +5,7 @@ import Testing
 
 /// Loads and unloads as RepositoryIndex shows them while they happen. A one-thread pool held
 /// by a ``PoolGate`` keeps a warm-up pass or a batch waiting, so a step stays under way.
-@Suite("Model lifecycle", .timeLimit(.minutes(1)))
+@Suite("Model lifecycle")
 struct ModelLifecycleTests {
     func entry(_ version: String, _ state: ModelRepository.State, _ reason: String = "") -> ModelRepository.Entry {
         ModelRepository.Entry(name: "seed", version: version, state: state, reason: reason)
@@ -20,15 +20,16 @@ struct ModelLifecycleTests {
         try await eventually("the first load is under way") { repo.index() == [entry("", .loading, "loading")] }
         #expect(throws: InferenceError(.unavailable, "model 'seed' is not ready: it is loading")) { try repo.version("seed", "") }
 
-        // Version 2 appears while version 1 warms up; the second load must see it, and must not
-        // finish before the first (which would leave version 1, loaded from the older listing, serving).
+        // Version 2 appears while the first load is under way (it may or may not list it yet);
+        // the second load starts after it and must see version 2, and it is the second's
+        // result that stays: loads that ran side by side could finish in either order.
         try TestRepository.addVersion(2, in: root)
         let second = Task { try await repo.load("seed").map(\.version) }
         try await eventually("the second load waits for the first") { repo.waitingOperations("seed") == 1 }
         #expect(repo.index() == [entry("", .loading, "loading")])
 
         gate.open()
-        #expect(try await first.value == [1])
+        _ = try await first.value
         #expect(try await second.value == [2])
         #expect(repo.index() == [entry("2", .ready)])
         #expect(try repo.version("seed", "").version == 2)
@@ -73,7 +74,7 @@ struct ModelLifecycleTests {
         #expect(answers.all[2] == .failure(InferenceError(.unavailable, "model 'seed:1' is unloading and takes no new requests")))
 
         gate.open()
-        await unloading.value
+        #expect(await finishes { await unloading.value })
         #expect(answers.all[1] == .success([1, 10]), "answered before unload returned")
         #expect(repo.index() == [entry("", .unavailable, "unloaded")])
         #expect(throws: InferenceError(.notFound, "unknown model 'seed'")) { try repo.version("seed", "") }
@@ -87,7 +88,7 @@ struct ModelLifecycleTests {
         let answers = Answers()
         let x = try Tensor([Float](repeating: 0, count: 20), shape: [2, 10])
         model.batcher.submit([BatchItem(inputs: ["input": x], rows: 2, outputs: [], deadline: nil, cancellation: nil) { answers.record(1, $0) }])
-        await repo.unloadAll()
+        #expect(await finishes { await repo.unloadAll() })
         #expect(answers.all == [1: .success([2, 10])])
         #expect(repo.loadedVersions().isEmpty)
     }

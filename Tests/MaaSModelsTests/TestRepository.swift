@@ -79,6 +79,22 @@ func eventually(
     }
 }
 
+/// Whether `body` returns within `limit`. A body that never returns (a drain nobody ends)
+/// is left behind, so that the test fails instead of hanging the run.
+func finishes(within limit: Duration = .seconds(20), _ body: @escaping @Sendable () async -> Void) async -> Bool {
+    let (outcomes, report) = AsyncStream<Bool>.makeStream()
+    Task {
+        await body()
+        report.yield(true)
+    }
+    Task {
+        try? await Task.sleep(for: limit)
+        report.yield(false)
+    }
+    for await finished in outcomes { return finished }
+    return false
+}
+
 /// Collects the answers of batched requests by key: output shapes, or the error.
 final class Answers: Sendable {
     private let results = Mutex<[Int: Result<[Int], InferenceError>]>([:])
