@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
         // C libraries from Debian, one Swift module imports each.
@@ -62,7 +63,10 @@ let package = Package(
         ),
         .target(
             name: "MaaSModels",
-            dependencies: ["MaaSCore", "MaaSProto", "MaaSCompute"],
+            dependencies: [
+                "MaaSCore", "MaaSProto", "MaaSCompute",
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
             swiftSettings: strictSettings
         ),
         .target(
@@ -85,7 +89,7 @@ let package = Package(
         .target(
             name: "MaaSServer",
             dependencies: [
-                "MaaSCore", "MaaSProto", "MaaSGRPC", "MaaSModels", "MaaSCompute",
+                "MaaSCore", "MaaSProto", "MaaSGRPC", "MaaSModels",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -103,9 +107,8 @@ let package = Package(
         .target(
             name: "MaaSTestSupport",
             dependencies: [
-                "MaaSCore", "MaaSCompute", "MaaSGRPC", "MaaSServer",
+                "MaaSCore", "MaaSCompute", "MaaSGRPC",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
@@ -117,8 +120,6 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
@@ -140,7 +141,6 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
@@ -150,9 +150,8 @@ let package = Package(
         .testTarget(
             name: "MaaSGRPCTests",
             dependencies: [
-                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSTestSupport", "MaaSClient", "MaaSProto",
+                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -185,7 +184,6 @@ let package = Package(
             dependencies: [
                 "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSTestSupport", "MaaSProto", "MaaSModels", "MaaSCompute",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

@@ -164,7 +164,7 @@ private struct JobQueue {
 }
 
 /// One `parallelFor`: indices are claimed one at a time with an atomic counter.
-private final class Job: @unchecked Sendable {
+private final class Job {
     // Only called for claimed indices, all of which finish before waitUntilDone returns; then
     // the submitter clears it, so the closure never outlives its scope (withoutActuallyEscaping
     // checks that) even if a worker still holds the job.
@@ -207,13 +207,17 @@ private final class Job: @unchecked Sendable {
     }
 }
 
-private final class ResultBox<Success, Failure: Error>: @unchecked Sendable {
-    // Written by the one pool thread that runs the job, read after the job is done.
+// `body` is only cleared by the submitter after every claimed index has finished (see above).
+extension Job: @unchecked Sendable {}
+
+private final class ResultBox<Success, Failure: Error> {
     var result: Result<Success, Failure>?
 }
 
-private final class Thread: @unchecked Sendable {
-    // Owned by the thread it starts; never shared after start().
+// Written by the one pool thread that runs the job, read by the submitter after the job is done.
+extension ResultBox: @unchecked Sendable {}
+
+private final class Thread {
     let pool: ComputePool
     let index: Int
 
@@ -264,3 +268,6 @@ private final class ScratchArea {
         base.deallocate()
     }
 }
+
+// Its properties are immutable; it is handed to the pthread it starts and not used after start().
+extension Thread: @unchecked Sendable {}

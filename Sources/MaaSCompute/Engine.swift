@@ -74,9 +74,10 @@ public final class CompiledModel: Sendable {
                 guard slots[output] == nil else { throw .invalidModel("\(node.label): output '\(output)' is already produced elsewhere") }
             }
             let outputSlots = node.outputs.map { slot($0) }
-            // Nodes whose inputs are all known now are computed once, at load.
+            // Nodes whose inputs are all known now are computed once, at load (every op we
+            // implement is pure, so folding never changes a result).
             let nonEmpty = inputSlots.compactMap { $0 }
-            if nonEmpty.allSatisfy({ constants[$0] != nil }) && Self.foldable(node) {
+            if nonEmpty.allSatisfy({ constants[$0] != nil }) {
                 let values = try Self.evaluate(kernel, node: node, inputs: known, pool: pool)
                 for (index, slot) in outputSlots.enumerated() { constants[slot] = values[index] }
                 continue
@@ -116,9 +117,6 @@ public final class CompiledModel: Sendable {
         }
         return result
     }
-
-    /// Ops with side effects or randomness would not be folded; all ours are pure.
-    static func foldable(_ node: Node) -> Bool { true }
 
     /// Runs one forward pass.
     /// - Parameter inputs: one tensor per graph input, by name.
@@ -276,8 +274,8 @@ final class ExecutionPlan: Sendable {
     let kernelChoices: [KernelChoice]
     private let state: Mutex<State>
 
-    private struct State: @unchecked Sendable {
-        // Buffers are only touched by the run that holds the mutex.
+    /// Buffers are only touched by the run that holds the mutex (Mutex needs no Sendable value).
+    private struct State {
         var buffers: [Tensor]
         var views: [TensorView?]
         var steps: [(kernel: any Kernel, inputs: [Int?], outputs: [Int])]

@@ -21,8 +21,7 @@ struct ValueMeta {
 }
 
 /// A buffer as kernels see it while a plan runs: a pointer and a shape, owned by the plan.
-struct TensorView: @unchecked Sendable {
-    // Points into a plan's buffers; kernels write disjoint ranges from pool threads.
+struct TensorView {
     let base: UnsafeMutableRawPointer
     let shape: [Int]
     let dataType: DataType
@@ -31,6 +30,9 @@ struct TensorView: @unchecked Sendable {
     var floats: UnsafeMutablePointer<Float> { base.assumingMemoryBound(to: Float.self) }
     func pointer<T>(_: T.Type) -> UnsafeMutablePointer<T> { base.assumingMemoryBound(to: T.self) }
 }
+
+// Points into a plan's buffers, which outlive the run; kernels write disjoint ranges from pool threads.
+extension TensorView: @unchecked Sendable {}
 
 /// One operator, ready to run: attributes parsed and constant weights pre-packed at load.
 protocol Kernel: Sendable {

@@ -81,13 +81,14 @@ public struct Tensor: Sendable {
         return withUnsafeBytes { Array($0.bindMemory(to: Element.self)) }
     }
 
-    /// The raw pointer, for kernels that manage their own access. Valid while the tensor lives.
-    public var unsafeBaseAddress: UnsafeMutableRawPointer { storage.bytes }
+    /// The raw pointer, for this package's kernels and codecs, which manage their own access.
+    /// Valid while the tensor lives. `package`, so that no client of the library can write
+    /// through it behind copy-on-write.
+    package var unsafeBaseAddress: UnsafeMutableRawPointer { storage.bytes }
 }
 
 /// Owns a tensor's bytes.
-final class TensorStorage: @unchecked Sendable {
-    // Written only through Tensor's copy-on-write paths or by kernels that own the tensor.
+final class TensorStorage {
     let bytes: UnsafeMutableRawPointer
     let byteCount: Int
 
@@ -107,6 +108,9 @@ final class TensorStorage: @unchecked Sendable {
         bytes.deallocate()
     }
 }
+
+// Written only through Tensor's copy-on-write paths or by package kernels that own the tensor.
+extension TensorStorage: @unchecked Sendable {}
 
 /// Shape arithmetic with every size checked.
 public enum Shape {

@@ -14,7 +14,6 @@ final class GRPCClientConnection: ChannelInboundHandler, RemovableChannelHandler
     private var calls: [Int32: ClientStream] = [:]
     private var inReadCycle = false
     private var closedError: RPCError?
-    private var goAwayReceived = false
 
     init(configuration: GRPCClientConfiguration) {
         self.configuration = configuration
@@ -250,9 +249,9 @@ extension GRPCClientConnection: H2SessionDelegate {
 
     func sessionSettingsReceived() {}
 
-    func sessionGoAway(lastStreamID: Int32, errorCode: UInt32) {
-        goAwayReceived = true
-    }
+    // nghttp2 closes the streams past lastStreamID itself, so each call hears it from
+    // sessionStreamClosed; nothing else depends on the GOAWAY.
+    func sessionGoAway(lastStreamID: Int32, errorCode: UInt32) {}
 
     func sessionReadBody(streamID: Int32, into buffer: UnsafeMutableRawBufferPointer) -> H2Session.ReadResult {
         guard let call = calls[streamID] else { return .end(0, trailers: nil) }

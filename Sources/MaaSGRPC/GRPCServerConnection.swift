@@ -654,7 +654,6 @@ enum ResponseHeaders {
 extension RequestHeaders {
     /// Keeps what the server acts on; everything not reserved becomes custom metadata.
     mutating func record(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        count += 1
         func equals(_ literal: StaticString) -> Bool {
             name.elementsEqual(UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
         }

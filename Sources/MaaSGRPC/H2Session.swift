@@ -189,9 +189,12 @@ final class H2Session {
 
 // MARK: - The C callback tables, built once.
 
+// nghttp2 only reads the callback table after it is built; sessions on any loop may share it.
+extension H2Session.CallbackTable: @unchecked Sendable {}
+
 extension H2Session {
     /// Callbacks and options never change, so they are built once and shared by every session.
-    final class CallbackTable: @unchecked Sendable {
+    final class CallbackTable {
         let pointer: OpaquePointer
         init(_ pointer: OpaquePointer) { self.pointer = pointer }
     }
@@ -342,8 +345,7 @@ struct HeaderBlock {
     }
 
     /// Fields in memory that is never freed, so nghttp2 may point at it instead of copying.
-    private final class PreparedFields: @unchecked Sendable {
-        // Immutable after init; only ever read.
+    fileprivate final class PreparedFields {
         let fields: [(String, String)]
         let nva: UnsafeMutablePointer<nghttp2_nv>
 
@@ -368,12 +370,14 @@ struct HeaderBlock {
     }
 }
 
+// Immutable after init and only ever read, by nghttp2 and by us.
+extension HeaderBlock.PreparedFields: @unchecked Sendable {}
+
 /// nghttp2's SETTINGS identifiers, for callers that do not import CNghttp2.
 enum H2SettingID {
     static let maxConcurrentStreams = Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue)
     static let initialWindowSize = Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue)
     static let maxHeaderListSize = Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue)
-    static let maxFrameSize = Int32(NGHTTP2_SETTINGS_MAX_FRAME_SIZE.rawValue)
     static let noRFC7540Priorities = Int32(NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES.rawValue)
     static let enablePush = Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue)
 }
@@ -382,7 +386,6 @@ enum H2SettingID {
 enum H2ErrorCode {
     static let noError: UInt32 = 0
     static let protocolError: UInt32 = 1
-    static let internalError: UInt32 = 2
     static let refusedStream: UInt32 = 7
     static let cancel: UInt32 = 8
     static let enhanceYourCalm: UInt32 = 11

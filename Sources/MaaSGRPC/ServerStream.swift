@@ -96,5 +96,4 @@ struct RequestHeaders {
     var encoding: String?
     var metadata = Metadata()
     var invalidMetadataKey: String?
-    var count = 0
 }

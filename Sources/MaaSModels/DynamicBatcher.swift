@@ -1,4 +1,4 @@
-import Dispatch
+import DequeModule
 import MaaSCompute
 public import MaaSCore
 import Synchronization
@@ -16,7 +16,6 @@ public struct BatchItem: Sendable {
     /// The request's own queue timeout (its `timeout` parameter), when the model's queue policy
     /// allows overriding the default.
     public let queueTimeout: Duration?
-    public let enqueued: ContinuousClock.Instant
     public let complete: @Sendable (Result<[String: Tensor], InferenceError>) -> Void
 
     public init(
@@ -30,24 +29,39 @@ public struct BatchItem: Sendable {
         self.outputs = outputs
         self.deadline = deadline
         self.cancellation = cancellation
-        self.enqueued = .now
         self.complete = complete
     }
+}
 
-    /// Rows of different shapes (beyond the batch dimension) cannot share a batch.
-    var shapeKey: [[Int]] {
-        inputs.keys.sorted().map { Array(inputs[$0]!.shape.dropFirst()) }
+/// An item in the queue, with what batching compares computed once, outside the lock.
+struct QueuedItem: Sendable {
+    let item: BatchItem
+    let enqueued: ContinuousClock.Instant
+    /// Rows of different shapes (beyond the batch dimension) cannot share a batch: the inputs'
+    /// trailing dims in name order.
+    let shapeKey: [[Int]]
+
+    init(_ item: BatchItem, enqueued: ContinuousClock.Instant) {
+        self.item = item
+        self.enqueued = enqueued
+        shapeKey = item.inputs.sorted { $0.key < $1.key }.map { Array($0.value.shape.dropFirst()) }
     }
+
+    var rows: Int { item.rows }
 }
 
 /// Triton-style dynamic batching for one model version: requests join a queue (under a lock,
 /// from the event loop that decoded them); a batch forms when it reaches the preferred or
-/// maximum size or when the oldest request has waited `max_queue_delay` (a Dispatch timer); one
-/// forward pass runs at a time, on the compute pool, and its outputs are split back per
-/// request. The pool thread that finishes a batch starts the next one if it is due, so a busy
-/// model costs one hand-off per batch in and one per event loop out.
+/// maximum size or when the oldest request has waited `max_queue_delay` (a timer on the
+/// injected clock); one forward pass runs at a time, on the compute pool, and its outputs are
+/// split back per request. The pool thread that finishes a batch starts the next one if it is
+/// due, so a busy model costs one hand-off per batch in and one per event loop out.
+///
+/// - Important: call ``drain()`` (unload and shutdown do) before dropping a version: it refuses
+///   new requests and runs what is queued at once, so that no caller waits on a model that is gone.
 public final class DynamicBatcher: Sendable {
     let model: CompiledModel
+    let label: String
     let maxBatchSize: Int
     let targetRows: Int
     let maxDelay: Duration
@@ -56,19 +70,28 @@ public final class DynamicBatcher: Sendable {
     let queueTimeout: Duration?
     /// default_queue_policy.allow_timeout_override: a request's `timeout` replaces the default.
     public let allowsTimeoutOverride: Bool
-    let timers: DispatchQueue
+    let clock: any BatchingClock
     private let state = Mutex(State())
     public let statistics = ModelStatistics()
 
     private struct State {
-        var pending: [BatchItem] = []
+        var pending = Deque<QueuedItem>()
         var pendingRows = 0
+        /// A forward pass is running (one at a time).
         var executing = false
+        /// Batches handed to the pool whose callers have not all been answered yet.
+        var batchesInFlight = 0
         var timerArmed = false
+        var stopped = false
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+
+        var isIdle: Bool { pending.isEmpty && batchesInFlight == 0 }
     }
 
-    init(model: CompiledModel, config: ModelConfig, label: String) {
+    init(model: CompiledModel, config: ModelConfig, label: String, clock: any BatchingClock = .system) {
         self.model = model
+        self.label = label
+        self.clock = clock
         maxBatchSize = config.maxBatchSize
         let preferred = config.dynamicBatching?.preferredBatchSizes.filter { $0 > 0 && $0 <= max(config.maxBatchSize, 1) } ?? []
         targetRows = preferred.max() ?? max(config.maxBatchSize, 1)
@@ -82,78 +105,91 @@ public final class DynamicBatcher: Sendable {
         } else {
             queueTimeout = nil
         }
-        timers = DispatchQueue(label: "maas.batcher.\(label)")
     }
 
-    /// Queues validated requests; starts a batch on the pool if one is due.
+    /// Queues validated requests; starts a batch on the pool if one is due. After ``stop()``
+    /// every item is answered UNAVAILABLE at once.
     public func submit(_ items: [BatchItem]) {
-        enqueue(items)
-    }
-
-    private func enqueue(_ items: [BatchItem]) {
+        let now = clock.now
+        let queued = items.map { QueuedItem($0, enqueued: now) }
         var rejected: [BatchItem] = []
-        state.withLock { state in
-            for item in items {
-                if state.pending.count >= maxQueueItems {
-                    rejected.append(item)
+        let stopped = state.withLock { state in
+            for item in queued {
+                if state.stopped || state.pending.count >= maxQueueItems {
+                    rejected.append(item.item)
                 } else {
                     state.pending.append(item)
                     state.pendingRows += item.rows
                 }
             }
+            return state.stopped
         }
         for item in rejected {
             statistics.recordFailure(queued: .zero)
-            item.complete(.failure(InferenceError(.unavailable, "model queue is full (\(maxQueueItems) requests waiting)")))
+            let message = stopped
+                ? "model '\(label)' is unloading and takes no new requests"
+                : "model queue is full (\(maxQueueItems) requests waiting)"
+            item.complete(.failure(InferenceError(.unavailable, message)))
         }
         dispatchIfReady()
     }
 
+    /// Refuses new requests from now on and makes everything queued due at once (without
+    /// waiting for `max_queue_delay`): queued requests still run. Idempotent.
+    public func stop() {
+        state.withLock { $0.stopped = true }
+        dispatchIfReady()
+    }
+
+    /// ``stop()``, then waits until every queued request has been answered.
+    public func drain() async {
+        stop()
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let idle = state.withLock { state in
+                if state.isIdle { return true }
+                state.drainWaiters.append(done)
+                return false
+            }
+            if idle { done.resume() }
+        }
+    }
+
     /// Starts a batch when one is due, or arms the delay timer. Called from any thread.
     private func dispatchIfReady() {
-        let now = ContinuousClock.now
-        var expired: [BatchItem] = []
-        let decision: (batch: [BatchItem], wait: Duration?) = state.withLock { state in
+        let now = clock.now
+        var expired: [QueuedItem] = []
+        var drained: [CheckedContinuation<Void, Never>] = []
+        let decision: (batch: [QueuedItem], wait: Duration?) = state.withLock { state in
             // Requests whose caller has given up are dropped before any compute.
-            state.pending.removeAll { item in
+            state.pending.removeAll { queued in
+                let item = queued.item
                 let limit = (allowsTimeoutOverride ? item.queueTimeout : nil) ?? queueTimeout
-                let timedOut = limit.map { now - item.enqueued >= $0 } ?? false
+                let timedOut = limit.map { now - queued.enqueued >= $0 } ?? false
                 let dead = timedOut || (item.deadline.map { $0 <= now } ?? false) || (item.cancellation?.isCancelled ?? false)
                 if dead {
-                    expired.append(item)
+                    expired.append(queued)
                     state.pendingRows -= item.rows
                 }
                 return dead
             }
+            if state.stopped && state.isIdle { swap(&drained, &state.drainWaiters) }
             guard !state.executing, let oldest = state.pending.first else { return ([], nil) }
             let waited = now - oldest.enqueued
-            let due = maxBatchSize == 0 || state.pendingRows >= targetRows || waited >= maxDelay
+            let due = state.stopped || maxBatchSize == 0 || state.pendingRows >= targetRows || waited >= maxDelay
             guard due else {
                 if state.timerArmed { return ([], nil) }
                 state.timerArmed = true
                 return ([], maxDelay - waited)
             }
-            var batch: [BatchItem] = [state.pending.removeFirst()]
-            var rows = batch[0].rows
-            if maxBatchSize > 0 {
-                let key = batch[0].shapeKey
-                var index = 0
-                while index < state.pending.count, rows < maxBatchSize {
-                    let item = state.pending[index]
-                    if rows + item.rows <= maxBatchSize && item.shapeKey == key {
-                        batch.append(state.pending.remove(at: index))
-                        rows += item.rows
-                    } else {
-                        index += 1
-                    }
-                }
-            }
-            state.pendingRows -= rows
+            let batch = takeBatch(from: &state.pending)
+            state.pendingRows -= batch.reduce(0) { $0 + $1.rows }
             state.executing = true
+            state.batchesInFlight += 1
             return (batch, nil)
         }
-        for item in expired {
-            let waited = now - item.enqueued
+        for queued in expired {
+            let item = queued.item
+            let waited = now - queued.enqueued
             statistics.recordFailure(queued: waited)
             let error: InferenceError
             if item.cancellation?.isCancelled ?? false {
@@ -165,9 +201,9 @@ public final class DynamicBatcher: Sendable {
             }
             item.complete(.failure(error))
         }
+        for waiter in drained { waiter.resume() }
         if let wait = decision.wait {
-            let nanos = max(Int((wait.components.seconds * 1_000_000_000) + wait.components.attoseconds / 1_000_000_000), 0)
-            timers.asyncAfter(deadline: .now() + .nanoseconds(nanos)) {
+            clock.schedule(after: wait) {
                 self.state.withLock { $0.timerArmed = false }
                 self.dispatchIfReady()
             }
@@ -178,13 +214,40 @@ public final class DynamicBatcher: Sendable {
         }
     }
 
+    /// The oldest item and, up to the maximum batch size, every later one of the same shapes.
+    private func takeBatch(from pending: inout Deque<QueuedItem>) -> [QueuedItem] {
+        let first = pending.removeFirst()
+        var batch = [first]
+        var rows = first.rows
+        guard maxBatchSize > 0 else { return batch }
+        // Usually every queued request has the same shapes: they leave from the front.
+        while rows < maxBatchSize, let next = pending.first, next.shapeKey == first.shapeKey, rows + next.rows <= maxBatchSize {
+            batch.append(pending.removeFirst())
+            rows += next.rows
+        }
+        guard rows < maxBatchSize, !pending.isEmpty else { return batch }
+        // Otherwise one pass picks what fits from behind the items that do not.
+        var kept = Deque<QueuedItem>(minimumCapacity: pending.count)
+        for queued in pending {
+            if rows + queued.rows <= maxBatchSize, queued.shapeKey == first.shapeKey {
+                batch.append(queued)
+                rows += queued.rows
+            } else {
+                kept.append(queued)
+            }
+        }
+        pending = kept
+        return batch
+    }
+
     /// On a pool thread: one forward pass for the whole batch, outputs split back per request.
-    private func execute(_ batch: [BatchItem]) {
-        let start = ContinuousClock.now
+    private func execute(_ batch: [QueuedItem]) {
+        let start = clock.now
         var timing = Timing()
+        let items = batch.map(\.item)
         let result: Result<[[String: Tensor]], InferenceError>
         do {
-            result = .success(try run(batch, timing: &timing))
+            result = .success(try run(items, timing: &timing))
         } catch {
             result = .failure(error)
         }
@@ -198,13 +261,21 @@ public final class DynamicBatcher: Sendable {
                 size: batch.reduce(0) { $0 + $1.rows }, items: batch.count,
                 input: timing.input, infer: timing.infer, output: timing.output,
                 queued: batch.map { start - $0.enqueued })
-            for (item, output) in zip(batch, outputs) { item.complete(.success(output)) }
+            for (item, output) in zip(items, outputs) { item.complete(.success(output)) }
         case .failure(let error):
-            for item in batch {
-                statistics.recordFailure(queued: start - item.enqueued)
-                item.complete(.failure(error))
+            for queued in batch {
+                statistics.recordFailure(queued: start - queued.enqueued)
+                queued.item.complete(.failure(error))
             }
         }
+        // A drain ends only once every caller has its answer.
+        let drained: [CheckedContinuation<Void, Never>] = state.withLock { state in
+            state.batchesInFlight -= 1
+            guard state.stopped && state.isIdle else { return [] }
+            defer { state.drainWaiters = [] }
+            return state.drainWaiters
+        }
+        for waiter in drained { waiter.resume() }
     }
 
     struct Timing {

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 public import MaaSCompute
 public import MaaSCore
@@ -8,7 +9,9 @@ import Synchronization
 /// `REPO/NAME/config.json` (optional) and `REPO/NAME/VERSION/model.onnx` (+ external data).
 ///
 /// Loading is all-or-nothing per version; a model that fails keeps its reason for ModelReady and
-/// RepositoryIndex, and other models load regardless.
+/// RepositoryIndex, and other models load regardless. Loads and unloads of one model take turns
+/// (as in Triton's `model_lifecycle.h`): a reload keeps the old versions serving until the new
+/// ones are compiled and warm, then lets the old ones finish their queued requests.
 public final class ModelRepository: Sendable {
     public enum State: String, Sendable {
         case ready = "READY"
@@ -27,17 +30,25 @@ public final class ModelRepository: Sendable {
 
     public let path: String?
     let pool: ComputePool
-    private let models = Mutex<[String: [Int64: ModelVersion]]>([:])
-    private let failures = Mutex<[String: [String: String]]>([:])  // model -> version ("" = model) -> reason
+    let clock: any BatchingClock
+    private let lifecycles = Mutex<[String: ModelLifecycle]>([:])
     private let builtIn: [String: (ModelGraph, ModelConfig?)]
+    /// Compiling reads files and keeps a core busy: it runs here, not on Swift's few
+    /// cooperative threads, which serve the event loops' async work.
+    private static let loaders = DispatchQueue(label: "maas.repository.load", attributes: .concurrent)
 
     /// - Parameters:
     ///   - path: the repository directory, or nil for only the built-in models.
     ///   - builtIn: models that exist without files (the default seed model).
-    public init(path: String?, builtIn: [String: (ModelGraph, ModelConfig?)] = [:], pool: ComputePool = .shared) {
+    ///   - clock: the batchers' clock (tests move it by hand).
+    public init(
+        path: String?, builtIn: [String: (ModelGraph, ModelConfig?)] = [:], pool: ComputePool = .shared,
+        clock: any BatchingClock = .system
+    ) {
         self.path = path
         self.builtIn = builtIn
         self.pool = pool
+        self.clock = clock
     }
 
     /// Model names present in the repository (directories, plus built-in models).
@@ -49,66 +60,137 @@ public final class ModelRepository: Sendable {
         return names.sorted()
     }
 
-    /// Loads (or reloads) every model in the repository.
-    public func loadAll() {
-        for name in modelNames() { _ = try? load(name) }
+    /// Loads (or reloads) every model in the repository; stops early when the task is cancelled.
+    public func loadAll() async {
+        for name in modelNames() where !Task.isCancelled { _ = try? await load(name) }
     }
 
-    /// Loads the versions of `name` its version policy selects; a new version is compiled and
-    /// warmed up before it replaces the old one, which finishes its queued work.
+    /// Loads the versions of `name` its version policy selects, after any load or unload of
+    /// `name` already under way. The old versions serve until the new ones are compiled and
+    /// warmed up, then finish their queued work before this returns. If the load fails, the
+    /// model is unavailable with the reason.
     @discardableResult
-    public func load(_ name: String) throws(InferenceError) -> [ModelVersion] {
-        do {
-            let loaded = try loadVersions(name)
-            models.withLock { $0[name] = Dictionary(uniqueKeysWithValues: loaded.map { ($0.version, $0) }) }
-            failures.withLock { $0[name] = nil }
-            return loaded
-        } catch {
-            failures.withLock { $0[name] = ["": error.message] }
-            models.withLock { $0[name] = nil }
-            throw error
+    public func load(_ name: String) async throws(InferenceError) -> [ModelVersion] {
+        await beginOperation(name)
+        defer { endOperation(name) }
+        lifecycles.withLock { $0[name]!.state = .loading }
+        let result = await withCheckedContinuation { (done: CheckedContinuation<Result<[ModelVersion], InferenceError>, Never>) in
+            Self.loaders.async {
+                done.resume(returning: Result { () throws(InferenceError) in try self.loadVersions(name) })
+            }
+        }
+        let replaced = lifecycles.withLock { table in
+            let old = Array(table[name]!.versions.values)
+            switch result {
+            case .success(let loaded):
+                table[name]!.versions = Dictionary(uniqueKeysWithValues: loaded.map { ($0.version, $0) })
+                table[name]!.state = .ready
+                table[name]!.failure = nil
+            case .failure(let error):
+                table[name]!.versions = [:]
+                table[name]!.state = .unavailable
+                table[name]!.failure = error.message
+            }
+            return old
+        }
+        await Self.drain(replaced)
+        return try result.get()
+    }
+
+    /// Stops serving `name`: it shows UNLOADING until its queued requests are answered, then
+    /// is gone (NOT_FOUND) until loaded again.
+    public func unload(_ name: String) async {
+        await beginOperation(name)
+        defer { endOperation(name) }
+        let versions = lifecycles.withLock { table in
+            table[name]!.state = .unloading
+            table[name]!.failure = nil
+            return Array(table[name]!.versions.values)
+        }
+        await Self.drain(versions)
+        lifecycles.withLock { table in
+            table[name]!.versions = [:]
+            table[name]!.state = .unavailable
         }
     }
 
-    public func unload(_ name: String) {
-        models.withLock { $0[name] = nil }
-        failures.withLock { $0[name] = nil }
+    /// Unloads every model, for shutdown: queued requests are answered first.
+    public func unloadAll() async {
+        let names = lifecycles.withLock { Array($0.keys) }
+        await withTaskGroup(of: Void.self) { group in
+            for name in names { group.addTask { await self.unload(name) } }
+        }
     }
 
     /// The version a request names ("" = the newest ready one).
     public func version(_ name: String, _ version: String) throws(InferenceError) -> ModelVersion {
-        let versions = models.withLock { $0[name] }
-        guard let versions, !versions.isEmpty else {
-            if let reason = failures.withLock({ $0[name]?[""] }) {
-                throw InferenceError(.unavailable, "model '\(name)' is not ready: \(reason)")
-            }
+        let (versions, reason) = lifecycles.withLock { ($0[name]?.serving ?? [:], $0[name]?.unavailableReason) }
+        guard let newest = versions.keys.max() else {
+            if let reason { throw InferenceError(.unavailable, "model '\(name)' is not ready: \(reason)") }
             throw InferenceError(.notFound, "unknown model '\(name)'")
         }
-        if version.isEmpty { return versions[versions.keys.max()!]! }
+        if version.isEmpty { return versions[newest]! }
         guard let number = Int64(version), let match = versions[number] else {
             throw InferenceError(.notFound, "model '\(name)' has no ready version '\(version)' (ready: \(versions.keys.sorted().map(String.init).joined(separator: ", ")))")
         }
         return match
     }
 
-    /// Ready versions of every model plus models that failed, for RepositoryIndex.
+    /// Every model's versions and state from one view of the table, for RepositoryIndex.
     public func index() -> [Entry] {
+        let known = lifecycles.withLock { table in
+            Dictionary(uniqueKeysWithValues: table.map { ($0.key, $0.value.entries(name: $0.key)) })
+        }
         var entries: [Entry] = []
-        let loaded = models.withLock { $0 }
-        let failed = failures.withLock { $0 }
-        for name in Set(modelNames()).union(loaded.keys).union(failed.keys).sorted() {
-            if let versions = loaded[name], !versions.isEmpty {
-                for version in versions.keys.sorted() { entries.append(Entry(name: name, version: String(version), state: .ready, reason: "")) }
-            } else {
-                entries.append(Entry(name: name, version: "", state: .unavailable, reason: failed[name]?[""] ?? "unloaded"))
-            }
+        for name in Set(modelNames()).union(known.keys).sorted() {
+            entries += known[name] ?? [Entry(name: name, version: "", state: .unavailable, reason: "unloaded")]
         }
         return entries
     }
 
-    /// Every loaded version.
+    /// Every version that takes requests now.
     public func loadedVersions() -> [ModelVersion] {
-        models.withLock { $0.values.flatMap { $0.values } }.sorted { ($0.name, $0.version) < ($1.name, $1.version) }
+        lifecycles.withLock { $0.values.flatMap { $0.serving.values } }.sorted { ($0.name, $0.version) < ($1.name, $1.version) }
+    }
+
+    // MARK: Turns
+
+    /// Waits until no other load or unload of `name` is under way, then claims the turn.
+    private func beginOperation(_ name: String) async {
+        await withCheckedContinuation { (turn: CheckedContinuation<Void, Never>) in
+            let now = lifecycles.withLock { table in
+                if table[name]?.busy == true {
+                    table[name]!.waiters.append(turn)
+                    return false
+                }
+                table[name, default: ModelLifecycle()].busy = true
+                return true
+            }
+            if now { turn.resume() }
+        }
+    }
+
+    /// Hands the turn to the next waiter in arrival order; forgets a model that is unloaded
+    /// and unclaimed, so that it reads as unknown again.
+    private func endOperation(_ name: String) {
+        let next: CheckedContinuation<Void, Never>? = lifecycles.withLock { table in
+            guard table[name]!.waiters.isEmpty else { return table[name]!.waiters.removeFirst() }
+            table[name]!.busy = false
+            if table[name]!.state == .unavailable && table[name]!.failure == nil { table[name] = nil }
+            return nil
+        }
+        next?.resume()
+    }
+
+    /// Loads and unloads of `name` waiting for their turn (for tests).
+    func waitingOperations(_ name: String) -> Int {
+        lifecycles.withLock { $0[name]?.waiters.count ?? 0 }
+    }
+
+    /// Every batcher stops taking requests at once, then each finishes its queue.
+    private static func drain(_ versions: [ModelVersion]) async {
+        for version in versions { version.batcher.stop() }
+        for version in versions { await version.batcher.drain() }
     }
 
     // MARK: Loading
@@ -166,7 +248,7 @@ public final class ModelRepository: Sendable {
         }
         let config = ModelConfig.derived(name: name, graph: graph, declared: declared)
         try Self.check(config, against: graph, model: name)
-        let loaded = ModelVersion(name: name, version: version, config: config, compiled: compiled)
+        let loaded = ModelVersion(name: name, version: version, config: config, compiled: compiled, clock: clock)
         try warmUp(loaded)
         return loaded
     }

@@ -11,13 +11,13 @@ public final class ModelVersion: Sendable {
     public let compiled: CompiledModel
     public let batcher: DynamicBatcher
 
-    init(name: String, version: Int64, config: ModelConfig, compiled: CompiledModel) {
+    init(name: String, version: Int64, config: ModelConfig, compiled: CompiledModel, clock: any BatchingClock) {
         self.name = name
         self.version = version
         self.config = config
         self.outputNames = config.outputs.map(\.name)
         self.compiled = compiled
-        self.batcher = DynamicBatcher(model: compiled, config: config, label: "\(name):\(version)")
+        self.batcher = DynamicBatcher(model: compiled, config: config, label: "\(name):\(version)", clock: clock)
     }
 
     /// Inputs and outputs as ModelMetadata reports them (batch dimension included as -1).

@@ -159,12 +159,12 @@ public struct InferenceService: RPCService {
             guard !model.isEmpty else { throw RPCError(.invalidArgument, "model_name is empty") }
             if load {
                 do throws(InferenceError) {
-                    try repository.load(model)
+                    try await repository.load(model)
                 } catch {
                     throw RPCError(error.code == .notFound ? .notFound : .invalidArgument, "failed to load '\(model)': \(error.message)")
                 }
             } else {
-                repository.unload(model)
+                await repository.unload(model)
             }
             return ByteBuffer(bytes: KServe.emptyResponse)
         }

@@ -59,7 +59,7 @@ public final class ModelServer: Service, Sendable {
             try? await Task.sleep(for: interval)
             let names = Set(repository.modelNames())
             for name in Set(seen.keys).subtracting(names) {
-                repository.unload(name)
+                await repository.unload(name)
                 seen[name] = nil
                 logger.info("model removed from the repository: unloaded", metadata: ["model": "\(name)"])
             }
@@ -68,7 +68,7 @@ public final class ModelServer: Service, Sendable {
                 guard print != seen[name] else { continue }
                 seen[name] = print
                 do {
-                    let versions = try repository.load(name)
+                    let versions = try await repository.load(name)
                     logger.info("model (re)loaded", metadata: ["model": "\(name)", "versions": "\(versions.map(\.version))"])
                 } catch {
                     logger.error("model failed to load", metadata: ["model": "\(name)", "reason": "\(error.message)"])
@@ -86,16 +86,19 @@ public final class ModelServer: Service, Sendable {
         let loading = Task.detached {
             switch options.controlMode {
             case .none, .poll:
-                repository.loadAll()
+                await repository.loadAll()
             case .explicit:
                 let names = options.startupModels.contains("*") ? repository.modelNames() : options.startupModels
-                for name in names { _ = try? repository.load(name) }
+                for name in names where !Task.isCancelled { _ = try? await repository.load(name) }
             }
-            for entry in repository.index() where entry.state == .ready || entry.reason != "unloaded" {
-                if entry.state == .ready {
+            for entry in repository.index() {
+                switch entry.state {
+                case .ready:
                     logger.info("model ready", metadata: ["model": "\(entry.name)", "version": "\(entry.version)"])
-                } else {
+                case .unavailable where entry.reason != "unloaded":
                     logger.error("model failed to load", metadata: ["model": "\(entry.name)", "reason": "\(entry.reason)"])
+                case .unavailable, .loading, .unloading:
+                    break
                 }
             }
             readiness.markReady()
@@ -104,11 +107,22 @@ public final class ModelServer: Service, Sendable {
                 await Self.poll(repository, every: options.pollInterval, logger: logger)
             }
         }
-        try await withGracefulShutdownHandler {
-            try await grpc.run()
-        } onGracefulShutdown: {
-            health.markAllNotServing()
+        let served: Result<Void, any Error>
+        do {
+            try await withGracefulShutdownHandler {
+                try await grpc.run()
+            } onGracefulShutdown: {
+                health.markAllNotServing()
+            }
+            served = .success(())
+        } catch {
+            served = .failure(error)
         }
+        // The listener is closed and its calls answered: stop loading, then let every batcher
+        // finish what it holds before the models go.
         loading.cancel()
+        await loading.value
+        await repository.unloadAll()
+        try served.get()
     }
 }

@@ -383,8 +383,7 @@ struct ServerProtocolTests {
 }
 
 /// `test.Probe/Hang`: never answers by itself; records whether the call was cancelled.
-final class CancellationProbe: RPCService, @unchecked Sendable {
-    // Touched only from the embedded loop's thread (the test's).
+final class CancellationProbe: RPCService {
     private(set) var cancelled = false
     private var responder: UnaryResponder?
 
@@ -403,3 +402,6 @@ final class CancellationProbe: RPCService, @unchecked Sendable {
         responder?.succeed(ByteBuffer(bytes: [1, 2, 3]))
     }
 }
+
+// Touched only from the embedded loop's thread, which is the test's.
+extension CancellationProbe: @unchecked Sendable {}

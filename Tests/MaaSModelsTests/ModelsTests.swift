@@ -1,10 +1,8 @@
-import Dispatch
 import Foundation
 import MaaSCompute
 import MaaSCore
 import MaaSModels
 import MaaSProto
-import Synchronization
 import Testing
 
 @Suite("config.json")
@@ -54,15 +52,8 @@ struct ConfigTests {
 
 @Suite("Repository, validation and batching")
 struct RepositoryTests {
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../MaaSComputeTests/Fixtures/onnx").standardized.path
-
-    func repository(_ files: [String: String] = [:], config: String? = nil) throws -> (ModelRepository, String) {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("repo-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: root + "/seed/1", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: Self.fixtures + "/seed_mlp.torchscript.op17.onnx", toPath: root + "/seed/1/model.onnx")
-        if let config { try config.write(toFile: root + "/seed/config.json", atomically: true, encoding: .utf8) }
-        return (ModelRepository(path: root), root)
+    func repository(config: String? = nil) throws -> (ModelRepository, String) {
+        try TestRepository.make(config: config)
     }
 
     func request(rows: Int, width: Int = 10, datatype: String = "FP32", name: String = "input") -> InferenceRequest {
@@ -72,9 +63,9 @@ struct RepositoryTests {
     }
 
     @Test("a dynamic first dimension means batching; config is completed from the graph")
-    func derivedConfig() throws {
+    func derivedConfig() async throws {
         let (repo, _) = try repository()
-        try repo.load("seed")
+        try await repo.load("seed")
         let model = try repo.version("seed", "")
         #expect(model.config.maxBatchSize == 64)
         #expect(model.inputMetadata == [TensorMetadata(name: "input", datatype: "FP32", shape: [-1, 10])])
@@ -87,9 +78,9 @@ struct RepositoryTests {
         (1, 10, "INT64", "input", "expects datatype FP32, got INT64"),
         (1, 10, "FP32", "x", "has no input 'x'"),
     ])
-    func validation(rows: Int, width: Int, datatype: String, name: String, error: String?) throws {
+    func validation(rows: Int, width: Int, datatype: String, name: String, error: String?) async throws {
         let (repo, _) = try repository()
-        try repo.load("seed")
+        try await repo.load("seed")
         let model = try repo.version("seed", "")
         if let error {
             #expect { try model.prepare(request(rows: rows, width: width, datatype: datatype, name: name)) } throws: {
@@ -100,77 +91,6 @@ struct RepositoryTests {
         }
     }
 
-    @Test("the batcher joins queued requests into one forward pass and splits the outputs")
-    func batching() async throws {
-        let (repo, _) = try repository(config: #"{"max_batch_size": 16, "dynamic_batching": {"max_queue_delay_microseconds": 20000}}"#)
-        try repo.load("seed")
-        let model = try repo.version("seed", "")
-        let results = Mutex<[Int: [Int]]>([:])
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            let remaining = Mutex(5)
-            let items = (1...5).map { rows in
-                let x = try! Tensor((0..<(rows * 10)).map { Float($0) / 10 }, shape: [rows, 10])
-                return BatchItem(inputs: ["input": x], rows: rows, outputs: [], deadline: nil, cancellation: nil) { result in
-                    let shape = (try? result.get())?["output"]?.shape ?? []
-                    results.withLock { $0[rows] = shape }
-                    if remaining.withLock({ $0 -= 1; return $0 }) == 0 { done.resume() }
-                }
-            }
-            model.batcher.submit(items)
-        }
-        #expect(results.withLock { $0 } == [1: [1, 10], 2: [2, 10], 3: [3, 10], 4: [4, 10], 5: [5, 10]])
-        let stats = model.batcher.statistics.snapshot
-        #expect(stats.inferenceCount == 15)
-        #expect(stats.executionCount == 1)
-        #expect(stats.batches[15]?.count == 1)
-    }
-
-    @Test("a full queue answers UNAVAILABLE and a passed deadline DEADLINE_EXCEEDED, before compute")
-    func queueLimits() async throws {
-        let (repo, _) = try repository(config: #"{"max_batch_size": 4, "dynamic_batching": {"max_queue_delay_microseconds": 200000, "default_queue_policy": {"max_queue_size": 1}}}"#)
-        try repo.load("seed")
-        let model = try repo.version("seed", "")
-        let codes = Mutex<[StatusCode]>([])
-        let x = try Tensor([Float](repeating: 0, count: 10), shape: [1, 10])
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            let remaining = Mutex(2)
-            let finish: @Sendable (Result<[String: Tensor], InferenceError>) -> Void = { result in
-                if case .failure(let error) = result { codes.withLock { $0.append(error.code) } }
-                if remaining.withLock({ $0 -= 1; return $0 }) == 0 { done.resume() }
-            }
-            // The first waits for the 200 ms batching delay, but its deadline is now.
-            model.batcher.submit([
-                BatchItem(inputs: ["input": x], rows: 1, outputs: [], deadline: .now + .milliseconds(5), cancellation: nil, complete: finish),
-                BatchItem(inputs: ["input": x], rows: 1, outputs: [], deadline: nil, cancellation: nil, complete: finish),
-            ])
-        }
-        #expect(codes.withLock { $0 }.sorted { $0.rawValue < $1.rawValue } == [.deadlineExceeded, .unavailable])
-        #expect(model.batcher.statistics.snapshot.executionCount == 0)
-    }
-
-    @Test("a request's own queue timeout applies only when the policy allows overriding", arguments: [true, false])
-    func timeoutOverride(allowed: Bool) async throws {
-        let (repo, _) = try repository(config: """
-            {"max_batch_size": 4, "dynamic_batching": {"max_queue_delay_microseconds": 100000,
-             "default_queue_policy": {"default_timeout_microseconds": 60000000, "allow_timeout_override": \(allowed)}}}
-            """)
-        try repo.load("seed")
-        let model = try repo.version("seed", "")
-        let x = try Tensor([Float](repeating: 0, count: 10), shape: [1, 10])
-        let outcome = await withCheckedContinuation { (done: CheckedContinuation<StatusCode, Never>) in
-            model.batcher.submit([BatchItem(
-                inputs: ["input": x], rows: 1, outputs: [], deadline: nil, cancellation: nil, queueTimeout: .milliseconds(1)
-            ) { result in
-                switch result {
-                case .success: done.resume(returning: .ok)
-                case .failure(let error): done.resume(returning: error.code)
-                }
-            }])
-        }
-        // Allowed: 1 ms < the 100 ms batching delay, so it times out; otherwise it runs after the delay.
-        #expect(outcome == (allowed ? .unavailable : .ok))
-    }
-
     @Test("a config.json that contradicts the model keeps it from loading, with the reason", arguments: [
         (#"{"max_batch_size": 8, "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [10]}]}"#, "names input 'x'"),
         (#"{"max_batch_size": 8, "input": [{"name": "input", "data_type": "TYPE_INT64", "dims": [10]}]}"#, "TYPE_INT64 in the config but TYPE_FP32"),
@@ -179,21 +99,21 @@ struct RepositoryTests {
         (#"{"max_batch_size": 8, "output": [{"name": "output", "data_type": "TYPE_FP32", "dims": [3]}]}"#, "output 'output' has dims [3] but the model's are [10]"),
         (#"{"max_batch_size": 8, "output": [{"name": "probs", "data_type": "TYPE_FP32", "dims": [10]}]}"#, "names output 'probs'"),
     ])
-    func contradictions(config: String, reason: String) throws {
+    func contradictions(config: String, reason: String) async throws {
         let (repo, _) = try repository(config: config)
-        #expect { try repo.load("seed") } throws: { ($0 as? InferenceError)?.message.contains(reason) == true }
+        await #expect { try await repo.load("seed") } throws: { ($0 as? InferenceError)?.message.contains(reason) == true }
         #expect { try repo.version("seed", "") } throws: { ($0 as? InferenceError)?.code == .unavailable }
         #expect(repo.index().first?.reason.contains(reason) == true)
     }
 
     @Test("version policy picks the newest versions; a missing model is NOT_FOUND")
-    func versions() throws {
+    func versions() async throws {
         let (repo, root) = try repository(config: #"{"version_policy": {"latest": {"num_versions": 2}}}"#)
         for version in [2, 3] {
             try FileManager.default.createDirectory(atPath: root + "/seed/\(version)", withIntermediateDirectories: true)
             try FileManager.default.copyItem(atPath: root + "/seed/1/model.onnx", toPath: root + "/seed/\(version)/model.onnx")
         }
-        try repo.load("seed")
+        try await repo.load("seed")
         #expect(repo.loadedVersions().map(\.version) == [2, 3])
         #expect(try repo.version("seed", "").version == 3)
         #expect { try repo.version("seed", "1") } throws: { ($0 as? InferenceError)?.code == .notFound }
@@ -213,7 +133,7 @@ struct DeploymentTests {
             metadata: metadata)
     }
 
-    @Test func versionsAreNumberedAndServedWithTheirTrainingMetadata() throws {
+    @Test func versionsAreNumberedAndServedWithTheirTrainingMetadata() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("deploy-\(UUID().uuidString)").path
         let deployment = try RepositoryDeployment(repository: root, model: "m")
         for expected in Int64(1)...3 {
@@ -226,7 +146,7 @@ struct DeploymentTests {
         #expect(entries == ["1", "2", "3", "config.json"], "no staging directory is left behind")
 
         let repository = ModelRepository(path: root, pool: ComputePool(threadCount: 1))
-        let loaded = try repository.load("m")
+        let loaded = try await repository.load("m")
         #expect(loaded.map(\.version) == [3])
         #expect(loaded[0].config.maxBatchSize == 64)
         #expect(loaded[0].config.parameters == ["training.loss": "mse"], "training.* metadata, and only it")
@@ -239,14 +159,14 @@ struct DeploymentTests {
         #expect(throws: InferenceError.self) { try RepositoryDeployment(repository: "", model: "m") }
     }
 
-    @Test func theConfigsFilenameIsUsedAndSpecificPoliciesAreRefused() throws {
+    @Test func theConfigsFilenameIsUsedAndSpecificPoliciesAreRefused() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("deploy-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root + "/named", withIntermediateDirectories: true)
         try Data(#"{"default_model_filename": "net.onnx"}"#.utf8).write(to: URL(fileURLWithPath: root + "/named/config.json"))
         let g = try graph(inputs: 3, outputs: 1)
         let (_, path) = try RepositoryDeployment(repository: root, model: "named").deploy(g, modelBytes: ONNXModel.encode(g))
         #expect(path == "\(root)/named/1/net.onnx")
-        #expect(try ModelRepository(path: root, pool: ComputePool(threadCount: 1)).load("named").map(\.version) == [1])
+        #expect(try await ModelRepository(path: root, pool: ComputePool(threadCount: 1)).load("named").map(\.version) == [1])
 
         try FileManager.default.createDirectory(atPath: root + "/pinned", withIntermediateDirectories: true)
         try Data(#"{"version_policy": {"specific": {"versions": [1]}}}"#.utf8).write(to: URL(fileURLWithPath: root + "/pinned/config.json"))

@@ -13,7 +13,7 @@ struct InferenceClientTests {
     func inferAndErrors() async throws {
         let pool = ComputePool(threadCount: 1)
         let repository = ModelRepository(path: nil, builtIn: [SeedModel.name: (SeedModel.graph(), nil)], pool: pool)
-        repository.loadAll()
+        await repository.loadAll()
         let readiness = InferenceService.Readiness()
         readiness.markReady()
         let server = try await TestServer.start(services: [InferenceService(repository: repository, readiness: readiness)])

@@ -8,8 +8,7 @@ func getenvInt(_ name: String) -> Int? {
 
 /// A right-hand matrix laid out [K, N] row-major once, at load: measured here 1.2-1.6x faster
 /// through OpenBLAS than ONNX's [N, K] (transB=1) layout at small batch.
-struct PackedMatrix: @unchecked Sendable {
-    // Immutable after init.
+struct PackedMatrix: Sendable {
     let k: Int
     let n: Int
     let storage: Tensor
@@ -139,7 +138,7 @@ enum SmallGEMM {
 
 /// C[m×n] = alpha · op(A) · B + bias, tiled over the pool: rows when there are enough of them,
 /// output columns otherwise (batch 1), each tile a single-threaded OpenBLAS call.
-struct TiledGEMM: @unchecked Sendable {
+struct TiledGEMM {
     // Pointers into buffers that outlive the call; tiles write disjoint parts of `c`.
     var m: Int, n: Int, k: Int
     var alpha: Float = 1
