@@ -66,6 +66,7 @@ let package = Package(
             dependencies: [
                 "MaaSCore", "MaaSProto", "MaaSCompute",
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+public import Logging
 public import MaaSCompute
 public import MaaSCore
 import MaaSProto
@@ -30,6 +31,7 @@ public final class ModelRepository: Sendable {
 
     public let path: String?
     let pool: ComputePool
+    private let logger: Logger?
     let clock: any BatchingClock
     private let lifecycles = Mutex<[String: ModelLifecycle]>([:])
     private let builtIn: [String: (ModelGraph, ModelConfig?)]
@@ -41,10 +43,12 @@ public final class ModelRepository: Sendable {
     ///   - path: the repository directory, or nil for only the built-in models.
     ///   - builtIn: models that exist without files (the default seed model).
     ///   - clock: the batchers' clock (tests move it by hand).
+    ///   - logger: where each compiled model reports its plans' kernel choices (debug level).
     public init(
         path: String?, builtIn: [String: (ModelGraph, ModelConfig?)] = [:], pool: ComputePool = .shared,
-        clock: any BatchingClock = .system
+        clock: any BatchingClock = .system, logger: Logger? = nil
     ) {
+        self.logger = logger
         self.path = path
         self.builtIn = builtIn
         self.pool = pool
@@ -242,7 +246,10 @@ public final class ModelRepository: Sendable {
     private func compile(name: String, version: Int64, graph: ModelGraph, declared: ModelConfig?) throws(InferenceError) -> ModelVersion {
         let compiled: CompiledModel
         do {
-            compiled = try CompiledModel(graph: graph, pool: pool)
+            var modelLogger = logger
+            modelLogger?[metadataKey: "model"] = "\(name)"
+            modelLogger?[metadataKey: "version"] = "\(version)"
+            compiled = try CompiledModel(graph: graph, pool: pool, logger: modelLogger)
         } catch {
             throw InferenceError(error.code, "model '\(name)' version \(version): \(error.message)")
         }

@@ -36,7 +36,7 @@ public final class ModelServer: Service, Sendable {
     public init(options: Options, logger: Logger) {
         repository = ModelRepository(
             path: options.modelRepository,
-            builtIn: options.modelRepository == nil ? [SeedModel.name: (SeedModel.graph(), nil)] : [:])
+            builtIn: options.modelRepository == nil ? [SeedModel.name: (SeedModel.graph(), nil)] : [:], logger: logger)
         health.setStatus(.notServing, for: Self.inferenceServiceName)
         grpc = GRPCServer(
             host: options.host, port: options.port,
