@@ -44,5 +44,6 @@ struct EngineBench: ParsableCommand {
         let elapsed = clock.now - start
         let secondsTaken = elapsed.inSeconds
         print("runs=\(runs) seconds=\(secondsTaken) samples_per_second=\(Double(runs * dims[0]) / secondsTaken)")
+        for choice in try compiled.kernelChoices(for: [graph.inputs[0].name: dims]) { print("kernel \(choice)") }
     }
 }

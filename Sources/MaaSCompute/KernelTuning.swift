@@ -44,10 +44,10 @@ final class KernelTuner: Sendable {
         var shapes: [[Int]]
     }
 
-    /// Runs each candidate once to warm up, then up to `repetitions` more times within `budget`,
-    /// and takes the fastest run: the best time is the least disturbed by other work.
-    static let repetitions = 3
-    static let budget = Duration.milliseconds(20)
+    /// Each candidate runs once to warm up, then in up to `rounds` rounds (at least 2, more while
+    /// within `budget`), and keeps its fastest run.
+    static let rounds = 7
+    static let budget = Duration.milliseconds(30)
 
     func choose(
         step: Int, kernel: any Tunable, label: String, inputs: [TensorView?], outputs: [TensorView], pool: ComputePool
@@ -65,20 +65,22 @@ final class KernelTuner: Sendable {
             choice.chosen = forced
             choice.reason = "forced by \(variable)"
         } else if candidates.count > 1 {
+            // Round-robin, so that no candidate pays alone for a cold cache or a clock ramping up;
+            // the best run of each is the least disturbed by other work.
+            let variants = candidates.map { kernel.using($0) }
+            for variant in variants { try variant.run(inputs, outputs, pool: pool) }
+            var best = [Duration](repeating: .seconds(1 << 20), count: variants.count)
             let clock = ContinuousClock()
-            for candidate in candidates {
-                let variant = kernel.using(candidate)
-                try variant.run(inputs, outputs, pool: pool)
-                var best = Duration.seconds(1 << 20)
-                let start = clock.now
-                for _ in 0..<Self.repetitions {
+            let start = clock.now
+            for round in 0..<Self.rounds {
+                for (index, variant) in variants.enumerated() {
                     let begin = clock.now
                     try variant.run(inputs, outputs, pool: pool)
-                    best = min(best, clock.now - begin)
-                    if clock.now - start > Self.budget { break }
+                    best[index] = min(best[index], clock.now - begin)
                 }
-                choice.timings.append((candidate, best.inSeconds))
+                if round >= 1 && clock.now - start > Self.budget { break }
             }
+            choice.timings = zip(candidates, best).map { ($0, $1.inSeconds) }
             choice.chosen = choice.timings.min { $0.seconds < $1.seconds }!.implementation
             choice.reason = "fastest when timed"
         }
