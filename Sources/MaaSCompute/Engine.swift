@@ -89,19 +89,46 @@ public final class CompiledModel: Sendable {
                 throw .invalidModel("graph output '\(output.name)' is not produced by any node, initializer or input")
             }
         }
-        self.steps = Self.fuseRelu(steps, graphOutputs: Set(graph.outputs.map { slots[$0.name]! }))
+        let graphOutputs = Set(graph.outputs.map { slots[$0.name]! })
+        self.steps = Self.fuseMaxPool(Self.fuseRelu(steps, graphOutputs: graphOutputs), graphOutputs: graphOutputs)
         self.constants = constants
         self.valueCount = nextSlot
         self.outputSlots = graph.outputs.map { slots[$0.name]! }
     }
 
-    /// Folds each Relu into the Gemm, MatMul or Conv before it when nothing else reads the
-    /// product: one pass over the output instead of two.
-    static func fuseRelu(_ steps: [Step], graphOutputs: Set<Int>) -> [Step] {
+    /// Folds each 2x2 stride-2 MaxPool into the (Relu-fused) Conv before it when nothing else
+    /// reads the convolution's output: the direct kernel pools in registers, so the unpooled
+    /// tensor is never written (on the MNIST CNN: scripts/bench-engine).
+    static func fuseMaxPool(_ steps: [Step], graphOutputs: Set<Int>) -> [Step] {
+        let readers = readerCounts(steps)
+        var result: [Step] = []
+        for step in steps {
+            if step.node.opType == "MaxPool", step.node.outputs.count == 1, let input = step.inputs.first ?? nil,
+                readers[input] == 1, !graphOutputs.contains(input),
+                let index = result.lastIndex(where: { $0.outputs.first == input }), result[index].outputs.count == 1,
+                let conv = result[index].kernel as? ConvKernel, let fused = conv.fusingMaxPool(step.kernel)
+            {
+                let producer = result[index]
+                result[index] = Step(node: producer.node, kernel: fused, inputs: producer.inputs, outputs: step.outputs)
+                continue
+            }
+            result.append(step)
+        }
+        return result
+    }
+
+    private static func readerCounts(_ steps: [Step]) -> [Int: Int] {
         var readers: [Int: Int] = [:]
         for step in steps {
             for input in step.inputs.compactMap({ $0 }) { readers[input, default: 0] += 1 }
         }
+        return readers
+    }
+
+    /// Folds each Relu into the Gemm, MatMul or Conv before it when nothing else reads the
+    /// product: one pass over the output instead of two.
+    static func fuseRelu(_ steps: [Step], graphOutputs: Set<Int>) -> [Step] {
+        let readers = readerCounts(steps)
         var result: [Step] = []
         for step in steps {
             if step.node.opType == "Relu", step.node.domain.isEmpty || step.node.domain == "ai.onnx",

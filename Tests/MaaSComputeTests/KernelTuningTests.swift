@@ -36,4 +36,18 @@ struct KernelTuningTests {
         #expect(!GEMMImplementation.candidates(m: 256, n: 512, k: 512, panels: false).contains(.panels))
         #expect(!GEMMImplementation.candidates(m: 1, n: 4096, k: 512, panels: true).contains(.blasRows), "one row cannot be split by rows")
     }
+
+    @Test("Conv, Relu and a 2x2 MaxPool run as one step where the direct kernel applies")
+    func maxPoolFusesIntoTheConvolution() throws {
+        let graph = try ONNXModel.load(path: Fixtures.path("mnist_cnn.torchscript.op17.onnx"))
+        let model = try CompiledModel(graph: graph)
+        let ops = model.steps.map(\.node.opType)
+        let direct = SmallGEMM.isAvailable && ConvImplementation.forced(among: [.direct, .im2colPanels, .im2colBLAS]) ?? .direct == .direct
+        #expect(ops == (direct ? ["Conv", "Conv", "Flatten", "Gemm", "Gemm"] : ["Conv", "Conv", "MaxPool", "Flatten", "Gemm", "Gemm"]), "\(ops)")
+        if direct {
+            let pooled = try #require(model.steps[1].kernel as? ConvKernel)
+            #expect(pooled.pooled && pooled.relu)
+            #expect(try model.outputShapes(for: ["input": [3, 1, 28, 28]])["output"] == [3, 10])
+        }
+    }
 }

@@ -185,6 +185,22 @@ def cases():
         del m.graph.output[:]
         m.graph.output.append(helper.make_tensor_value_info("z", F, None))
         c[name] = (m, feeds)
+    # A 2x2 stride-2 MaxPool after a stride-1 Conv (and Relu) is pooled inside the direct kernel:
+    # even and odd conv outputs, 8-column tiles with and without a masked tail.
+    for name, (x_shape, w_shape, relu) in {
+        "Conv_relu_maxpool": ((2, 5, 12, 20), (7, 5, 3, 3), True),
+        "Conv_maxpool_odd": ((1, 3, 11, 15), (6, 3, 3, 3), False),
+        "Conv_relu_maxpool_wide": ((1, 4, 8, 45), (13, 4, 2, 5), True),
+    }.items():
+        m, feeds = conv(x_shape, w_shape)
+        last = "y"
+        if relu:
+            m.graph.node.append(helper.make_node("Relu", ["y"], ["r"]))
+            last = "r"
+        m.graph.node.append(helper.make_node("MaxPool", [last], ["z"], kernel_shape=[2, 2], strides=[2, 2]))
+        del m.graph.output[:]
+        m.graph.output.append(helper.make_tensor_value_info("z", F, None))
+        c[name] = (m, feeds)
     both, feeds = gemm(m=4, k=6, n=18, trans_b=1, c_shape=(18,))
     both.graph.node.append(helper.make_node("Relu", ["y"], ["z"]))
     both.graph.output.append(helper.make_tensor_value_info("z", F, None))

@@ -42,10 +42,12 @@ void CMaaSKernels_conv_pack(const float *weights, int filters, int taps, float *
 /// w[f][c][i][j] * in[c][oh + i][ow + j]. `in` is `channels` planes of in_h x in_w, already
 /// padded; `out` is this block's first filter plane of out_h x out_w; `packed_block` one block of
 /// `CMaaSKernels_conv_pack`'s output; `bias` (may be NULL) has `filters` entries. AVX2 + FMA.
+/// With `pool`, a fused 2x2 stride-2 MaxPool: `out` is the pooled plane of out_h x out_w, rows
+/// are pooled rows, and only conv rows and columns below 2 * out_h, 2 * out_w are computed.
 void CMaaSKernels_conv_direct(
     const float *in, int channels, int in_h, int in_w,
     const float *packed_block, int kh, int kw, const float *bias, int filters,
-    float *out, int out_h, int out_w, int row_begin, int row_end, int relu);
+    float *out, int out_h, int out_w, int row_begin, int row_end, int relu, int pool);
 
 /// Per-step constants of an Adam/AdamW update (PyTorch's single-tensor formulas).
 typedef struct {

@@ -46,11 +46,14 @@ struct DirectConvolution: Sendable {
         self.packed = packed
     }
 
-    /// y = conv(x) + bias over the pool. `padBegin`/`padEnd` are [top, left] and [bottom, right].
+    /// y = conv(x) + bias over the pool, or with `pooled` its 2x2 stride-2 maxima (a fused
+    /// MaxPool; y is then the pooled tensor). `padBegin`/`padEnd` are [top, left] and [bottom, right].
     func run(
-        x: TensorView, y: TensorView, bias: UnsafePointer<Float>?, padBegin: [Int], padEnd: [Int], relu: Bool, pool: ComputePool
+        x: TensorView, y: TensorView, bias: UnsafePointer<Float>?, padBegin: [Int], padEnd: [Int], relu: Bool,
+        pooled: Bool = false, pool: ComputePool
     ) {
         let inH = x.shape.count == 4 ? x.shape[2] : 1, inW = x.shape[x.shape.count - 1]
+        // Rows and columns of y: conv outputs, or pooled ones.
         let outH = y.shape.count == 4 ? y.shape[2] : 1, outW = y.shape[y.shape.count - 1]
         let paddedH = inH + padBegin[0] + padEnd[0], paddedW = inW + padBegin[1] + padEnd[1]
         let padded = paddedH != inH || paddedW != inW
@@ -91,7 +94,7 @@ struct DirectConvolution: Sendable {
                     weights + g * perGroup + block * taps * Self.block, Int32(kernelHeight), Int32(kernelWidth),
                     bias.map { $0 + g * groupFilters + filter }, Int32(min(Self.block, groupFilters - filter)),
                     py + ((n * filters + g * groupFilters + filter) * outH * outW), Int32(outH), Int32(outW),
-                    Int32(firstRow), Int32(lastRow), relu ? 1 : 0)
+                    Int32(firstRow), Int32(lastRow), relu ? 1 : 0, pooled ? 1 : 0)
                 unit += lastRow - firstRow
             }
         }

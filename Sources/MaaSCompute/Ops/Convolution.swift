@@ -79,6 +79,9 @@ struct ConvKernel: ReluFusing {
     let direct: DirectConvolution?
     /// Set per plan by timing (``Tunable``); nil takes direct where it applies, else im2col.
     var implementation: ConvImplementation?
+    /// A following 2x2 stride-2 MaxPool computed in the same pass by the direct kernel (set by
+    /// the graph compiler, see ``fusingMaxPool(_:)``): the unpooled output is never written.
+    var pooled = false
     /// A following Relu computed in the same pass (set by the graph compiler).
     var relu = false
 
@@ -114,15 +117,30 @@ struct ConvKernel: ReluFusing {
             throw .invalidInput("bias \(b.shape) must be [\(filters)]")
         }
         let (output, _, _) = try window.resolve(Array(x.shape.dropFirst(2)))
-        return [ValueMeta(.float32, [x.shape[0], filters] + output)]
+        return [ValueMeta(.float32, [x.shape[0], filters] + (pooled ? output.map { $0 / 2 } : output))]
+    }
+
+    /// This convolution with `next`, a MaxPool, folded into its output pass, when the direct
+    /// kernel runs it (2-D, stride 1) and the pool is 2x2 with stride 2, no padding or dilation.
+    func fusingMaxPool(_ next: any Kernel) -> ConvKernel? {
+        guard let next = next as? PoolKernel, next.isMax, direct != nil, window.kernel.count == 2,
+            next.window.kernel == [2, 2], next.window.strides == [2, 2], next.window.dilations == [1, 1],
+            next.window.pads.allSatisfy({ $0 == 0 }), ["NOTSET", "VALID"].contains(next.window.autoPad), !next.window.ceilMode,
+            ConvImplementation.forced(among: implementations(direct: true)) ?? .direct == .direct
+        else { return nil }
+        var fused = self
+        fused.pooled = true
+        return fused
     }
 
     func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
         let x = inputs[0]!, w = inputs[1]!, y = outputs[0]
         let bias = inputs.count > 2 ? inputs[2] : nil
         let (_, padBegin, padEnd) = try window.resolve(Array(x.shape.dropFirst(2)))
-        if let direct, (implementation ?? .direct) == .direct {
-            direct.run(x: x, y: y, bias: bias.map { UnsafePointer($0.floats) }, padBegin: twoD(padBegin, 0), padEnd: twoD(padEnd, 0), relu: relu, pool: pool)
+        if let direct, pooled || (implementation ?? .direct) == .direct {
+            direct.run(
+                x: x, y: y, bias: bias.map { UnsafePointer($0.floats) }, padBegin: twoD(padBegin, 0), padEnd: twoD(padEnd, 0),
+                relu: relu, pooled: pooled, pool: pool)
             return
         }
         let inSize = twoD(Array(x.shape.dropFirst(2)), 1), outSize = twoD(Array(y.shape.dropFirst(2)), 1)
@@ -185,17 +203,29 @@ enum ConvImplementation: String, Sendable {
     case direct
     case im2colPanels = "im2col"
     case im2colBLAS = "im2col-blas"
+
+    /// The first of `MAAS_CONV`'s preferences among `available`, if it names one.
+    static func forced(among available: [ConvImplementation]) -> ConvImplementation? {
+        guard let value = getenv(ConvKernel.forcingVariable) else { return nil }
+        return String(cString: value).split(separator: ",").compactMap { ConvImplementation(rawValue: String($0)) }
+            .first(where: available.contains)
+    }
 }
 
 extension ConvKernel: Tunable {
     static let forcingVariable = "MAAS_CONV"
 
     func implementations(_ inputs: [TensorView?], _ outputs: [TensorView]) -> [String] {
+        // A fused MaxPool exists only in the direct kernel.
+        (pooled ? [.direct] : implementations(direct: direct != nil)).map(\.rawValue)
+    }
+
+    func implementations(direct: Bool) -> [ConvImplementation] {
         var all: [ConvImplementation] = []
-        if direct != nil { all.append(.direct) }
+        if direct { all.append(.direct) }
         if SmallGEMM.isAvailable { all.append(.im2colPanels) }
         all.append(.im2colBLAS)
-        return all.map(\.rawValue)
+        return all
     }
 
     func using(_ implementation: String) -> any Kernel {
