@@ -44,10 +44,10 @@ final class KernelTuner: Sendable {
         var shapes: [[Int]]
     }
 
-    /// Each candidate runs once to warm up, then in up to `rounds` rounds (at least 2, more while
-    /// within `budget`), and keeps its fastest run.
-    static let rounds = 7
-    static let budget = Duration.milliseconds(30)
+    /// Each candidate runs once to warm up, then up to `runs` times (at least 2, more while within
+    /// `budget`), and keeps its fastest run: the one least disturbed by other work.
+    static let runs = 7
+    static let budget = Duration.milliseconds(15)
 
     func choose(
         step: Int, kernel: any Tunable, label: String, inputs: [TensorView?], outputs: [TensorView], pool: ComputePool
@@ -65,20 +65,21 @@ final class KernelTuner: Sendable {
             choice.chosen = forced
             choice.reason = "forced by \(variable)"
         } else if candidates.count > 1 {
-            // Round-robin, so that no candidate pays alone for a cold cache or a clock ramping up;
-            // the best run of each is the least disturbed by other work.
+            // One candidate at a time, each after a warm-up run of its own: they read different
+            // copies of the weights, and alternating them (tried) evicted each other's from the
+            // cache, timing memory-bound shapes at twice their steady-state cost.
             let variants = candidates.map { kernel.using($0) }
-            for variant in variants { try variant.run(inputs, outputs, pool: pool) }
             var best = [Duration](repeating: .seconds(1 << 20), count: variants.count)
             let clock = ContinuousClock()
-            let start = clock.now
-            for round in 0..<Self.rounds {
-                for (index, variant) in variants.enumerated() {
+            for (index, variant) in variants.enumerated() {
+                try variant.run(inputs, outputs, pool: pool)
+                let start = clock.now
+                for run in 0..<Self.runs {
                     let begin = clock.now
                     try variant.run(inputs, outputs, pool: pool)
                     best[index] = min(best[index], clock.now - begin)
+                    if run >= 1 && clock.now - start > Self.budget { break }
                 }
-                if round >= 1 && clock.now - start > Self.budget { break }
             }
             choice.timings = zip(candidates, best).map { ($0, $1.inSeconds) }
             choice.chosen = choice.timings.min { $0.seconds < $1.seconds }!.implementation
