@@ -177,6 +177,20 @@ public final class CompiledModel: Sendable {
         return Dictionary(uniqueKeysWithValues: zip(graph.outputs.map(\.name), plan.outputShapes))
     }
 
+    /// Times the GEMM and convolution implementations for each of these sets of input shapes now,
+    /// as the first run with them would, without keeping their plans: a server's warm-up, so
+    /// that no request waits for the timing.
+    public func tune(for inputShapes: [[String: [Int]]]) throws(InferenceError) {
+        for set in inputShapes {
+            var shapes: [[Int]] = []
+            for info in graph.inputs {
+                guard let shape = set[info.name] else { throw .invalidInput("missing input '\(info.name)'") }
+                shapes.append(shape)
+            }
+            _ = try ExecutionPlan(model: self, inputShapes: shapes)
+        }
+    }
+
     /// The implementation each GEMM or convolution runs for these input shapes, and why (the
     /// times measured when the plan was built, or the variable that forced it).
     public func kernelChoices(for inputShapes: [String: [Int]]) throws(InferenceError) -> [KernelChoice] {

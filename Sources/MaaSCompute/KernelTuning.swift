@@ -34,7 +34,9 @@ public struct KernelChoice: Sendable, CustomStringConvertible {
 
 /// Times each implementation of a ``Tunable`` kernel on a plan's buffers and keeps the fastest.
 /// Decisions are remembered per node and shapes (bounded), so a plan rebuilt after eviction
-/// does not time again.
+/// does not time again, with the first dimension of the first input (the batch, or a GEMM's
+/// rows) rounded up to a power of two: a server's batcher forms every size up to its maximum,
+/// and timing each one (~50 ms for the wide MLP) took most of a five-second benchmark.
 final class KernelTuner: Sendable {
     private let decisions = Mutex<[Key: KernelChoice]>([:])
     static let maxDecisions = 256
@@ -53,7 +55,9 @@ final class KernelTuner: Sendable {
         step: Int, kernel: any Tunable, label: String, inputs: [TensorView?], outputs: [TensorView], pool: ComputePool
     ) throws(InferenceError) -> (any Kernel, KernelChoice) {
         let shapes = inputs.map { $0?.shape ?? [] }
-        let key = Key(step: step, shapes: shapes)
+        var bucketed = shapes
+        if let rows = bucketed.first?.first, rows > 1 { bucketed[0][0] = 1 << (Int.bitWidth - (rows - 1).leadingZeroBitCount) }
+        let key = Key(step: step, shapes: bucketed)
         if let known = decisions.withLock({ $0[key] }) { return (kernel.using(known.chosen), known) }
         let candidates = kernel.implementations(inputs, outputs)
         var choice = KernelChoice(node: label, shapes: shapes, chosen: candidates.first ?? "default", timings: [], reason: "only one applies")

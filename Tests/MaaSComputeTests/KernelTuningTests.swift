@@ -50,4 +50,14 @@ struct KernelTuningTests {
             #expect(try model.outputShapes(for: ["input": [3, 1, 28, 28]])["output"] == [3, 10])
         }
     }
+
+    @Test("a warm-up's timing serves every batch size in its power-of-two bucket")
+    func bucketsShareDecisions() throws {
+        let graph = try ONNXModel.load(path: Fixtures.path("mnist_cnn.torchscript.op17.onnx"))
+        let model = try CompiledModel(graph: graph)
+        try model.tune(for: [["input": [8, 1, 28, 28]]])
+        let timed = try model.kernelChoices(for: ["input": [8, 1, 28, 28]])
+        #expect(try model.kernelChoices(for: ["input": [6, 1, 28, 28]]).map(\.description) == timed.map(\.description))
+        #expect(try model.kernelChoices(for: ["input": [9, 1, 28, 28]]).first?.shapes.first == [9, 1, 28, 28], "9 is in the next bucket")
+    }
 }
