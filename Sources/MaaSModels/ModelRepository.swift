@@ -300,17 +300,25 @@ public final class ModelRepository: Sendable {
         }
         do {
             _ = try model.compiled.run(feeds)
-            // The batcher will form every batch size up to the maximum; kernel choices are made
-            // per power-of-two bucket, so time those now rather than on a request's path.
-            var sizes: [Int] = []
-            var size = 2
-            while model.config.maxBatchSize > 1 && size < Int(model.config.maxBatchSize) * 2 {
-                sizes.append(min(size, Int(model.config.maxBatchSize)))
-                size *= 2
-            }
-            try model.compiled.tune(for: sizes.map { batch in feeds.mapValues { [batch] + $0.shape.dropFirst() } })
         } catch {
             throw InferenceError(error.code, "model '\(model.name)' version \(model.version) failed its warm-up pass: \(error.message)")
+        }
+        // The batcher will form every batch size up to the maximum; kernel choices are made per
+        // power-of-two bucket, so time those now rather than on a request's path. Only an
+        // optimization: a size whose plan cannot be built (over the plan memory budget) fails
+        // the requests of that size, not the model.
+        var size = 2
+        while size < Int(model.config.maxBatchSize) * 2 {
+            let batch = min(size, Int(model.config.maxBatchSize))
+            do {
+                try model.compiled.tune(for: [feeds.mapValues { [batch] + $0.shape.dropFirst() }])
+            } catch {
+                logger?.warning("kernel timing skipped", metadata: [
+                    "model": "\(model.name)", "version": "\(model.version)", "batch": "\(batch)", "reason": "\(error.message)",
+                ])
+                break
+            }
+            size *= 2
         }
     }
 
