@@ -60,4 +60,22 @@ struct KernelTuningTests {
         #expect(try model.kernelChoices(for: ["input": [6, 1, 28, 28]]).map(\.description) == timed.map(\.description))
         #expect(try model.kernelChoices(for: ["input": [9, 1, 28, 28]]).first?.shapes.first == [9, 1, 28, 28], "9 is in the next bucket")
     }
+
+    @Test("a fused MaxPool refuses an input too small for its window, as the MaxPool alone does")
+    func fusedPoolKeepsTheError() throws {
+        let x = ValueInfo(name: "x", dataType: .float32, shape: [.symbolic("n"), .fixed(1), .symbolic("h"), .symbolic("w")])
+        let graph = ModelGraph(
+            inputs: [x], outputs: [ValueInfo(name: "z", dataType: .float32, shape: [])],
+            initializers: ["w": try Tensor([Float](repeating: 0.5, count: 9), shape: [1, 1, 3, 3])],
+            nodes: [
+                Node(name: "conv", opType: "Conv", inputs: ["x", "w"], outputs: ["y"]),
+                Node(name: "pool", opType: "MaxPool", inputs: ["y"], outputs: ["z"], attributes: ["kernel_shape": .ints([2, 2]), "strides": .ints([2, 2])]),
+            ])
+        let model = try CompiledModel(graph: graph)
+        #expect(try model.run(["x": Tensor(zeros: .float32, shape: [1, 1, 5, 5])])["z"]?.shape == [1, 1, 1, 1])
+        #expect { try model.run(["x": Tensor(zeros: .float32, shape: [1, 1, 3, 3])]) } throws: { error in
+            let e = error as? InferenceError
+            return e?.code == .invalidArgument && e?.message.contains("is larger than the padded input") == true
+        }
+    }
 }

@@ -191,8 +191,9 @@ def cases():
         "Conv_relu_maxpool": ((2, 5, 12, 20), (7, 5, 3, 3), True),
         "Conv_maxpool_odd": ((1, 3, 11, 15), (6, 3, 3, 3), False),
         "Conv_relu_maxpool_wide": ((1, 4, 8, 45), (13, 4, 2, 5), True),
+        "Conv_relu_maxpool_padded": ((2, 3, 9, 10), (5, 3, 3, 3), True),
     }.items():
-        m, feeds = conv(x_shape, w_shape)
+        m, feeds = conv(x_shape, w_shape, pads=[1, 1, 1, 1] if name.endswith("padded") else [0, 0, 0, 0])
         last = "y"
         if relu:
             m.graph.node.append(helper.make_node("Relu", ["y"], ["r"]))

@@ -47,6 +47,10 @@ struct ConvKernel: ReluFusing {
             throw .invalidInput("bias \(b.shape) must be [\(filters)]")
         }
         let (output, _, _) = try window.resolve(Array(x.shape.dropFirst(2)))
+        if pooled, output.contains(where: { $0 < 2 }) {
+            // What the MaxPool would have said, so fusing changes no error.
+            throw .invalidInput("MaxPool: window [2, 2] (dilations [1, 1]) is larger than the padded input \(output)")
+        }
         return [ValueMeta(.float32, [x.shape[0], filters] + (pooled ? output.map { $0 / 2 } : output))]
     }
 
