@@ -7,23 +7,26 @@ import Testing
 
 /// Fixtures copied from shared/fixtures/onnx: real exports with onnxruntime's outputs.
 enum Fixtures {
-    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/onnx").path
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path
+    static let directory = root + "/onnx"
+    /// Our own small random-initialised transformer exports (scripts/make-transformer-fixtures).
+    static let transformers = root + "/transformers"
 
-    static func path(_ name: String) -> String { directory + "/" + name }
+    static func path(_ name: String, in directory: String = directory) -> String { directory + "/" + name }
 
-    static func npy(_ name: String) throws -> Tensor {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path(name)))
+    static func npy(_ name: String, in directory: String = directory) throws -> Tensor {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path(name, in: directory)))
         return try NPY.decode(Array(data), source: name)
     }
 
     /// Every `NAME.bB.in.*.npy` / `NAME.bB.out.*.npy` pair of a model.
-    static func cases(_ model: String, batch: Int) throws -> (inputs: [String: Tensor], outputs: [String: Tensor]) {
+    static func cases(_ model: String, batch: Int, in directory: String = directory) throws -> (inputs: [String: Tensor], outputs: [String: Tensor]) {
         let files = try FileManager.default.contentsOfDirectory(atPath: directory)
         var inputs: [String: Tensor] = [:], outputs: [String: Tensor] = [:]
         for file in files where file.hasPrefix("\(model).b\(batch).") && file.hasSuffix(".npy") {
             let parts = file.dropFirst("\(model).b\(batch).".count).dropLast(4).split(separator: ".", maxSplits: 1)
             let name = String(parts[1])
-            if parts[0] == "in" { inputs[name] = try npy(file) } else { outputs[name] = try npy(file) }
+            if parts[0] == "in" { inputs[name] = try npy(file, in: directory) } else { outputs[name] = try npy(file, in: directory) }
         }
         return (inputs, outputs)
     }

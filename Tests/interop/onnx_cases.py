@@ -207,3 +207,124 @@ def cases():
     both.graph.output.append(helper.make_tensor_value_info("z", F, None))
     c["Gemm_relu_product_also_output"] = (both, feeds)
     return c
+
+
+B = TensorProto.BOOL
+I32 = TensorProto.INT32
+
+
+def ints(*values):
+    return np.array(values, dtype=np.int64)
+
+
+def single(op, inputs, feeds, out_type=F, initializers=(), opset=17, outputs=("y",), **attrs):
+    """One node over named graph inputs (with their ONNX types and shapes) and initializers."""
+    names = [n for n, _, _ in inputs] + [n for n, _ in initializers]
+    order = attrs.pop("order", None) or names
+    return (model([helper.make_node(op, order, list(outputs), **attrs)], list(inputs), [(o, out_type, None) for o in outputs],
+                  initializers, opset=opset), feeds)
+
+
+def transformer_op_cases():
+    """The ops and dtypes PyTorch's transformer exports use, with their edge cases (negative and
+    INT64_MAX slice bounds, Python-style Mod, batch_dims, NaN through comparisons...)."""
+    c = {}
+    a_int = np.array([[3, -7, 0, 5], [-2, 9, 4, -4]], np.int64)
+    b_int = np.array([3, -2, 5, 3], np.int64)
+    for op in ("Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"):
+        c[f"{op}_int64_broadcast"] = single(op, [("a", I64, (2, 4)), ("b", I64, (4,))], {"a": a_int, "b": b_int}, B)
+        c[f"{op}_float_nan"] = single(op, [("a", F, (2, 3)), ("b", F, (1, 3))], {
+            "a": np.array([[1, np.nan, 2], [0, -1, 5]], np.float32), "b": np.array([[1, 1, np.nan]], np.float32)}, B)
+    masks = {"a": np.array([[True, False, True], [False, False, True]]), "b": np.array([True, False, False])}
+    c["Equal_bool"] = single("Equal", [("a", B, (2, 3)), ("b", B, (3,))], masks, B)
+    for op in ("And", "Or", "Xor"):
+        c[f"{op}_broadcast"] = single(op, [("a", B, (2, 3)), ("b", B, (3,))], masks, B)
+    c["Not"] = single("Not", [("a", B, (2, 3))], {"a": masks["a"]}, B)
+    special = np.array([[np.nan, np.inf, -np.inf], [0, -1.5, 3]], np.float32)
+    c["IsNaN"] = single("IsNaN", [("x", F, (2, 3))], {"x": special}, B)
+    c["IsInf_negative_only"] = single("IsInf", [("x", F, (2, 3))], {"x": special}, B, detect_positive=0)
+    c["Where_broadcast_float"] = single("Where", [("c", B, (2, 1, 3)), ("x", F, (4, 3)), ("y", F, (1,))],
+                                        {"c": np.array([[[True, False, True]], [[False, True, False]]]), "x": rand(4, 3), "y": rand(1)}, F,
+                                        outputs=("out",))
+    c["Where_int64"] = single("Where", [("c", B, (2, 4)), ("x", I64, (2, 4)), ("y", I64, (4,))],
+                              {"c": a_int > 0, "x": a_int, "y": b_int}, I64, outputs=("out",))
+    # Shape building: every value below is known once the input shape is (folded in the plan).
+    shape_nodes = [helper.make_node("Shape", ["x"], ["s"]),
+                   helper.make_node("ConstantOfShape", ["s"], ["ones"], value=numpy_helper.from_array(ints(1))),
+                   helper.make_node("Gather", ["s", "one"], ["len"], axis=0),
+                   helper.make_node("Range", ["zero", "len", "one"], ["positions"]),
+                   helper.make_node("Unsqueeze", ["positions", "zero1"], ["row"]),
+                   helper.make_node("Expand", ["row", "s"], ["grid"]),
+                   helper.make_node("Mul", ["grid", "ones"], ["y"])]
+    c["ConstantOfShape_Range_Expand"] = (
+        model(shape_nodes, [("x", F, (3, 5))], [("y", I64, None)],
+              [("one", np.array(1, np.int64)), ("zero", np.array(0, np.int64)), ("zero1", ints(0))], opset=13),
+        {"x": rand(3, 5)})
+    c["Range_float_negative_delta"] = single("Range", [], {}, F, initializers=[
+        ("s", np.array(2.5, np.float32)), ("l", np.array(-1.0, np.float32)), ("d", np.array(-0.75, np.float32))])
+    x = rand(3, 6, 5)
+    for name, (starts, ends, axes, steps) in {
+        "basic": ([0, 1], [2, 5], [0, 1], [1, 2]),
+        "negative_step": ([-1, 4], [-100, 0], [0, 2], [-1, -2]),
+        "int64_max_end": ([1], [np.iinfo(np.int64).max], [-2], [1]),
+        "int64_min_end_reverse": ([5], [np.iinfo(np.int64).min], [1], [-1]),
+        "empty": ([4], [2], [1], [1]),
+    }.items():
+        c[f"Slice_{name}"] = single("Slice", [("x", F, (3, 6, 5))], {"x": x}, initializers=[
+            ("starts", ints(*starts)), ("ends", ints(*ends)), ("axes", ints(*axes)), ("steps", ints(*steps))])
+    c["Slice_op9_attributes"] = single("Slice", [("x", F, (3, 6, 5))], {"x": x}, opset=9, starts=[1, -3], ends=[3, 1000], axes=[0, 2])
+    c["Split_op13_sizes"] = single("Split", [("x", F, (3, 7))], {"x": rand(3, 7)}, initializers=[("split", ints(2, 4, 1))],
+                                   outputs=("p", "q", "r"), opset=13, axis=1)
+    c["Split_op18_num_outputs_uneven"] = single("Split", [("x", F, (7, 2))], {"x": rand(7, 2)}, outputs=("p", "q", "r"), opset=18, num_outputs=3)
+    c["Split_op11_equal"] = single("Split", [("x", I64, (2, 6))], {"x": np.arange(12, dtype=np.int64).reshape(2, 6)}, I64,
+                                   outputs=("p", "q"), opset=11, axis=-1)
+    c["Expand_lower_rank_shape"] = single("Expand", [("x", F, (3, 1))], {"x": rand(3, 1)}, initializers=[("shape", ints(2, 1, 4))])
+    c["Expand_bool"] = single("Expand", [("x", B, (1, 3))], {"x": masks["b"][None]}, B, initializers=[("shape", ints(2, 3))])
+    data = rand(2, 3, 4)
+    c["GatherND_batch0"] = single("GatherND", [("x", F, (2, 3, 4))], {"x": data}, initializers=[("i", np.array([[1, -1], [0, 2]], np.int64))])
+    c["GatherND_batch1"] = single("GatherND", [("x", F, (2, 3, 4))], {"x": data}, initializers=[("i", np.array([[[2, 3]], [[0, 1]]], np.int64))],
+                                  batch_dims=1)
+    c["GatherElements_axis1_negative"] = single("GatherElements", [("x", F, (2, 3, 4))], {"x": data},
+                                                initializers=[("i", np.array([[[0, -1, 2, 1]], [[2, 2, -3, 0]]], np.int64))], axis=1)
+    for exclusive, reverse in [(0, 0), (1, 0), (0, 1), (1, 1)]:
+        c[f"CumSum_int64_excl{exclusive}_rev{reverse}"] = single("CumSum", [("x", I64, (2, 4))], {"x": a_int}, I64,
+                                                                initializers=[("axis", np.array(1, np.int64))], exclusive=exclusive, reverse=reverse)
+    c["CumSum_float_axis0"] = single("CumSum", [("x", F, (3, 4))], {"x": rand(3, 4)}, initializers=[("axis", np.array(-2, np.int32))])
+    r = rand(2, 3, 4)
+    c["ReduceSum_op13_axes_input"] = single("ReduceSum", [("x", F, (2, 3, 4))], {"x": r}, initializers=[("axes", ints(0, -1))], opset=13, keepdims=0)
+    c["ReduceSum_op13_noop_empty"] = single("ReduceSum", [("x", F, (2, 3, 4))], {"x": r}, opset=13, noop_with_empty_axes=1)
+    c["ReduceSum_int64_all"] = single("ReduceSum", [("x", I64, (2, 4))], {"x": a_int}, I64, opset=13)
+    c["ReduceL2_last_axis"] = single("ReduceL2", [("x", F, (2, 3, 4))], {"x": r}, axes=[-1])
+    c["ReduceMax_op18_axes_input"] = single("ReduceMax", [("x", F, (2, 3, 4))], {"x": r}, initializers=[("axes", ints(1))], opset=18)
+    c["ReduceMin_middle_axis_nokeep"] = single("ReduceMin", [("x", F, (2, 3, 4))], {"x": r}, axes=[1], keepdims=0)
+    c["ReduceProd"] = single("ReduceProd", [("x", F, (2, 3, 4))], {"x": r}, axes=[0, 2])
+    c["ReduceSumSquare"] = single("ReduceSumSquare", [("x", F, (2, 3, 4))], {"x": r}, axes=[2])
+    c["ReduceLogSumExp"] = single("ReduceLogSumExp", [("x", F, (2, 3, 4))], {"x": r * 10}, axes=[1])
+    c["ReduceL1"] = single("ReduceL1", [("x", F, (2, 3, 4))], {"x": r}, keepdims=0)
+    c["Pow_tensor_broadcast"] = single("Pow", [("a", F, (2, 3)), ("b", F, (3,))], {"a": np.abs(rand(2, 3)) + 0.5, "b": np.array([2, 0.5, -1.3], np.float32)})
+    c["Pow_int64_exponent"] = single("Pow", [("a", F, (2, 3))], {"a": rand(2, 3)}, initializers=[("b", np.array(3, np.int64))])
+    c["Mod_int64_python_sign"] = single("Mod", [("a", I64, (2, 4)), ("b", I64, (4,))], {"a": a_int, "b": b_int}, I64)
+    c["Mod_int64_fmod"] = single("Mod", [("a", I64, (2, 4)), ("b", I64, (4,))], {"a": a_int, "b": b_int}, I64, fmod=1)
+    c["Mod_float_fmod"] = single("Mod", [("a", F, (2, 3)), ("b", F, (3,))], {"a": rand(2, 3) * 5, "b": np.array([1.5, -2, 0.7], np.float32)}, fmod=1)
+    c["Max_three_broadcast"] = single("Max", [("a", F, (2, 3)), ("b", F, (3,)), ("c", F, (2, 1))], {"a": rand(2, 3), "b": rand(3), "c": rand(2, 1)})
+    c["Min_int64"] = single("Min", [("a", I64, (2, 4)), ("b", I64, (4,))], {"a": a_int, "b": b_int}, I64)
+    c["Sum_three"] = single("Sum", [("a", F, (2, 3)), ("b", F, (3,)), ("c", F, (2, 3))], {"a": rand(2, 3), "b": rand(3), "c": rand(2, 3, seed=3)})
+    c["Mean_two"] = single("Mean", [("a", F, (2, 3)), ("b", F, (1, 3))], {"a": rand(2, 3), "b": rand(1, 3)})
+    c["Clip_op13_min_only"] = single("Clip", [("x", F, (2, 3))], {"x": rand(2, 3)}, initializers=[("lo", np.array(-0.2, np.float32))])
+    c["Clip_op13_max_only"] = single("Clip", [("x", F, (2, 3)), ("hi", F, ())], {"x": rand(2, 3), "hi": np.array(0.1, np.float32)},
+                                     order=["x", "", "hi"])
+    c["Clip_op6_attributes"] = single("Clip", [("x", F, (2, 3))], {"x": rand(2, 3)}, opset=6, min=-0.5, max=0.25)
+    c["Clip_int64"] = single("Clip", [("x", I64, (2, 4))], {"x": a_int}, I64, initializers=[("lo", np.array(-3, np.int64)), ("hi", np.array(4, np.int64))])
+    positive = np.abs(rand(2, 3, 5)) + 0.1
+    halves = np.array([[-2.5, -1.5, -0.5, 0.5, 1.5], [2.5, 0.49, -0.51, 3.7, -3.2]], np.float32)
+    for op, feed in [("Log", positive), ("Reciprocal", positive), ("Floor", halves), ("Ceil", halves), ("Round", halves),
+                     ("Sin", rand(2, 3, 5) * 3), ("Cos", rand(2, 3, 5) * 3), ("Softplus", rand(2, 3, 5) * 10), ("Sqrt", positive)]:
+        c[f"{op}_op13"] = single(op, [("x", F, feed.shape)], {"x": feed}, opset=13)
+    c["Neg_int64"] = single("Neg", [("x", I64, (2, 4))], {"x": a_int}, I64)
+    c["Abs_int32"] = single("Abs", [("x", I32, (2, 4))], {"x": a_int.astype(np.int32)}, I32)
+    c["Sub_int32_broadcast"] = single("Sub", [("a", I32, (2, 4)), ("b", I32, (4,))], {"a": a_int.astype(np.int32), "b": b_int.astype(np.int32)}, I32)
+    c["Div_int64_truncates"] = single("Div", [("a", I64, (2, 4)), ("b", I64, (4,))], {"a": a_int, "b": b_int}, I64)
+    c["Cast_bool_to_float"] = single("Cast", [("x", B, (2, 3))], {"x": masks["a"]}, to=F)
+    c["Cast_float_to_bool"] = single("Cast", [("x", F, (2, 3))], {"x": np.array([[0, -0.0, 0.1], [np.nan, -3, 0]], np.float32)}, B, to=B)
+    c["MatMul_4d_broadcast"] = single("MatMul", [("a", F, (2, 3, 5, 4)), ("b", F, (1, 3, 4, 6))], {"a": rand(2, 3, 5, 4), "b": rand(1, 3, 4, 6)})
+    return c

@@ -9,10 +9,12 @@ import pytest
 
 from conftest import binary
 from kernel_modes import KERNEL_MODES, kernel_mode_env
-from onnx_cases import cases
+from onnx_cases import cases, transformer_op_cases
 from tolerance import Comparison
 
 CASES = cases()
+# Ops outside GEMM and convolution run the same code in every kernel mode: the default mode only.
+TRANSFORMER_CASES = transformer_op_cases()
 
 
 def run_maas(model_path, feeds, out_dir, env, *flags):
@@ -51,3 +53,19 @@ def test_run_verbose_shows_each_choice_and_the_forcing_variable(tmp_path):
     assert "fastest when timed" in line and "blas-rows" in line and "blas-columns" in line and "µs" in line, line
     forced = run_maas(path, feeds, tmp_path / "out", {**env, "MAAS_KERNEL": "nonsense,blas-columns"}, "--verbose")
     assert "blas-columns (forced by MAAS_KERNEL)" in forced.stdout, forced.stdout
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMER_CASES))
+def test_transformer_operator_matches_onnxruntime(name, tmp_path):
+    model, feeds = TRANSFORMER_CASES[name]
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    result = run_maas(path, feeds, tmp_path / "out", kernel_mode_env("tuned"))
+    assert result.returncode == 0, result.stderr
+    comparison = Comparison(model, feeds)
+    for output, reference in expected.items():
+        actual = np.load(tmp_path / "out" / f"{output}.npy")
+        assert actual.dtype == reference.dtype, f"{output}: {actual.dtype} vs onnxruntime's {reference.dtype}"
+        comparison.check(output, actual, reference)

@@ -16,7 +16,7 @@ func forEachChunk(_ count: Int, pool: ComputePool, grain: Int = 1 << 15, _ body:
 }
 
 struct UnaryKernel: Kernel {
-    enum Function { case relu, leakyRelu(Float), sigmoid, tanh, erf, gelu, geluTanh, neg, sqrt, exp, abs }
+    enum Function { case relu, leakyRelu(Float), sigmoid, tanh, erf, gelu, geluTanh, neg, sqrt, exp, abs, log, reciprocal, floor, ceil, round, sin, cos, softplus }
     let function: Function
 
     init(_ context: NodeContext) throws(InferenceError) {
@@ -36,18 +36,39 @@ struct UnaryKernel: Kernel {
         case "Neg": function = .neg
         case "Sqrt": function = .sqrt
         case "Exp": function = .exp
+        case "Log": function = .log
+        case "Reciprocal": function = .reciprocal
+        case "Floor": function = .floor
+        case "Ceil": function = .ceil
+        case "Round": function = .round
+        case "Sin": function = .sin
+        case "Cos": function = .cos
+        case "Softplus": function = .softplus
         default: function = .abs
         }
     }
 
+    /// Neg and Abs also apply to integers (position arithmetic in the exports).
+    var integerCapable: Bool {
+        switch function {
+        case .neg, .abs: true
+        default: false
+        }
+    }
+
     func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
-        guard let input = inputs[0], input.dataType == .float32 else {
+        guard let input = inputs[0], input.dataType == .float32 || (integerCapable && (input.dataType == .int64 || input.dataType == .int32)) else {
             throw .unsupported("expects a float32 input, got \(inputs[0].map { "\($0.dataType)" } ?? "none")")
         }
-        return [ValueMeta(.float32, input.shape)]
+        return [ValueMeta(input.dataType, input.shape)]
     }
 
     func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) {
+        switch inputs[0]!.dataType {
+        case .int64: return integer(inputs[0]!, outputs[0], Int64.self)
+        case .int32: return integer(inputs[0]!, outputs[0], Int32.self)
+        default: break
+        }
         let x = inputs[0]!.floats
         let y = outputs[0].floats
         let function = self.function
@@ -68,8 +89,24 @@ struct UnaryKernel: Kernel {
             case .sqrt: for i in range { y[i] = sqrtf(x[i]) }
             case .exp: for i in range { y[i] = expf(x[i]) }
             case .abs: for i in range { y[i] = Swift.abs(x[i]) }
+            case .log: for i in range { y[i] = logf(x[i]) }
+            case .reciprocal: for i in range { y[i] = 1 / x[i] }
+            case .floor: for i in range { y[i] = floorf(x[i]) }
+            case .ceil: for i in range { y[i] = ceilf(x[i]) }
+            // ONNX rounds halves to even.
+            case .round: for i in range { y[i] = x[i].rounded(.toNearestOrEven) }
+            case .sin: for i in range { y[i] = sinf(x[i]) }
+            case .cos: for i in range { y[i] = cosf(x[i]) }
+            case .softplus: for i in range { y[i] = x[i] > 20 ? x[i] : log1pf(expf(x[i])) }
             }
         }
+    }
+
+    private func integer<T: FixedWidthInteger & SignedInteger>(_ input: TensorView, _ output: TensorView, _: T.Type) {
+        let x = input.pointer(T.self), y = output.pointer(T.self)
+        let negate = if case .neg = function { true } else { false }
+        // Wrapping, as two's complement hardware (and onnxruntime) does for T.min.
+        for i in 0..<output.count { y[i] = negate || x[i] < 0 ? 0 &- x[i] : x[i] }
     }
 }
 
@@ -104,117 +141,6 @@ struct IdentityKernel: Kernel {
     func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) {
         if outputs.count > 1 {
             outputs[1].pointer(UInt8.self).update(repeating: 1, count: outputs[1].count)
-        }
-    }
-}
-
-/// Add, Sub, Mul, Div with NumPy broadcasting, on float32, int64 and int32.
-struct BinaryKernel: Kernel {
-    enum Operation { case add, sub, mul, div }
-    let operation: Operation
-    let label: String
-
-    init(_ context: NodeContext) throws(InferenceError) {
-        try context.requireInputs(2...2)
-        label = context.node.opType
-        switch context.node.opType {
-        case "Add": operation = .add
-        case "Sub": operation = .sub
-        case "Mul": operation = .mul
-        default: operation = .div
-        }
-    }
-
-    func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
-        guard let a = inputs[0], let b = inputs[1] else { throw .invalidModel("missing input") }
-        guard a.dataType == b.dataType else {
-            throw .invalidInput("inputs have different types: \(a.dataType) and \(b.dataType)")
-        }
-        guard [.float32, .int64, .int32].contains(a.dataType) else {
-            throw .unsupported("\(label) on \(a.dataType) is not supported")
-        }
-        guard let shape = Shape.broadcast(a.shape, b.shape) else {
-            throw .invalidInput("shapes \(a.shape) and \(b.shape) do not broadcast")
-        }
-        return [ValueMeta(a.dataType, shape)]
-    }
-
-    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
-        let a = inputs[0]!, b = inputs[1]!, y = outputs[0]
-        switch y.dataType {
-        case .float32:
-            let op: @Sendable (Float, Float) -> Float
-            switch operation {
-            case .add: op = { $0 + $1 }
-            case .sub: op = { $0 - $1 }
-            case .mul: op = { $0 * $1 }
-            case .div: op = { $0 / $1 }
-            }
-            broadcastApply(a, b, y, Float.self, pool: pool, op)
-        case .int64:
-            try integer(a, b, y, Int64.self, pool: pool)
-        default:
-            try integer(a, b, y, Int32.self, pool: pool)
-        }
-    }
-
-    private func integer<T: FixedWidthInteger & Sendable>(_ a: TensorView, _ b: TensorView, _ y: TensorView, _: T.Type, pool: ComputePool) throws(InferenceError) {
-        if operation == .div {
-            let divisors = UnsafeBufferPointer(start: b.pointer(T.self), count: b.count)
-            guard !divisors.contains(0) else { throw .invalidInput("integer division by zero") }
-        }
-        let op: @Sendable (T, T) -> T
-        switch operation {
-        case .add: op = { $0 &+ $1 }
-        case .sub: op = { $0 &- $1 }
-        case .mul: op = { $0 &* $1 }
-        case .div: op = { $0 / $1 }
-        }
-        broadcastApply(a, b, y, T.self, pool: pool, op)
-    }
-}
-
-/// y = op(a, b) elementwise with broadcasting; the common bias-add and scalar cases are direct.
-func broadcastApply<T>(_ a: TensorView, _ b: TensorView, _ y: TensorView, _: T.Type, pool: ComputePool, _ op: @escaping @Sendable (T, T) -> T) {
-    let pa = a.pointer(T.self), pb = b.pointer(T.self), py = y.pointer(T.self)
-    let count = y.count
-    if a.count == count && b.count == count {
-        forEachChunk(count, pool: pool) { range in for i in range { py[i] = op(pa[i], pb[i]) } }
-        return
-    }
-    if b.count == 1 {
-        let scalar = pb[0]
-        forEachChunk(count, pool: pool) { range in for i in range { py[i] = op(pa[i], scalar) } }
-        return
-    }
-    if a.count == 1 {
-        let scalar = pa[0]
-        forEachChunk(count, pool: pool) { range in for i in range { py[i] = op(scalar, pb[i]) } }
-        return
-    }
-    // General case: strides with zeros on broadcast dims; the last dim is the inner loop.
-    let shape = y.shape
-    let rank = shape.count
-    func alignedStrides(_ dims: [Int]) -> [Int] {
-        let padded = [Int](repeating: 1, count: rank - dims.count) + dims
-        let strides = Shape.strides(padded)
-        return (0..<rank).map { padded[$0] == 1 ? 0 : strides[$0] }
-    }
-    let sa = alignedStrides(a.shape), sb = alignedStrides(b.shape)
-    let inner = shape.last ?? 1
-    let rows = inner == 0 ? 0 : count / inner
-    let ia = sa.last ?? 0, ib = sb.last ?? 0
-    forEachChunk(rows, pool: pool, grain: max(1, (1 << 15) / max(inner, 1))) { range in
-        for row in range {
-            var offsetA = 0, offsetB = 0, rest = row
-            for dim in stride(from: rank - 2, through: 0, by: -1) {
-                let index = rest % shape[dim]
-                rest /= shape[dim]
-                offsetA += index * sa[dim]
-                offsetB += index * sb[dim]
-            }
-            let out = py + row * inner
-            for j in 0..<inner { out[j] = op(pa[offsetA + j * ia], pb[offsetB + j * ib]) }
         }
     }
 }

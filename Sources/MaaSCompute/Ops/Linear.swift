@@ -93,9 +93,9 @@ struct GemmKernel: ReluFusing {
             // General C: y += beta · broadcast(C).
             let beta = self.beta
             if relu {
-                broadcastApply(y, c, y, Float.self, pool: pool) { max($0 + beta * $1, 0) }
+                broadcastApply(y, c, y, pool: pool) { (a: Float, b: Float) -> Float in max(a + beta * b, 0) }
             } else {
-                broadcastApply(y, c, y, Float.self, pool: pool) { $0 + beta * $1 }
+                broadcastApply(y, c, y, pool: pool) { (a: Float, b: Float) -> Float in a + beta * b }
             }
         }
     }
