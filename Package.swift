@@ -55,7 +55,8 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // Small-batch GEMM microkernels (AVX2/FMA, chosen at run time).
-        .target(name: "CMaaSKernels"),
+        // libmvec (glibc's vector math, part of libc6) gives the AVX2/AVX-512 erf, exp and tanh.
+        .target(name: "CMaaSKernels", linkerSettings: [.linkedLibrary("mvec"), .linkedLibrary("m")]),
         .target(
             name: "MaaSCompute",
             dependencies: ["MaaSCore", "COpenBLAS", "CMaaSKernels", .product(name: "Logging", package: "swift-log")],

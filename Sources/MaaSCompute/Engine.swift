@@ -1,5 +1,6 @@
 public import Logging
 public import MaaSCore
+import Glibc
 import Synchronization
 
 /// A model ready to run: ops checked and ordered, constants folded, weights pre-packed.
@@ -90,59 +91,10 @@ public final class CompiledModel: Sendable {
             }
         }
         let graphOutputs = Set(graph.outputs.map { slots[$0.name]! })
-        self.steps = Self.fuseMaxPool(Self.fuseRelu(steps, graphOutputs: graphOutputs), graphOutputs: graphOutputs)
+        self.steps = Self.fuse(steps, constants: constants, graphOutputs: graphOutputs)
         self.constants = constants
         self.valueCount = nextSlot
         self.outputSlots = graph.outputs.map { slots[$0.name]! }
-    }
-
-    /// Folds each 2x2 stride-2 MaxPool into the (Relu-fused) Conv before it when nothing else
-    /// reads the convolution's output: the direct kernel pools in registers, so the unpooled
-    /// tensor is never written (on the MNIST CNN: scripts/bench-engine).
-    static func fuseMaxPool(_ steps: [Step], graphOutputs: Set<Int>) -> [Step] {
-        let readers = readerCounts(steps)
-        var result: [Step] = []
-        for step in steps {
-            if step.node.opType == "MaxPool", step.node.outputs.count == 1, let input = step.inputs.first ?? nil,
-                readers[input] == 1, !graphOutputs.contains(input),
-                let index = result.lastIndex(where: { $0.outputs.first == input }), result[index].outputs.count == 1,
-                let conv = result[index].kernel as? ConvKernel, let fused = conv.fusingMaxPool(step.kernel)
-            {
-                let producer = result[index]
-                result[index] = Step(node: producer.node, kernel: fused, inputs: producer.inputs, outputs: step.outputs)
-                continue
-            }
-            result.append(step)
-        }
-        return result
-    }
-
-    private static func readerCounts(_ steps: [Step]) -> [Int: Int] {
-        var readers: [Int: Int] = [:]
-        for step in steps {
-            for input in step.inputs.compactMap({ $0 }) { readers[input, default: 0] += 1 }
-        }
-        return readers
-    }
-
-    /// Folds each Relu into the Gemm, MatMul or Conv before it when nothing else reads the
-    /// product: one pass over the output instead of two.
-    static func fuseRelu(_ steps: [Step], graphOutputs: Set<Int>) -> [Step] {
-        let readers = readerCounts(steps)
-        var result: [Step] = []
-        for step in steps {
-            if step.node.opType == "Relu", step.node.domain.isEmpty || step.node.domain == "ai.onnx",
-                let input = step.inputs.first ?? nil, readers[input] == 1, !graphOutputs.contains(input),
-                let index = result.lastIndex(where: { $0.outputs.first == input }), result[index].outputs.count == 1,
-                let fused = result[index].kernel.fusingRelu()
-            {
-                let producer = result[index]
-                result[index] = Step(node: producer.node, kernel: fused, inputs: producer.inputs, outputs: step.outputs)
-                continue
-            }
-            result.append(step)
-        }
-        return result
     }
 
     /// Runs one forward pass.
@@ -164,6 +116,20 @@ public final class CompiledModel: Sendable {
         let feeds = ordered
         return try pool.run { () throws(InferenceError) in try plan.execute(feeds) }
             .enumerated().reduce(into: [:]) { result, item in result[graph.outputs[item.offset].name] = item.element }
+    }
+
+    /// Seconds per op type over `runs` forward passes with these inputs (after the plan is built).
+    public func profile(_ inputs: [String: Tensor], runs: Int) throws(InferenceError) -> [String: Double] {
+        let ordered = try graph.inputs.map { info throws(InferenceError) -> Tensor in
+            guard let tensor = inputs[info.name] else { throw .invalidInput("missing input '\(info.name)'") }
+            return tensor
+        }
+        let plan = try plan(for: ordered.map(\.shape))
+        return try pool.run { () throws(InferenceError) -> [String: Double] in
+            var totals: [String: Double] = [:]
+            for _ in 0..<runs { _ = try plan.execute(ordered, profile: &totals) }
+            return totals
+        }
     }
 
     /// The shapes the outputs will have for these input shapes (builds the plan if needed).
@@ -320,6 +286,8 @@ final class ExecutionPlan: Sendable {
         var buffers: [Tensor]
         var views: [TensorView?]
         var steps: [(kernel: any Kernel, inputs: [Int?], outputs: [Int])]
+        /// Each step's op type, for profiles.
+        var opTypes: [String]
         var inputSlots: [Int]
         var outputSlots: [Int]
         var outputConstants: [Tensor?]
@@ -351,6 +319,7 @@ final class ExecutionPlan: Sendable {
             try allocate(slot, meta)
         }
         var steps: [(kernel: any Kernel, inputs: [Int?], outputs: [Int])] = []
+        var opTypes: [String] = []
         var tunable: [(index: Int, step: Int)] = []
         for (stepIndex, step) in model.steps.enumerated() {
             let inputMetas = step.inputs.map { $0.flatMap { metas[$0] } }
@@ -391,6 +360,7 @@ final class ExecutionPlan: Sendable {
             if outputMetas.allSatisfy({ $0.constant != nil }) { continue }
             if step.kernel is any Tunable { tunable.append((steps.count, stepIndex)) }
             steps.append((step.kernel, step.inputs, step.outputs))
+            opTypes.append(getenv("MAAS_PROFILE_NODES") != nil ? step.node.name : step.kernel is AttentionKernel ? "Attention" : step.node.opType)
         }
         // With every buffer in place, time the implementations of each GEMM and convolution on
         // this plan's own shapes (on the pool, as runs execute), once per model and shapes.
@@ -416,12 +386,13 @@ final class ExecutionPlan: Sendable {
         }
         self.outputShapes = outputShapes
         state = Mutex(State(
-            buffers: buffers, views: views, steps: steps,
+            buffers: buffers, views: views, steps: steps, opTypes: opTypes,
             inputSlots: model.inputSlots, outputSlots: model.outputSlots, outputConstants: outputConstants))
     }
 
-    /// Copies inputs in, runs every step, copies outputs out. Called on a pool thread.
-    func execute(_ inputs: [Tensor]) throws(InferenceError) -> [Tensor] {
+    /// Copies inputs in, runs every step, copies outputs out. Called on a pool thread. With
+    /// `profile`, adds each step's seconds to its op type's entry.
+    func execute(_ inputs: [Tensor], profile: UnsafeMutablePointer<[String: Double]>? = nil) throws(InferenceError) -> [Tensor] {
         let pool = ComputePool.currentPool ?? ComputePool.shared
         return try state.withLock { state throws(InferenceError) -> [Tensor] in
             for (index, slot) in state.inputSlots.enumerated() {
@@ -430,8 +401,17 @@ final class ExecutionPlan: Sendable {
                     if bytes.count > 0 { view.base.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
                 }
             }
-            for step in state.steps {
-                try step.kernel.run(step.inputs.map { $0.flatMap { state.views[$0] } }, step.outputs.map { state.views[$0]! }, pool: pool)
+            if let profile {
+                let clock = ContinuousClock()
+                for (index, step) in state.steps.enumerated() {
+                    let start = clock.now
+                    try step.kernel.run(step.inputs.map { $0.flatMap { state.views[$0] } }, step.outputs.map { state.views[$0]! }, pool: pool)
+                    profile.pointee[state.opTypes[index], default: 0] += (clock.now - start).inSeconds
+                }
+            } else {
+                for step in state.steps {
+                    try step.kernel.run(step.inputs.map { $0.flatMap { state.views[$0] } }, step.outputs.map { state.views[$0]! }, pool: pool)
+                }
             }
             var outputs: [Tensor] = []
             for (index, slot) in state.outputSlots.enumerated() {

@@ -113,9 +113,11 @@ enum SmallGEMM {
         let panelCount = (n + 15) / 16
         let threads = m * n * k < (1 << 15) ? 1 : min(pool.threadCount, panelCount)
         let perThread = (panelCount + threads - 1) / threads
-        // Panels per pass over the rows: with several row groups, 4 x K x 16 floats stay in L2 for
-        // the next group; a single group uses each panel once, so it takes the widest kernel.
-        let block = m <= 6 ? 8 : 4
+        // Panels per pass over the rows: with several row groups, a block of about 256 KiB (half of
+        // a Zen 3 or Skylake-SP L2) stays cached for the next group (MiniLM at 16 rows: K = 1536
+        // takes 2 panels, K = 384 takes 8); a single group uses each panel once, so it takes the
+        // widest kernel.
+        let block = m <= 6 ? 8 : max(2, min(8, (256 << 10) / max(1, k * 64)))
         pool.parallelFor(threads) { thread in
             let first = thread * perThread, last = min(panelCount, first + perThread)
             var panel = first

@@ -328,3 +328,81 @@ def transformer_op_cases():
     c["Cast_float_to_bool"] = single("Cast", [("x", F, (2, 3))], {"x": np.array([[0, -0.0, 0.1], [np.nan, -3, 0]], np.float32)}, B, to=B)
     c["MatMul_4d_broadcast"] = single("MatMul", [("a", F, (2, 3, 5, 4)), ("b", F, (1, 3, 4, 6))], {"a": rand(2, 3, 5, 4), "b": rand(1, 3, 4, 6)})
     return c
+
+
+def fused_cases():
+    """Patterns the compiler fuses (attention, MatMul + bias + GELU, Add + LayerNorm), in the
+    forms the exporters write them and with the sizes that reach every tail of the kernels, plus
+    look-alikes that must not be fused."""
+    c = {}
+    def attention(name, b, h, s, t, d, dv, mask_shape=None, form="sdpa", nan_guard=False, mask_fill=None):
+        inputs = [("q", F, (b, h, s, d)), ("kt", F, (b, h, d, t)), ("v", F, (b, h, t, dv))]
+        feeds = {"q": rand(b, h, s, d), "kt": rand(b, h, d, t, seed=1), "v": rand(b, h, t, dv, seed=2)}
+        inits = [("c1", np.array(d ** -0.25, np.float32)), ("c2", np.array(d ** -0.25, np.float32)), ("sqrt_d", np.array(d ** 0.5, np.float32)),
+                 ("zero", np.array(0.0, np.float32))]
+        if form == "sdpa":
+            nodes = [helper.make_node("Mul", ["q", "c1"], ["qs"]), helper.make_node("Mul", ["kt", "c2"], ["ks"]),
+                     helper.make_node("MatMul", ["qs", "ks"], ["scores"])]
+        else:
+            nodes = [helper.make_node("MatMul", ["q", "kt"], ["raw"]), helper.make_node("Div", ["raw", "sqrt_d"], ["scores"])]
+        last = "scores"
+        if mask_shape is not None:
+            inputs.append(("mask", F, mask_shape))
+            mask = np.where(np.random.default_rng(3).random(mask_shape) < 0.3, np.float32(mask_fill if mask_fill is not None else -1e4), np.float32(0))
+            feeds["mask"] = mask.astype(np.float32)
+            nodes.append(helper.make_node("Add", ["scores", "mask"], ["masked"]))
+            last = "masked"
+        nodes.append(helper.make_node("Softmax", [last], ["p"], axis=-1))
+        weights = "p"
+        if nan_guard:
+            nodes += [helper.make_node("IsNaN", ["p"], ["isnan"]), helper.make_node("Where", ["isnan", "zero", "p"], ["pw"])]
+            weights = "pw"
+        nodes.append(helper.make_node("MatMul", [weights, "v"], ["y"]))
+        c[f"Attention_{name}"] = (model(nodes, inputs, [("y", F, None)], inits), feeds)
+    attention("sdpa_padding_mask", 2, 3, 9, 9, 16, 16, (2, 1, 1, 9))
+    attention("sdpa_odd_sizes", 1, 2, 7, 13, 5, 11, (1, 1, 7, 13))
+    attention("eager_div_no_mask", 2, 2, 5, 37, 8, 40, None, form="eager")
+    attention("sdpa_wide_keys", 1, 1, 3, 70, 32, 32, (1, 1, 3, 70))
+    attention("nan_guard_fully_masked_rows", 1, 2, 6, 8, 4, 8, (1, 2, 6, 8), nan_guard=True, mask_fill=-np.inf)
+    attention("head_broadcast_mask", 2, 4, 4, 6, 8, 8, (1, 4, 4, 6))
+    # MatMul + bias + GELU in three spellings, and one look-alike (x / 1.5) that is not GELU.
+    x_shape, k, n = (2, 5, 12), 12, 40
+    w, bias = rand(k, n, seed=4), rand(n, seed=5)
+    def mlp(name, tail, opset=17, extra=()):
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["bias", "mm"], ["h"])] + tail
+        c[f"MatMul_bias_{name}"] = (model(nodes, [("x", F, x_shape)], [("y", F, None)],
+                                          [("w", w), ("bias", bias)] + list(extra), opset=opset), {"x": rand(*x_shape) * 2})
+    consts = [("sqrt2", np.array(2 ** 0.5, np.float32)), ("one", np.array(1.0, np.float32)), ("half", np.array(0.5, np.float32)),
+              ("three", np.array(3.0, np.float32)), ("k1", np.array(0.044715, np.float32)), ("k0", np.array((2 / np.pi) ** 0.5, np.float32)),
+              ("other", np.array(1.5, np.float32))]
+    mlp("gelu_torchscript", [helper.make_node("Div", ["h", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+                             helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["h", "e1"], ["m"]),
+                             helper.make_node("Mul", ["m", "half"], ["y"])], extra=consts)
+    mlp("gelu_tanh_gpt2", [helper.make_node("Mul", ["h", "half"], ["hh"]), helper.make_node("Pow", ["h", "three"], ["cube"]),
+                           helper.make_node("Mul", ["cube", "k1"], ["kc"]), helper.make_node("Add", ["h", "kc"], ["inner"]),
+                           helper.make_node("Mul", ["inner", "k0"], ["scaled"]), helper.make_node("Tanh", ["scaled"], ["t"]),
+                           helper.make_node("Add", ["t", "one"], ["t1"]), helper.make_node("Mul", ["hh", "t1"], ["y"])], extra=consts)
+    mlp("gelu_op20", [helper.make_node("Gelu", ["h"], ["y"])], opset=20)
+    mlp("not_gelu", [helper.make_node("Div", ["h", "other"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+                     helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["h", "e1"], ["m"]),
+                     helper.make_node("Mul", ["m", "half"], ["y"])], extra=consts)
+    # The GELU's input is also a graph output: nothing may be fused away.
+    m, feeds = c["MatMul_bias_gelu_op20"]
+    m2 = onnx_copy(m)
+    m2.graph.output.append(helper.make_tensor_value_info("h", F, None))
+    c["MatMul_bias_gelu_input_is_output"] = (m2, feeds)
+    # Residual Add + LayerNorm, same shapes and with a broadcasting residual.
+    for name, b_shape in [("same_shape", (2, 5, 12)), ("broadcast", (5, 12))]:
+        nodes = [helper.make_node("Add", ["a", "b"], ["sum"]),
+                 helper.make_node("LayerNormalization", ["sum", "scale", "shift"], ["y"], axis=-1, epsilon=1e-5)]
+        c[f"Add_LayerNorm_{name}"] = (model(nodes, [("a", F, (2, 5, 12)), ("b", F, b_shape)], [("y", F, None)],
+                                            [("scale", rand(12, seed=6)), ("shift", rand(12, seed=7))]),
+                                      {"a": rand(2, 5, 12), "b": rand(*b_shape, seed=8)})
+    return c
+
+
+def onnx_copy(m):
+    import onnx
+    copy = onnx.ModelProto()
+    copy.CopyFrom(m)
+    return copy

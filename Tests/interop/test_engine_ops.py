@@ -9,12 +9,12 @@ import pytest
 
 from conftest import binary
 from kernel_modes import KERNEL_MODES, kernel_mode_env
-from onnx_cases import cases, transformer_op_cases
+from onnx_cases import cases, fused_cases, transformer_op_cases
 from tolerance import Comparison
 
 CASES = cases()
 # Ops outside GEMM and convolution run the same code in every kernel mode: the default mode only.
-TRANSFORMER_CASES = transformer_op_cases()
+TRANSFORMER_CASES = {**transformer_op_cases(), **fused_cases()}
 
 
 def run_maas(model_path, feeds, out_dir, env, *flags):

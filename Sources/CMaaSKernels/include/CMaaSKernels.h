@@ -28,6 +28,42 @@ void CMaaSKernels_gemm_panels_row_bias(
     const float *panels, int panel_count,
     const float *row_bias, float *c, size_t ldc, int columns, int relu);
 
+/// Functions for `CMaaSKernels_map`.
+#define CMaaSKernels_ERF 0
+#define CMaaSKernels_EXP 1
+#define CMaaSKernels_TANH 2
+
+/// y[i] = f(x[i]) for f among erf, exp and tanh; x and y may be the same array. glibc's libmvec
+/// in AVX2 or AVX-512 lanes (at most 4 ulps), scalar libm for tails and on other CPUs.
+void CMaaSKernels_map(const float *x, float *y, size_t n, int function);
+
+/// GELU in place over n floats: 0.5 x (1 + erf(x / sqrt 2)), or with `approximate` the tanh form
+/// 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), as ONNX's Gelu and PyTorch define them.
+void CMaaSKernels_gelu(float *x, size_t n, int approximate);
+
+/// One (batch, head) of scaled dot-product attention: out = softmax(scale * Q . B + mask) . V,
+/// with B = K transposed ([depth x keys], rows contiguous). Row strides in floats.
+typedef struct {
+    const float *q;     size_t q_row;          // [rows x depth]
+    const float *b;     size_t b_row;          // [depth x keys]
+    const float *v;     size_t v_row;          // [keys x value_width]
+    const float *mask;  size_t mask_row;       // additive, [rows x keys]; may be NULL
+    size_t mask_column;                         // 1, or 0 for one value per row
+    float *out;         size_t out_row;        // [rows x value_width]
+    int depth, keys, value_width;
+    float scale;
+    int nan_to_zero;                            // rows whose softmax is NaN give zeros (Where(IsNaN))
+} CMaaSKernels_attention;
+
+/// Query rows [row_begin, row_end) of `p`; `scratch` holds 2 * `keys` floats.
+void CMaaSKernels_attention_rows(const CMaaSKernels_attention *p, int row_begin, int row_end, float *scratch);
+
+/// LayerNormalization of `rows` rows of n floats: y = (x - mean) / sqrt(var + epsilon) * scale + bias,
+/// of x + residual when `residual` is given. `scale` and `bias` (n floats each) may be NULL; y
+/// may alias x but not residual.
+void CMaaSKernels_layer_norm(
+    const float *x, const float *residual, const float *scale, const float *bias, float *y, size_t rows, size_t n, float epsilon);
+
 /// Output channels per block of the direct convolution's packed weights.
 #define CMaaSKernels_CONV_BLOCK 6
 

@@ -1,3 +1,4 @@
+import CMaaSKernels
 import Glibc
 import MaaSCore
 
@@ -48,6 +49,10 @@ struct UnaryKernel: Kernel {
         }
     }
 
+    var isTanhGelu: Bool {
+        if case .geluTanh = function { true } else { false }
+    }
+
     /// Neg and Abs also apply to integers (position arithmetic in the exports).
     var integerCapable: Bool {
         switch function {
@@ -72,22 +77,20 @@ struct UnaryKernel: Kernel {
         let x = inputs[0]!.floats
         let y = outputs[0].floats
         let function = self.function
+        let tanhGelu: Int32 = isTanhGelu ? 1 : 0
         forEachChunk(outputs[0].count, pool: pool) { range in
             switch function {
             case .relu: for i in range { y[i] = max(x[i], 0) }
             case .leakyRelu(let alpha): for i in range { y[i] = x[i] >= 0 ? x[i] : alpha * x[i] }
             case .sigmoid: for i in range { y[i] = 1 / (1 + expf(-x[i])) }
-            case .tanh: for i in range { y[i] = tanhf(x[i]) }
-            case .erf: for i in range { y[i] = erff(x[i]) }
-            case .gelu: for i in range { y[i] = 0.5 * x[i] * (1 + erff(x[i] * 0.70710678118654752)) }
-            case .geluTanh:
-                for i in range {
-                    let v = x[i]
-                    y[i] = 0.5 * v * (1 + tanhf(0.79788456080286536 * (v + 0.044715 * v * v * v)))
-                }
+            case .tanh: CMaaSKernels_map(x + range.lowerBound, y + range.lowerBound, range.count, CMaaSKernels_TANH)
+            case .erf: CMaaSKernels_map(x + range.lowerBound, y + range.lowerBound, range.count, CMaaSKernels_ERF)
+            case .gelu, .geluTanh:
+                (y + range.lowerBound).update(from: x + range.lowerBound, count: range.count)
+                CMaaSKernels_gelu(y + range.lowerBound, range.count, tanhGelu)
             case .neg: for i in range { y[i] = -x[i] }
             case .sqrt: for i in range { y[i] = sqrtf(x[i]) }
-            case .exp: for i in range { y[i] = expf(x[i]) }
+            case .exp: CMaaSKernels_map(x + range.lowerBound, y + range.lowerBound, range.count, CMaaSKernels_EXP)
             case .abs: for i in range { y[i] = Swift.abs(x[i]) }
             case .log: for i in range { y[i] = logf(x[i]) }
             case .reciprocal: for i in range { y[i] = 1 / x[i] }

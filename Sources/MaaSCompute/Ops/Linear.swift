@@ -1,7 +1,8 @@
+import CMaaSKernels
 import MaaSCore
 
 /// Gemm: Y = alpha · A' · B' + beta · C.
-struct GemmKernel: ReluFusing {
+struct GemmKernel: ReluFusing, EpilogueFusing {
     let alpha: Float
     let beta: Float
     let transA: Bool
@@ -11,6 +12,8 @@ struct GemmKernel: ReluFusing {
     let biasRow: Tensor?
     /// A following Relu computed in the same pass (set by the graph compiler).
     var relu = false
+    /// A following GELU computed on the output while it is hot (set by the graph compiler).
+    var gelu: GeluForm?
     /// Set per plan by timing (``Tunable``); nil takes the row-count heuristic.
     var implementation: GEMMImplementation?
 
@@ -63,6 +66,11 @@ struct GemmKernel: ReluFusing {
     }
 
     func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) {
+        product(inputs, outputs, pool: pool)
+        if let gelu { applyGelu(gelu, outputs[0], pool: pool) }
+    }
+
+    private func product(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) {
         let a = inputs[0]!, y = outputs[0]
         let (m, n) = (y.shape[0], y.shape[1])
         let k = transA ? a.shape[0] : a.shape[1]
@@ -125,9 +133,14 @@ extension GemmKernel: Tunable {
 
 /// MatMul with NumPy semantics: N-D × 2-D as one GEMM over flattened rows (weights pre-packed),
 /// batched otherwise, 1-D operands promoted and squeezed.
-struct MatMulKernel: ReluFusing {
+struct MatMulKernel: ReluFusing, EpilogueFusing {
     let packed: PackedMatrix?
     var relu = false
+    /// A following Add of a constant row folded in (set by the graph compiler, N-D x 2-D form),
+    /// zero-padded to whole panels.
+    var bias: Tensor?
+    /// A following GELU computed on the output while it is hot (set by the graph compiler).
+    var gelu: GeluForm?
     /// Set per plan by timing (``Tunable``), for the N-D x 2-D form; nil takes the heuristic.
     var implementation: GEMMImplementation?
 
@@ -171,16 +184,19 @@ struct MatMulKernel: ReluFusing {
         if bShape.count == 2 {
             // Every row of A, whatever its batch dims, meets the same B.
             let rows = a.count / max(k, 1)
+            let biasRow = bias.map { UnsafePointer($0.unsafeBaseAddress.assumingMemoryBound(to: Float.self)) }
             if let panels = packed?.panelPointer, implementation.map({ $0 == .panels }) ?? (rows <= SmallGEMM.maxRows) {
-                SmallGEMM.run(m: rows, n: n, k: k, a: a.floats, lda: k, panels: panels, bias: nil, c: y.floats, relu: relu, pool: pool)
-                return
+                SmallGEMM.run(m: rows, n: n, k: k, a: a.floats, lda: k, panels: panels, bias: biasRow, c: y.floats, relu: relu, pool: pool)
+            } else {
+                var gemm = TiledGEMM(
+                    m: rows, n: n, k: k, a: a.floats, lda: k,
+                    b: packed?.pointer ?? UnsafePointer(b.floats), ldb: n, c: y.floats)
+                gemm.relu = relu
+                gemm.biasRow = biasRow
+                gemm.split = implementation?.split ?? .auto
+                gemm.run(pool: pool)
             }
-            var gemm = TiledGEMM(
-                m: rows, n: n, k: k, a: a.floats, lda: k,
-                b: packed?.pointer ?? UnsafePointer(b.floats), ldb: n, c: y.floats)
-            gemm.relu = relu
-            gemm.split = implementation?.split ?? .auto
-            gemm.run(pool: pool)
+            if let gelu { applyGelu(gelu, y, pool: pool) }
             return
         }
         let m = aShape[aShape.count - 2]
@@ -198,14 +214,25 @@ struct MatMulKernel: ReluFusing {
             }
             return flat * matrixSize
         }
-        for index in 0..<batchCount {
+        func product(_ index: Int) -> TiledGEMM {
             var gemm = TiledGEMM(
                 m: m, n: n, k: k,
                 a: a.floats + offset(index, batchA, m * k), lda: k,
                 b: b.floats + offset(index, batchB, k * n), ldb: n,
                 c: y.floats + index * m * n)
             gemm.relu = relu
-            gemm.run(pool: pool)
+            return gemm
+        }
+        // Attention's batch x heads products are small: one thread each, all threads at once,
+        // rather than every small product split over the pool in turn.
+        let threads = pool.threadCount
+        if batchCount >= threads, threads > 1 {
+            let perTask = (batchCount + threads - 1) / threads
+            pool.parallelFor(threads) { task in
+                for index in task * perTask..<min(batchCount, (task + 1) * perTask) { product(index).runSingle() }
+            }
+        } else {
+            for index in 0..<batchCount { product(index).run(pool: pool) }
         }
     }
 }
@@ -223,5 +250,24 @@ extension MatMulKernel: Tunable {
         var kernel = self
         kernel.implementation = GEMMImplementation(rawValue: implementation)
         return kernel
+    }
+}
+
+/// Which GELU a product's output goes through: ONNX's Gelu with approximate = none or tanh.
+enum GeluForm: Sendable {
+    case erf, tanh
+}
+
+/// A product that can take over the bias add and GELU after it (the transformer MLP's
+/// MatMul + Add + GELU as one step, no buffer between them).
+protocol EpilogueFusing: Kernel {
+    var gelu: GeluForm? { get set }
+}
+
+/// GELU over a product's output, in chunks over the pool.
+func applyGelu(_ form: GeluForm, _ y: TensorView, pool: ComputePool) {
+    let p = y.floats
+    forEachChunk(y.count, pool: pool, grain: 1 << 14) { range in
+        CMaaSKernels_gelu(p + range.lowerBound, range.count, form == .tanh ? 1 : 0)
     }
 }

@@ -1,3 +1,4 @@
+import CMaaSKernels
 import Glibc
 import MaaSCore
 
@@ -121,6 +122,9 @@ struct BatchNormalizationKernel: Kernel {
 struct LayerNormalizationKernel: Kernel {
     let axis: Int
     let epsilon: Float
+    /// LayerNorm(a + b) with the residual Add folded in (set by the graph compiler): input 3 is b,
+    /// shaped like a.
+    var residual = false
 
     init(_ context: NodeContext) throws(InferenceError) {
         try context.requireInputs(2...3)
@@ -135,11 +139,18 @@ struct LayerNormalizationKernel: Kernel {
     }
 
     func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
-        guard let x = inputs[0], x.dataType == .float32 else { throw .unsupported("expects a float32 input") }
+        guard var x = inputs[0], x.dataType == .float32 else { throw .unsupported("expects a float32 input") }
+        if residual {
+            guard let b = inputs[3], b.dataType == .float32 else { throw .unsupported("expects float32 inputs to the residual Add") }
+            guard let shape = Shape.broadcast(x.shape, b.shape) else {
+                throw .invalidInput("residual Add: shapes \(x.shape) and \(b.shape) do not broadcast")
+            }
+            x.shape = shape
+        }
         let axis = try normalizeAxis(self.axis, rank: x.shape.count, "LayerNormalization")
         let normalized = Array(x.shape[axis...])
         let size = normalized.reduce(1, *)
-        for index in 1..<inputs.count {
+        for index in 1..<min(inputs.count, 3) {
             guard let meta = inputs[index] else { continue }
             // Scale and bias cover the normalized dims exactly (as exporters write them) or are scalars.
             guard Shape.broadcast(normalized, meta.shape) == normalized, meta.count == size || meta.count == 1 else {
@@ -150,17 +161,36 @@ struct LayerNormalizationKernel: Kernel {
     }
 
     func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
-        let x = inputs[0]!, y = outputs[0]
-        let axis = try normalizeAxis(self.axis, rank: x.shape.count, "LayerNormalization")
-        let size = x.shape[axis...].reduce(1, *)
-        let rows = x.count / max(size, 1)
+        var x = inputs[0]!, y = outputs[0]
+        var addend = residual ? inputs[3]!.floats : nil
+        if residual, inputs[3]!.shape != x.shape {
+            // A broadcasting residual: the sum first, then LayerNorm in place.
+            broadcastApply(x, inputs[3]!, y, pool: pool) { (a: Float, b: Float) -> Float in a + b }
+            (x, addend) = (y, nil)
+        }
+        let axis = try normalizeAxis(self.axis, rank: y.shape.count, "LayerNormalization")
+        let size = y.shape[axis...].reduce(1, *)
+        let rows = y.count / max(size, 1)
         // Scale and bias are read in place; a one-element tensor broadcasts (stride 0).
         let scale = inputs[1].map { (pointer: $0.floats, stride: $0.count == 1 ? 0 : 1) }
         let bias = inputs.count > 2 ? inputs[2].map { (pointer: $0.floats, stride: $0.count == 1 ? 0 : 1) } : nil
         let px = x.floats, py = y.floats, epsilon = self.epsilon
-        forEachChunk(rows, pool: pool, grain: max(1, 8192 / max(size, 1))) { range in
+        let grain = max(1, 8192 / max(size, 1))
+        if size == 1 || ((scale?.stride ?? 1) == 1 && (bias?.stride ?? 1) == 1) {
+            let (scalePointer, biasPointer) = (scale.map { UnsafePointer($0.pointer) }, bias.map { UnsafePointer($0.pointer) })
+            forEachChunk(rows, pool: pool, grain: grain) { range in
+                let offset = range.lowerBound * size
+                CMaaSKernels_layer_norm(px + offset, addend.map { UnsafePointer($0 + offset) }, scalePointer, biasPointer, py + offset, range.count, size, epsilon)
+            }
+            return
+        }
+        if let addend {
+            forEachChunk(y.count, pool: pool) { range in for i in range { py[i] = px[i] + addend[i] } }
+        }
+        let source = addend == nil ? px : py
+        forEachChunk(rows, pool: pool, grain: grain) { range in
             for row in range {
-                let input = px + row * size, output = py + row * size
+                let input = source + row * size, output = py + row * size
                 var mean: Float = 0
                 for i in 0..<size { mean += input[i] }
                 mean /= Float(size)

@@ -197,22 +197,45 @@ struct TransposeKernel: Kernel {
 
     func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
         let x = inputs[0]!, y = outputs[0]
+        guard y.count > 0 else { return }
         let perm = try permutation(rank: x.shape.count)
-        let size = x.dataType.byteSize!
         let inStrides = Shape.strides(x.shape)
         let strides = perm.map { inStrides[$0] }
-        let shape = y.shape
-        var index = [Int](repeating: 0, count: shape.count)
-        for flat in 0..<y.count {
-            var source = 0
-            for dim in 0..<shape.count { source += index[dim] * strides[dim] }
-            (y.base + flat * size).copyMemory(from: x.base + source * size, byteCount: size)
-            var dim = shape.count - 1
-            while dim >= 0 {
-                index[dim] += 1
-                if index[dim] < shape[dim] { break }
-                index[dim] = 0
-                dim -= 1
+        let shape = y.shape, rank = shape.count
+        guard rank > 0 else {
+            y.base.copyMemory(from: x.base, byteCount: x.dataType.byteSize!)
+            return
+        }
+        // Output rows (all dims but the last) in parallel; each reads its source at a fixed stride,
+        // which is 1 (a block copy) when the last axis stays last, as in [0, 2, 1, 3].
+        let inner = shape[rank - 1], innerStride = strides[rank - 1]
+        let rows = y.count / inner
+        switch x.dataType.byteSize! {
+        case 8: Self.copy(x.pointer(UInt64.self), y.pointer(UInt64.self), shape, strides, rows, inner, innerStride, pool: pool)
+        case 4: Self.copy(x.pointer(UInt32.self), y.pointer(UInt32.self), shape, strides, rows, inner, innerStride, pool: pool)
+        case 2: Self.copy(x.pointer(UInt16.self), y.pointer(UInt16.self), shape, strides, rows, inner, innerStride, pool: pool)
+        default: Self.copy(x.pointer(UInt8.self), y.pointer(UInt8.self), shape, strides, rows, inner, innerStride, pool: pool)
+        }
+    }
+
+    private static func copy<T>(
+        _ x: UnsafeMutablePointer<T>, _ y: UnsafeMutablePointer<T>, _ shape: [Int], _ strides: [Int],
+        _ rows: Int, _ inner: Int, _ innerStride: Int, pool: ComputePool
+    ) {
+        let rank = shape.count
+        forEachChunk(rows, pool: pool, grain: max(1, (1 << 15) / inner)) { range in
+            for row in range {
+                var source = 0, rest = row
+                for dim in stride(from: rank - 2, through: 0, by: -1) {
+                    source += (rest % shape[dim]) * strides[dim]
+                    rest /= shape[dim]
+                }
+                let target = y + row * inner
+                if innerStride == 1 {
+                    target.update(from: x + source, count: inner)
+                } else {
+                    for j in 0..<inner { target[j] = x[source + j * innerStride] }
+                }
             }
         }
     }
