@@ -180,6 +180,13 @@ public final class CompiledModel: Sendable {
                 throw .invalidInput("input '\(info.name)': expected shape \(info.shape), got \(tensor.shape)")
             }
         }
+        if tensor.dataType == .bool {
+            // Kernels treat bools as the bytes 0 and 1 (And, Not, Where): anything else is refused here.
+            let bad = tensor.withUnsafeBytes { bytes in bytes.firstIndex { $0 > 1 } }
+            if let bad {
+                throw .invalidInput("input '\(info.name)': element \(bad) is the byte \(tensor.withUnsafeBytes { $0[bad] }), not a bool (0 or 1)")
+            }
+        }
     }
 
     func plan(for shapes: [[Int]]) throws(InferenceError) -> ExecutionPlan {

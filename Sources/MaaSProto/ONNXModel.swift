@@ -70,10 +70,28 @@ private struct DecodeContext {
         let inputs = try array(g.input, g.n_input)
             .map { info throws(InferenceError) in try valueInfo(info, what: "graph input") }
             .filter { !initializerNames.contains($0.name) }
-        let outputs = try array(g.output, g.n_output).map { info throws(InferenceError) in try valueInfo(info, what: "graph output") }
+        var outputs: [ValueInfo] = []
+        for info in array(g.output, g.n_output) {
+            do {
+                outputs.append(try valueInfo(info, what: "graph output"))
+            } catch {
+                throw nonTensorOutput(string(info.pointee.name), nodes: nodes) ?? error
+            }
+        }
         return ModelGraph(
             name: string(g.name), producer: [string(model.pointee.producer_name), string(model.pointee.producer_version)].filter { !$0.isEmpty }.joined(separator: " "),
             opsets: opsets, inputs: inputs, outputs: outputs, initializers: initializers, nodes: nodes, metadata: metadata)
+    }
+
+    /// For an output that is a sequence or a map: which node makes it, and for scikit-learn's
+    /// ZipMap (probabilities as a list of {label: probability}), how to export without it.
+    func nonTensorOutput(_ name: String, nodes: [Node]) -> InferenceError? {
+        guard let producer = nodes.first(where: { $0.outputs.contains(name) }) else { return nil }
+        let hint = producer.opType == "ZipMap"
+            ? "; export the classifier with skl2onnx's options={id(model): {'zipmap': False}} (or convert_sklearn(..., options={'zipmap': False})) to get the probabilities as a tensor"
+            : ""
+        return .unsupported(
+            "\(source): graph output '\(name)' is not a tensor (sequences, maps and optionals are not supported): it is made by node '\(producer.name)' (\(producer.opType))\(hint)")
     }
 
     func node(_ node: UnsafeMutablePointer<Onnx__NodeProto>, index: Int) throws(InferenceError) -> Node {

@@ -57,3 +57,20 @@ struct TransformerFixtureTests {
         #expect(!verdict.passed, "\(model) without its mask: \(verdict)")
     }
 }
+
+@Suite("Bool inputs")
+struct BoolInputTests {
+    @Test("a bool input byte other than 0 or 1 is refused, naming the input and element")
+    func invalidBoolByte() throws {
+        let model = "torch_encoder.dynamo.op20"
+        var (inputs, _) = try Fixtures.cases(model, batch: 1, in: Fixtures.transformers)
+        let padding = try #require(inputs["padding_mask"])
+        var bytes = [UInt8](repeating: 0, count: padding.elementCount)
+        bytes[3] = 2
+        inputs["padding_mask"] = try bytes.withUnsafeBytes { try Tensor(dataType: .bool, shape: padding.shape, bytes: $0) }
+        let compiled = try CompiledModel(graph: try ONNXModel.load(path: Fixtures.path("\(model).onnx", in: Fixtures.transformers)))
+        #expect(throws: InferenceError.invalidInput("input 'padding_mask': element 3 is the byte 2, not a bool (0 or 1)")) {
+            try compiled.run(inputs)
+        }
+    }
+}

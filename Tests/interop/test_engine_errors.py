@@ -125,6 +125,21 @@ def test_unsupported_operator_is_refused_at_load(tmp_path):
                  "unsupported operator 'Einsum'", "'contract'", "opset 17")
 
 
+def test_zipmap_output_names_the_node_and_the_export_option(tmp_path):
+    """skl2onnx's default classifier export ends in ZipMap: a sequence of maps, not a tensor."""
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["p"], axis=1),
+         helper.make_node("ZipMap", ["p"], ["output_probability"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2], name="ZipMap")],
+        "zipmap", [helper.make_tensor_value_info("x", F, [None, 3])],
+        [helper.make_value_info("output_probability", helper.make_sequence_type_proto(
+            helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(F, []))))])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "zipmap.onnx")
+    result = maas_run(tmp_path / "zipmap.onnx", tmp_path, {"x": np.zeros((1, 3), np.float32)})
+    expect_error(result, "graph output 'output_probability' is not a tensor", "node 'ZipMap' (ZipMap)", "'zipmap': False")
+
+
 def test_wrong_input_shape_and_type(tmp_path):
     expect_error(maas_run(SEED, tmp_path, {"input": np.zeros((2, 7), np.float32)}), "input 'input'", "[2, 7]")
     expect_error(maas_run(SEED, tmp_path, {"input": np.zeros((2, 10), np.float64)}), "expected float32, got float64")

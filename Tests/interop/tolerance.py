@@ -64,7 +64,29 @@ def _shapes(model, feeds):
         if all(d.HasField("dim_value") for d in dims):
             shapes[value.name] = tuple(d.dim_value for d in dims)
     shapes.update({name: np.shape(v) for name, v in feeds.items()})
+    # Shape inference cannot see through the shape subgraphs of transformer exports (Shape ->
+    # Gather -> Concat -> Reshape with symbolic dims): onnxruntime reports what it still lacks.
+    wanted = {name for node in model.graph.node if node.op_type in SHAPED_OPS
+              for name in node.input[:2] if name and name not in shapes}
+    wanted |= {name for node in model.graph.node if node.op_type.startswith("Reduce") for name in node.output if name not in shapes}
+    if wanted:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(m)
+        known = {o.name for o in probe.graph.output}
+        for name in sorted(wanted - known):
+            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        for name, value in zip(names, session.run(None, feeds)):
+            if name in wanted:
+                shapes[name] = np.shape(value)
     return shapes
+
+
+# Ops whose reduction length _reduction_length reads from their input shapes.
+SHAPED_OPS = {"Gemm", "MatMul", "Conv", "Softmax", "LogSoftmax", "LayerNormalization", "AveragePool", "GlobalAveragePool",
+              "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare",
+              "ReduceLogSumExp"}
 
 
 def _attribute(node, name, default):
