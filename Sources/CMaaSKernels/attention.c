@@ -206,7 +206,20 @@ static void attention_scalar(const CMaaSKernels_attention *p, int row_begin, int
     }
 }
 
-void CMaaSKernels_attention_rows(const CMaaSKernels_attention *p, int row_begin, int row_end, float *scratch) {
+void CMaaSKernels_attention_rows(const CMaaSKernels_attention *given, int row_begin, int row_end, float *scratch) {
+    CMaaSKernels_attention gathered = *given;
+    const CMaaSKernels_attention *p = given;
+    if (given->b_column != 1) {
+        // K in its own [keys x depth] layout: transpose this head's keys once, so every query row
+        // reads B's rows contiguously.
+        float *b = scratch + 2 * (size_t)given->keys;
+        for (int k = 0; k < given->depth; k++)
+            for (int j = 0; j < given->keys; j++) b[(size_t)k * given->keys + j] = given->b[(size_t)k * given->b_row + (size_t)j * given->b_column];
+        gathered.b = b;
+        gathered.b_row = (size_t)given->keys;
+        gathered.b_column = 1;
+        p = &gathered;
+    }
 #if defined(__x86_64__)
     if (CMaaSKernels_available()) {
         attention_avx2(p, row_begin, row_end, scratch);

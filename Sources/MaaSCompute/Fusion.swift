@@ -133,10 +133,40 @@ extension CompiledModel {
                     members.append(mul)
                 }
             }
-            let kernel = AttentionKernel(scale: scale, hasMask: mask != nil, nanToZero: nanToZero)
-            let inputs: [Int?] = [operands[0], operands[1]] + (mask.map { [Optional($0)] } ?? []) + [Optional(values)]
+            var kernel = AttentionKernel(scale: scale, hasMask: mask != nil, nanToZero: nanToZero)
+            // Fold the Transposes that take the heads out of [batch, seq, heads, depth] (and put
+            // them back): the kernel reads and writes those layouts in place. Q and V must keep
+            // their last axis last (rows read contiguously); K may come in either layout.
+            operands.append(values)
+            for side in 0..<3 {
+                guard let slot = operands[side], let producerIndex = producer[slot], result[producerIndex] != nil,
+                    let transpose = steps[producerIndex].kernel as? TransposeKernel, let perm = transpose.perm,
+                    side == 1 || perm.last == perm.count - 1, !graphOutputs.contains(slot)
+                else { continue }
+                let others = (readers[slot] ?? []).filter { !members.contains($0) && $0 != last }
+                // The TorchScript exporter also takes Shape of the transposed Q and V: those only
+                // need the shape, which a stand-in that moves no data still gives them.
+                guard others.allSatisfy({ steps[$0].kernel is ShapeKernel }) else { continue }
+                kernel.permutations[side] = perm
+                operands[side] = steps[producerIndex].inputs[0]
+                if others.isEmpty {
+                    members.append(producerIndex)
+                } else {
+                    let original = steps[producerIndex]
+                    result[producerIndex] = Step(node: original.node, kernel: ShapeOnlyKernel(transpose), inputs: original.inputs, outputs: original.outputs)
+                }
+            }
+            var outputs = steps[last].outputs
+            if let out = outputs.first, let after = onlyReader(out), let transpose = steps[after].kernel as? TransposeKernel,
+                let perm = transpose.perm, perm.last == perm.count - 1
+            {
+                kernel.outputPermutation = perm
+                outputs = steps[after].outputs
+                result[after] = nil
+            }
+            let inputs: [Int?] = [operands[0], operands[1]] + (mask.map { [Optional($0)] } ?? []) + [operands[2]]
             for member in members { result[member] = nil }
-            result[last] = Step(node: steps[last].node, kernel: kernel, inputs: inputs, outputs: steps[last].outputs)
+            result[last] = Step(node: steps[last].node, kernel: kernel, inputs: inputs, outputs: outputs)
         }
         return result.compactMap { $0 }
     }
@@ -303,4 +333,23 @@ extension CompiledModel {
         return result
     }
 
+}
+
+/// A Transpose whose data nobody reads any more (the attention kernel reads its input in
+/// place), kept for the Shape ops that read its shape: it gives the same type and shape and
+/// moves nothing (its "buffer" is the input's, never read under this shape).
+struct ShapeOnlyKernel: Kernel {
+    let transpose: TransposeKernel
+
+    init(_ transpose: TransposeKernel) {
+        self.transpose = transpose
+    }
+
+    func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
+        try transpose.outputs(inputs)
+    }
+
+    var aliases: [Int: Int] { [0: 0] }
+
+    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) {}
 }

@@ -46,6 +46,7 @@ void CMaaSKernels_gelu(float *x, size_t n, int approximate);
 typedef struct {
     const float *q;     size_t q_row;          // [rows x depth]
     const float *b;     size_t b_row;          // [depth x keys]
+    size_t b_column;                            // 1, or K's row stride when B is K read in place
     const float *v;     size_t v_row;          // [keys x value_width]
     const float *mask;  size_t mask_row;       // additive, [rows x keys]; may be NULL
     size_t mask_column;                         // 1, or 0 for one value per row
@@ -55,7 +56,8 @@ typedef struct {
     int nan_to_zero;                            // rows whose softmax is NaN give zeros (Where(IsNaN))
 } CMaaSKernels_attention;
 
-/// Query rows [row_begin, row_end) of `p`; `scratch` holds 2 * `keys` floats.
+/// Query rows [row_begin, row_end) of `p`; `scratch` holds 2 * `keys` floats, plus `depth` *
+/// `keys` when `b_column` is not 1 (B is gathered into it once per call).
 void CMaaSKernels_attention_rows(const CMaaSKernels_attention *p, int row_begin, int row_end, float *scratch);
 
 /// LayerNormalization of `rows` rows of n floats: y = (x - mean) / sqrt(var + epsilon) * scale + bias,

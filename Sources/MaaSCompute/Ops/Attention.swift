@@ -5,17 +5,34 @@ import MaaSCore
 /// dims, batch dims broadcast as MatMul does, replacing the exporters' MatMul, Mul, Add,
 /// Softmax, IsNaN/Where and MatMul (see ``CompiledModel/fuseAttention``). Each thread takes a
 /// share of (batch, head, query-row) blocks; the scores live in one row of scratch per thread.
+///
+/// The Transposes around it (heads out of [batch, seq, heads, depth] and back) can be folded in
+/// too: an operand then carries the permutation its Transpose applied, and is read in place
+/// with permuted strides; the output is written straight into the layout its Transpose made.
 struct AttentionKernel: Kernel {
-    /// The product of the scalar Muls folded from before the first MatMul.
+    /// The product of the scalar Muls (or 1 / the Div) folded from around the first MatMul.
     let scale: Float
     let hasMask: Bool
     /// Softmax rows that are NaN (every key masked) become zeros, as the exporters' Where(IsNaN) does.
     let nanToZero: Bool
+    /// For A, B and V: the perm of a Transpose folded in (the input is that Transpose's input).
+    var permutations: [[Int]?] = [nil, nil, nil]
+    /// The perm of a Transpose of the output folded in (the output is that Transpose's output).
+    var outputPermutation: [Int]?
 
     struct Shapes {
         var batch: [Int]
         var rows: Int, depth: Int, keys: Int, valueWidth: Int
         var queryIs1D: Bool
+        var output: [Int] { batch + (queryIs1D ? [] : [rows]) + [valueWidth] }
+    }
+
+    static func permuted(_ shape: [Int], _ perm: [Int]?) throws(InferenceError) -> [Int] {
+        guard let perm else { return shape }
+        guard perm.count == shape.count, Set(perm) == Set(0..<shape.count) else {
+            throw .invalidInput("perm \(perm) is not a permutation of rank \(shape.count)")
+        }
+        return perm.map { shape[$0] }
     }
 
     /// Inputs: A [..., rows, depth], B [..., depth, keys], the mask (if any), V [..., keys, width].
@@ -54,26 +71,40 @@ struct AttentionKernel: Kernel {
         guard [a, b, v].allSatisfy({ $0.dataType == .float32 }), mask.map({ $0.dataType == .float32 }) ?? true else {
             throw .unsupported("attention on \(a.dataType) is not supported (float32 only)")
         }
-        let s = try shapes(a.shape, b.shape, mask?.shape, v.shape)
-        return [ValueMeta(.float32, s.batch + (s.queryIs1D ? [] : [s.rows]) + [s.valueWidth])]
+        let s = try shapes(
+            try Self.permuted(a.shape, permutations[0]), try Self.permuted(b.shape, permutations[1]), mask?.shape,
+            try Self.permuted(v.shape, permutations[2]))
+        return [ValueMeta(.float32, try Self.permuted(s.output, outputPermutation))]
     }
 
-    /// Element strides of `dims` aligned right to `rank` dims, zero where a dim broadcasts.
-    static func alignedStrides(_ dims: [Int], rank: Int) -> [Int] {
-        let padded = [Int](repeating: 1, count: rank - dims.count) + dims
-        let strides = Shape.strides(padded)
-        return (0..<rank).map { padded[$0] == 1 ? 0 : strides[$0] }
+    /// Element strides of an operand's logical dims (its buffer read through `perm`), aligned
+    /// right to `rank` dims, zero where a dim broadcasts.
+    static func strides(_ shape: [Int], _ perm: [Int]?, rank: Int) -> [Int] {
+        let source = Shape.strides(shape)
+        let dims = perm.map { $0.map { shape[$0] } } ?? shape
+        let logical = perm.map { $0.map { source[$0] } } ?? source
+        let pad = rank - dims.count
+        return (0..<rank).map { $0 < pad || dims[$0 - pad] == 1 ? 0 : logical[$0 - pad] }
     }
 
     func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
         let (a, b, mask, v) = operands(inputs)
         let y = outputs[0]
-        let s = try shapes(a!.shape, b!.shape, mask?.shape, v!.shape)
+        var shapeA = try Self.permuted(a!.shape, permutations[0])
+        let s = try shapes(shapeA, try Self.permuted(b!.shape, permutations[1]), mask?.shape, try Self.permuted(v!.shape, permutations[2]))
         let rank = s.batch.count + 2
-        let a2 = s.queryIs1D ? [1] + a!.shape : a!.shape
-        let strideA = Self.alignedStrides(a2, rank: rank), strideB = Self.alignedStrides(b!.shape, rank: rank)
-        let strideV = Self.alignedStrides(v!.shape, rank: rank)
-        let strideMask = mask.map { Self.alignedStrides($0.shape, rank: rank) }
+        var sourceA = a!.shape, permA = permutations[0]
+        if s.queryIs1D { (shapeA, sourceA, permA) = ([1] + shapeA, [1] + sourceA, nil) }
+        let strideA = Self.strides(sourceA, permA, rank: rank), strideB = Self.strides(b!.shape, permutations[1], rank: rank)
+        let strideV = Self.strides(v!.shape, permutations[2], rank: rank)
+        let strideMask = mask.map { Self.strides($0.shape, nil, rank: rank) }
+        // The output's logical [batch..., rows, width] strides inside the buffer its Transpose made.
+        var strideOut = Shape.strides(s.output)
+        if let perm = outputPermutation {
+            let written = Shape.strides(y.shape)
+            strideOut = (0..<perm.count).map { dim in written[perm.firstIndex(of: dim)!] }
+        }
+        if s.queryIs1D { strideOut.insert(0, at: strideOut.count - 1) }
         let batchCount = s.batch.reduce(1, *)
         guard batchCount > 0, s.rows > 0, s.valueWidth > 0 else { return }
         let keys = s.keys
@@ -89,24 +120,28 @@ struct AttentionKernel: Kernel {
         let tasks = batchCount * blocksPerBatch
         let (pa, pb, pv, pm, po) = (a!.floats, b!.floats, v!.floats, mask?.floats, y.floats)
         let (scale, nanToZero, batch) = (scale, nanToZero, s.batch)
+        let gather = strideB[rank - 1] != 1
+        let scratchCount = 2 * keys + (gather ? s.depth * keys : 0)
         let body: (Range<Int>) -> Void = { range in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * keys) { scratch in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: scratchCount) { scratch in
                 for task in range {
                     let index = task / blocksPerBatch, block = task % blocksPerBatch
-                    var offsetA = 0, offsetB = 0, offsetV = 0, offsetMask = 0, rest = index
+                    var offsetA = 0, offsetB = 0, offsetV = 0, offsetMask = 0, offsetOut = 0, rest = index
                     for dim in stride(from: batch.count - 1, through: 0, by: -1) {
                         let i = rest % batch[dim]
                         rest /= batch[dim]
                         offsetA += i * strideA[dim]
                         offsetB += i * strideB[dim]
                         offsetV += i * strideV[dim]
+                        offsetOut += i * strideOut[dim]
                         if let strideMask { offsetMask += i * strideMask[dim] }
                     }
                     var parameters = CMaaSKernels_attention(
-                        q: pa + offsetA, q_row: s.depth, b: pb + offsetB, b_row: keys, v: pv + offsetV, v_row: s.valueWidth,
+                        q: pa + offsetA, q_row: strideA[rank - 2], b: pb + offsetB, b_row: strideB[rank - 2], b_column: strideB[rank - 1],
+                        v: pv + offsetV, v_row: strideV[rank - 2],
                         mask: pm.map { UnsafePointer($0 + offsetMask) }, mask_row: strideMask?[rank - 2] ?? 0,
                         mask_column: strideMask?[rank - 1] ?? 0,
-                        out: po + index * s.rows * s.valueWidth, out_row: s.valueWidth,
+                        out: po + offsetOut, out_row: strideOut[rank - 2],
                         depth: Int32(s.depth), keys: Int32(keys), value_width: Int32(s.valueWidth), scale: scale, nan_to_zero: nanToZero ? 1 : 0)
                     let first = block * rowBlock
                     CMaaSKernels_attention_rows(&parameters, Int32(first), Int32(min(s.rows, first + rowBlock)), scratch.baseAddress!)
