@@ -318,3 +318,9 @@ private final class ScratchArea {
 
 // Its properties are immutable; it is handed to the pthread it starts and not used after start().
 extension Thread: @unchecked Sendable {}
+
+/// Returns the pages of freed heap memory to the system: after a model load, whose file
+/// buffer and protobuf copies glibc otherwise keeps mapped.
+public func releaseFreedMemory() {
+    CMaaSKernels_release_free_memory()
+}

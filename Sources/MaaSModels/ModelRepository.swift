@@ -257,6 +257,10 @@ public final class ModelRepository: Sendable {
         try Self.check(config, against: graph, model: name)
         let loaded = ModelVersion(name: name, version: version, config: config, compiled: compiled, clock: clock)
         try warmUp(loaded)
+        // Loading read the file, decoded its protobuf and copied every tensor out of it: those
+        // buffers are freed but glibc keeps much of them mapped; give them back (MiniLM: 296 MB
+        // peak, 175 MB resident after load without this).
+        releaseFreedMemory()
         return loaded
     }
 

@@ -66,6 +66,9 @@ void CMaaSKernels_attention_rows(const CMaaSKernels_attention *p, int row_begin,
 void CMaaSKernels_layer_norm(
     const float *x, const float *residual, const float *scale, const float *bias, float *y, size_t rows, size_t n, float epsilon);
 
+/// Gives the pages of freed heap blocks back to the system (glibc's malloc_trim).
+void CMaaSKernels_release_free_memory(void);
+
 /// Output channels per block of the direct convolution's packed weights.
 #define CMaaSKernels_CONV_BLOCK 6
 
