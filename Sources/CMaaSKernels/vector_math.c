@@ -6,6 +6,10 @@
 #include <math.h>
 #include <stdlib.h>
 
+static float gelu_scalar(float v, int approximate) {
+    return 0.5f * v * (1.0f + (approximate ? tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)) : erff(v * 0.70710678118654752f)));
+}
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -35,10 +39,7 @@ __attribute__((target("avx2,fma"))) static void gelu_avx2(float *x, size_t n, in
                                : _ZGVdN8v_erff(_mm256_mul_ps(v, inv_sqrt2));
         _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, f)));
     }
-    for (; i < n; i++) {
-        float v = x[i];
-        x[i] = 0.5f * v * (1.0f + (approximate ? tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)) : erff(v * 0.70710678118654752f)));
-    }
+    for (; i < n; i++) x[i] = gelu_scalar(x[i], approximate);
 }
 
 __attribute__((target("avx512f"))) static void gelu_avx512(float *x, size_t n, int approximate) {
@@ -78,10 +79,7 @@ __attribute__((target("avx512f"))) static void map_avx512(const float *x, float 
 void CMaaSKernels_gelu(float *x, size_t n, int approximate) {
     if (CMaaSKernels_has_avx512()) gelu_avx512(x, n, approximate);
     else if (has_avx2()) gelu_avx2(x, n, approximate);
-    else for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i] = 0.5f * v * (1.0f + (approximate ? tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)) : erff(v * 0.70710678118654752f)));
-    }
+    else for (size_t i = 0; i < n; i++) x[i] = gelu_scalar(x[i], approximate);
 }
 
 void CMaaSKernels_map(const float *x, float *y, size_t n, int function) {
@@ -92,10 +90,7 @@ void CMaaSKernels_map(const float *x, float *y, size_t n, int function) {
 
 #else
 void CMaaSKernels_gelu(float *x, size_t n, int approximate) {
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i] = 0.5f * v * (1.0f + (approximate ? tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)) : erff(v * 0.70710678118654752f)));
-    }
+    for (size_t i = 0; i < n; i++) x[i] = gelu_scalar(x[i], approximate);
 }
 
 void CMaaSKernels_map(const float *x, float *y, size_t n, int function) {

@@ -274,9 +274,7 @@ struct GatherElementsKernel: Kernel {
 
     func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
         guard let data = inputs[0], let indices = inputs[1] else { throw .invalidModel("missing input") }
-        guard indices.dataType == .int64 || indices.dataType == .int32 else {
-            throw .invalidInput("indices must be int64 or int32, got \(indices.dataType)")
-        }
+        try checkIndexType(indices)
         let axis = try normalizeAxis(self.axis, rank: data.shape.count, "GatherElements")
         guard indices.shape.count == data.shape.count,
             zip(indices.shape, data.shape).enumerated().allSatisfy({ $0.offset == axis || $0.element.0 <= $0.element.1 })

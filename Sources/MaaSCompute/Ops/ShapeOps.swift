@@ -318,9 +318,7 @@ struct GatherKernel: Kernel {
 
     func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
         guard let data = inputs[0], let indices = inputs[1] else { throw .invalidModel("missing input") }
-        guard indices.dataType == .int64 || indices.dataType == .int32 else {
-            throw .invalidInput("indices must be int64 or int32, got \(indices.dataType)")
-        }
+        try checkIndexType(indices)
         let axis = try normalizeAxis(self.axis, rank: data.shape.count, "Gather")
         let shape = Array(data.shape[..<axis]) + indices.shape + Array(data.shape[(axis + 1)...])
         return [ValueMeta(data.dataType, shape)]
@@ -341,6 +339,13 @@ struct GatherKernel: Kernel {
                 target += inner
             }
         }
+    }
+}
+
+/// Gather-style indices are int64 or int32.
+func checkIndexType(_ indices: ValueMeta) throws(InferenceError) {
+    guard indices.dataType == .int64 || indices.dataType == .int32 else {
+        throw .invalidInput("indices must be int64 or int32, got \(indices.dataType)")
     }
 }
 
