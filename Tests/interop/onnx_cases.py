@@ -269,6 +269,8 @@ def transformer_op_cases():
         "int64_max_end": ([1], [np.iinfo(np.int64).max], [-2], [1]),
         "int64_min_end_reverse": ([5], [np.iinfo(np.int64).min], [1], [-1]),
         "empty": ([4], [2], [1], [1]),
+        "int64_max_step": ([1, 0], [6, 5], [1, 2], [np.iinfo(np.int64).max, 2]),
+        "int64_min_step": ([-1], [-100], [1], [np.iinfo(np.int64).min]),
     }.items():
         c[f"Slice_{name}"] = single("Slice", [("x", F, (3, 6, 5))], {"x": x}, initializers=[
             ("starts", ints(*starts)), ("ends", ints(*ends)), ("axes", ints(*axes)), ("steps", ints(*steps))])
@@ -301,6 +303,10 @@ def transformer_op_cases():
     c["ReduceSumSquare"] = single("ReduceSumSquare", [("x", F, (2, 3, 4))], {"x": r}, axes=[2])
     c["ReduceLogSumExp"] = single("ReduceLogSumExp", [("x", F, (2, 3, 4))], {"x": r * 10}, axes=[1])
     c["ReduceL1"] = single("ReduceL1", [("x", F, (2, 3, 4))], {"x": r}, keepdims=0)
+    big = rand(3, 70, 5, 40)
+    c["ReduceSum_interleaved_axes"] = single("ReduceSum", [("x", F, big.shape)], {"x": big}, initializers=[("axes", ints(1, 3))], opset=13)
+    c["ReduceMax_interleaved_int64"] = single("ReduceMax", [("x", I64, (3, 4, 5))], {"x": np.arange(60, dtype=np.int64).reshape(3, 4, 5) % 17},
+                                              I64, axes=[0, 2], keepdims=0)
     c["Pow_tensor_broadcast"] = single("Pow", [("a", F, (2, 3)), ("b", F, (3,))], {"a": np.abs(rand(2, 3)) + 0.5, "b": np.array([2, 0.5, -1.3], np.float32)})
     c["Pow_int64_exponent"] = single("Pow", [("a", F, (2, 3))], {"a": rand(2, 3)}, initializers=[("b", np.array(3, np.int64))])
     c["Mod_int64_python_sign"] = single("Mod", [("a", I64, (2, 4)), ("b", I64, (4,))], {"a": a_int, "b": b_int}, I64)
@@ -365,6 +371,13 @@ def fused_cases():
     attention("sdpa_wide_keys", 1, 1, 3, 70, 32, 32, (1, 1, 3, 70))
     attention("nan_guard_fully_masked_rows", 1, 2, 6, 8, 4, 8, (1, 2, 6, 8), nan_guard=True, mask_fill=-np.inf)
     attention("head_broadcast_mask", 2, 4, 4, 6, 8, 8, (1, 4, 4, 6))
+    # Keys and values shared across the batch (broadcast batch dims).
+    m, feeds = None, None
+    q, kt, v = rand(2, 3, 5, 8), rand(1, 3, 8, 7, seed=1), rand(1, 3, 7, 8, seed=2)
+    nodes = [helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["y"])]
+    c["Attention_shared_keys_values"] = (model(nodes, [("q", F, q.shape), ("kt", F, kt.shape), ("v", F, v.shape)], [("y", F, None)]),
+                                         {"q": q, "kt": kt, "v": v})
     # MatMul + bias + GELU in three spellings, and one look-alike (x / 1.5) that is not GELU.
     x_shape, k, n = (2, 5, 12), 12, 40
     w, bias = rand(k, n, seed=4), rand(n, seed=5)

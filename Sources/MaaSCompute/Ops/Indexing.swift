@@ -55,11 +55,12 @@ struct SliceKernel: Kernel {
             if step > 0 {
                 start = min(max(start, 0), size)
                 end = min(max(end, 0), size)
-                plan.shape[axis] = end > start ? (end - start + step - 1) / step : 0
+                // Counted without adding step, which may be Int64.max.
+                plan.shape[axis] = end > start ? (end - start - 1) / step + 1 : 0
             } else {
                 start = min(max(start, -1), size - 1)
                 end = min(max(end, -1), size - 1)
-                plan.shape[axis] = start > end ? (start - end - step - 1) / -step : 0
+                plan.shape[axis] = start > end ? (start - end - 1) / -(max(step, -Int.max)) + 1 : 0
             }
             plan.starts[axis] = start
             plan.steps[axis] = step

@@ -69,7 +69,7 @@ struct ReduceKernel: Kernel {
         // (kept, reduced) with the reduced elements of one output at fixed offsets.
         let strides = Shape.strides(x.shape)
         let kept = (0..<x.shape.count).filter { !axes.contains($0) }
-        let reducedOffsets = Self.offsets(axes.map { x.shape[$0] }, axes.map { strides[$0] })
+        let reducedOffsets = ReducedElements(shape: axes.map { x.shape[$0] }, strides: axes.map { strides[$0] })
         let keptShape = kept.map { x.shape[$0] }, keptStrides = kept.map { strides[$0] }
         switch x.dataType {
         case .float32: reduceFloat(x.floats, y.floats, y.count, keptShape, keptStrides, reducedOffsets, pool: pool)
@@ -78,13 +78,43 @@ struct ReduceKernel: Kernel {
         }
     }
 
-    /// Element offsets of every index combination over `shape` with these strides, row-major.
-    static func offsets(_ shape: [Int], _ strides: [Int]) -> [Int] {
-        var result = [0]
-        for (size, stride) in zip(shape, strides) {
-            result = result.flatMap { base in (0..<size).map { base + $0 * stride } }
+    /// Where the i-th reduced element of one output lies from that output's first: i itself
+    /// when the reduced axes are the trailing ones (norms, pooling, reducing everything), a table
+    /// for small interleaved sets, and index arithmetic beyond that, so no table grows with the
+    /// input.
+    struct ReducedElements {
+        let count: Int
+        let contiguous: Bool
+        let shape: [Int], strides: [Int]
+        let table: [Int]?
+
+        init(shape: [Int], strides: [Int]) {
+            self.shape = shape
+            self.strides = strides
+            count = shape.reduce(1, *)
+            var expected = 1
+            var contiguous = true
+            for (size, stride) in zip(shape, strides).reversed() {
+                if size != 1 && stride != expected { contiguous = false }
+                expected *= size
+            }
+            self.contiguous = contiguous
+            if contiguous || count > 1 << 16 {
+                table = nil
+            } else {
+                var result = [0]
+                for (size, stride) in zip(shape, strides) {
+                    result = result.flatMap { base in (0..<size).map { base + $0 * stride } }
+                }
+                table = result
+            }
         }
-        return result
+
+        @inline(__always) func offset(_ i: Int) -> Int {
+            if contiguous { return i }
+            if let table { return table[i] }
+            return start(i, shape, strides)
+        }
     }
 
     static func start(_ output: Int, _ shape: [Int], _ strides: [Int]) -> Int {
@@ -98,16 +128,14 @@ struct ReduceKernel: Kernel {
 
     private func reduceFloat(
         _ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ count: Int,
-        _ keptShape: [Int], _ keptStrides: [Int], _ reduced: [Int], pool: ComputePool
+        _ keptShape: [Int], _ keptStrides: [Int], _ reduced: ReducedElements, pool: ComputePool
     ) {
         let operation = self.operation
         let length = reduced.count
-        // A contiguous run (reducing the last axes, as pooling and norms do) is read directly.
-        let contiguous = reduced.enumerated().allSatisfy { $0.offset == $0.element }
         forEachChunk(count, pool: pool, grain: max(1, (1 << 15) / max(length, 1))) { range in
             for output in range {
                 let base = x + Self.start(output, keptShape, keptStrides)
-                @inline(__always) func value(_ i: Int) -> Float { contiguous ? base[i] : base[reduced[i]] }
+                @inline(__always) func value(_ i: Int) -> Float { base[reduced.offset(i)] }
                 var result: Float
                 switch operation {
                 case .sum, .mean:
@@ -144,18 +172,19 @@ struct ReduceKernel: Kernel {
 
     private func reduceInteger<T: FixedWidthInteger>(
         _ x: UnsafeMutablePointer<T>, _ y: UnsafeMutablePointer<T>, _ count: Int,
-        _ keptShape: [Int], _ keptStrides: [Int], _ reduced: [Int]
+        _ keptShape: [Int], _ keptStrides: [Int], _ reduced: ReducedElements
     ) {
         for output in 0..<count {
             let base = x + Self.start(output, keptShape, keptStrides)
+            let values = (0..<reduced.count).lazy.map { base[reduced.offset($0)] }
             var result: T
             switch operation {
-            case .max: result = reduced.reduce(T.min) { Swift.max($0, base[$1]) }
-            case .min: result = reduced.reduce(T.max) { Swift.min($0, base[$1]) }
-            case .prod: result = reduced.reduce(1) { $0 &* base[$1] }
-            case .l1: result = reduced.reduce(0) { $0 &+ (base[$1] < 0 ? 0 &- base[$1] : base[$1]) }
-            case .sumSquare: result = reduced.reduce(0) { $0 &+ base[$1] &* base[$1] }
-            default: result = reduced.reduce(0) { $0 &+ base[$1] }
+            case .max: result = values.reduce(T.min) { Swift.max($0, $1) }
+            case .min: result = values.reduce(T.max) { Swift.min($0, $1) }
+            case .prod: result = values.reduce(1) { $0 &* $1 }
+            case .l1: result = values.reduce(0) { $0 &+ ($1 < 0 ? 0 &- $1 : $1) }
+            case .sumSquare: result = values.reduce(0) { $0 &+ $1 &* $1 }
+            default: result = values.reduce(0) { $0 &+ $1 }
             }
             y[output] = result
         }
