@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import warnings
+import zlib
 
 import numpy as np
 import onnx
@@ -17,7 +18,6 @@ import torch
 import transformers
 
 warnings.filterwarnings("ignore")
-torch.manual_seed(0)
 VOCAB, HIDDEN, LAYERS, HEADS, FFN, POSITIONS = 500, 64, 2, 4, 128, 64
 TEXT_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
@@ -66,38 +66,58 @@ def bert_like(config_class, model_class, names=TEXT_INPUTS, output="last_hidden_
               num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=POSITIONS, **extra)
 
 
-def models():
+def models(only=()):
+    """(name, module, input names, output names, input maker) per family; each seeded by name."""
+    for name, build in FAMILIES:
+        if only and name not in only:
+            continue
+        seed(name, "weights")
+        yield (name, *build())
+
+
+def _families():
     t = transformers
-    yield "bert", *bert_like(t.BertConfig, t.BertModel)
-    yield "bert_classifier", *bert_like(t.BertConfig, t.BertForSequenceClassification, output="logits", num_labels=3)
-    yield "roberta", *hf(t.RobertaConfig, t.RobertaModel, ["input_ids", "attention_mask"], pad_id=1, vocab_size=VOCAB,
+    yield "bert", lambda: bert_like(t.BertConfig, t.BertModel)
+    yield "bert_classifier", lambda: bert_like(t.BertConfig, t.BertForSequenceClassification, output="logits", num_labels=3)
+    yield "roberta", lambda: hf(t.RobertaConfig, t.RobertaModel, ["input_ids", "attention_mask"], pad_id=1, vocab_size=VOCAB,
                          hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FFN,
                          max_position_embeddings=POSITIONS + 2)
-    yield "distilbert", *hf(t.DistilBertConfig, t.DistilBertModel, ["input_ids", "attention_mask"], vocab_size=VOCAB,
+    yield "distilbert", lambda: hf(t.DistilBertConfig, t.DistilBertModel, ["input_ids", "attention_mask"], vocab_size=VOCAB,
                             dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS, hidden_dim=FFN, max_position_embeddings=POSITIONS)
-    yield "albert", *hf(t.AlbertConfig, t.AlbertModel, TEXT_INPUTS, vocab_size=VOCAB, embedding_size=32, hidden_size=HIDDEN,
+    yield "albert", lambda: hf(t.AlbertConfig, t.AlbertModel, TEXT_INPUTS, vocab_size=VOCAB, embedding_size=32, hidden_size=HIDDEN,
                         num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FFN,
                         max_position_embeddings=POSITIONS)
-    yield "electra", *bert_like(t.ElectraConfig, t.ElectraModel, embedding_size=32)
-    yield "gpt2", *hf(t.GPT2Config, t.GPT2LMHeadModel, ["input_ids", "attention_mask"], output="logits", vocab_size=VOCAB,
+    yield "electra", lambda: bert_like(t.ElectraConfig, t.ElectraModel, embedding_size=32)
+    yield "gpt2", lambda: hf(t.GPT2Config, t.GPT2LMHeadModel, ["input_ids", "attention_mask"], output="logits", vocab_size=VOCAB,
                       n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=POSITIONS,
                       bos_token_id=0, eos_token_id=0)
-    vit = t.ViTModel(t.ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                 num_attention_heads=HEADS, intermediate_size=FFN)).eval()
-    yield "vit", LastHiddenState(vit, ["pixel_values"], "last_hidden_state"), ["pixel_values"], ["last_hidden_state"], \
-        lambda b, s, lengths: [torch.randn(b, 3, 32, 32)]
+    def vit():
+        model = t.ViTModel(t.ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                                       num_attention_heads=HEADS, intermediate_size=FFN)).eval()
+        return (LastHiddenState(model, ["pixel_values"], "last_hidden_state"), ["pixel_values"], ["last_hidden_state"],
+                lambda b, s, lengths: [torch.randn(b, 3, 32, 32)])
+    yield "vit", vit
     def encoder_inputs(b, s, lengths):
         padding = torch.ones(b, s, dtype=torch.bool)
         for row, length in enumerate(lengths):
             padding[row, :length] = False
         return [torch.randn(b, s, HIDDEN), padding]
-    yield "torch_encoder", PaddedEncoder().eval(), ["embeddings", "padding_mask"], ["output"], encoder_inputs
+    yield "torch_encoder", lambda: (PaddedEncoder().eval(), ["embeddings", "padding_mask"], ["output"], encoder_inputs)
+
+
+FAMILIES = list(_families())
+
+
+def seed(name, salt):
+    """Each family's weights and inputs depend on its name only, so one family can be re-made alone."""
+    torch.manual_seed(zlib.crc32(f"{name}/{salt}".encode()))
 
 
 def export(out, name, module, input_names, output_names, make_inputs):
     image = input_names == ["pixel_values"]
     # The TorchScript exporter restores the module's training flag afterwards: keep it off.
     module = module.eval()
+    seed(name, "inputs")
     sample = make_inputs(3, 12, [12, 7, 10])
     written = []
     axes = {n: {0: "batch"} if image else {0: "batch", 1: "seq"} for n in input_names + output_names}
@@ -146,9 +166,7 @@ def main():
     out = sys.argv[1]
     only = set(sys.argv[2:])
     os.makedirs(out, exist_ok=True)
-    for name, module, inputs, outputs, make_inputs in models():
-        if only and name not in only:
-            continue
+    for name, module, inputs, outputs, make_inputs in models(only):
         export(out, name, module, inputs, outputs, make_inputs)
 
 
