@@ -5,6 +5,21 @@ import MaaSCore
 /// values between them. Each applies only where nothing else (no other step, no graph output)
 /// reads a value it removes.
 extension CompiledModel {
+    /// What the compiler fused, as "attention ×6, MatMul+GELU ×6, residual LayerNorm ×13", or
+    /// nil when nothing was.
+    public var fusionSummary: String? {
+        var attention = 0, gelu = 0, residual = 0, pooled = 0
+        for step in steps {
+            if step.kernel is AttentionKernel { attention += 1 }
+            if let product = step.kernel as? any EpilogueFusing, product.gelu != nil { gelu += 1 }
+            if let norm = step.kernel as? LayerNormalizationKernel, norm.residual { residual += 1 }
+            if let conv = step.kernel as? ConvKernel, conv.pooled { pooled += 1 }
+        }
+        let parts = [("attention", attention), ("product+GELU", gelu), ("residual LayerNorm", residual), ("Conv+MaxPool", pooled)]
+            .filter { $0.1 > 0 }.map { "\($0.0) ×\($0.1)" }
+        return parts.isEmpty ? nil : parts.joined(separator: ", ")
+    }
+
     static func fuse(_ steps: [Step], constants: [Int: Tensor], graphOutputs: Set<Int>) -> [Step] {
         var steps = fuseAttention(steps, constants: constants, graphOutputs: graphOutputs)
         steps = fuseBias(steps, constants: constants, graphOutputs: graphOutputs)

@@ -250,6 +250,7 @@ public final class ModelRepository: Sendable {
             modelLogger?[metadataKey: "model"] = "\(name)"
             modelLogger?[metadataKey: "version"] = "\(version)"
             compiled = try CompiledModel(graph: graph, pool: pool, logger: modelLogger)
+            if let fused = compiled.fusionSummary { modelLogger?.debug("fused: \(fused)") }
         } catch {
             throw InferenceError(error.code, "model '\(name)' version \(version): \(error.message)")
         }

@@ -22,7 +22,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Where to write OUTPUT.npy files (created if missing).")
     var outputDir = "."
 
-    @Flag(help: "Also print which implementation each GEMM and convolution runs, and what each took when timed.")
+    @Flag(help: "Also print the fused steps, which implementation each GEMM and convolution runs, and what each took when timed.")
     var verbose = false
 
     func run() async throws {
@@ -55,6 +55,7 @@ struct Run: AsyncParsableCommand {
             }
             print("forward pass: \(format(elapsed))")
             if verbose {
+                if let fused = compiled.fusionSummary { print("  fused: \(fused)") }
                 for choice in try compiled.kernelChoices(for: feeds.mapValues(\.shape)) { print("  kernel \(choice)") }
             }
         } catch let error as InferenceError {

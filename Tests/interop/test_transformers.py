@@ -41,6 +41,14 @@ def test_maas_run_matches_onnxruntime(model, batch, tmp_path):
         comparison.check(name, np.load(tmp_path / "out" / f"{name}.npy"), reference)
 
 
+@pytest.mark.parametrize("model", ["bert.torchscript.op17", "gpt2.dynamo.op20"])
+def test_maas_run_verbose_names_the_fusions(model, tmp_path):
+    feeds, _ = case(model, "b1")
+    result = run_maas(FIXTURES / f"{model}.onnx", feeds, tmp_path / "out", None, "--verbose")
+    assert result.returncode == 0, result.stderr
+    assert "fused: attention ×2, product+GELU ×2" in result.stdout, result.stdout
+
+
 SERVED = ["bert.dynamo.op20", "bert_classifier.torchscript.op17", "distilbert.torchscript.op17", "gpt2.torchscript.op17",
           "roberta.dynamo.op20", "vit.dynamo.op20", "torch_encoder.dynamo.op20", "torch_encoder.torchscript.op17"]
 
