@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
+import tritonclient.grpc as grpcclient
 
 from conftest import ROOT, RunningProcess, binary, wait_for
 
@@ -52,6 +53,10 @@ def test_swift_client_against_a_grpcio_kserve_server(tmp_path):
 def test_swift_client_against_maas_and_its_errors(tmp_path):
     server = RunningProcess([binary("maas-interop"), "serve-models", "--port", "0"])
     try:
+        # The port listens before the model has loaded and warmed up: wait, as a real client's
+        # readiness probe would (on a loaded CI machine the warm-up took longer than the first call).
+        triton = grpcclient.InferenceServerClient(server.address)
+        assert wait_for(lambda: triton.is_server_ready(), timeout=60)
         x = np.ones((3, 10), np.float32)
         result = swift_infer(server.port, "seed", x, tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr
