@@ -140,6 +140,69 @@ def test_zipmap_output_names_the_node_and_the_export_option(tmp_path):
     expect_error(result, "graph output 'output_probability' is not a tensor", "node 'ZipMap' (ZipMap)", "'zipmap': False")
 
 
+I64 = TensorProto.INT64
+
+
+def _one_node(op, inputs, initializers=(), out_type=F, opset=17, outputs=("y",), **attrs):
+    names = [n for n, _, _ in inputs] + [n for n, _ in initializers]
+    graph = helper.make_graph([helper.make_node(op, names, list(outputs), **attrs)], "bad",
+                              [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+                              [helper.make_tensor_value_info(o, out_type, None) for o in outputs],
+                              [numpy_helper.from_array(np.asarray(v), n) for n, v in initializers])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+BAD_TRANSFORMER_INPUTS = {
+    "Range_zero_delta": (_one_node("Range", [], [("s", np.array(0, np.int64)), ("l", np.array(5, np.int64)),
+                                               ("d", np.array(0, np.int64))], I64), {},
+                         "Range's delta is 0"),
+    "Slice_zero_step": (_one_node("Slice", [("x", F, [2, 3])], [("st", np.array([0], np.int64)), ("en", np.array([2], np.int64)),
+                                                               ("ax", np.array([1], np.int64)), ("sp", np.array([0], np.int64))]),
+                        {"x": np.zeros((2, 3), np.float32)}, "Slice step is 0 on axis 1"),
+    "Expand_incompatible": (_one_node("Expand", [("x", F, [2, 3])], [("shape", np.array([4, 3], np.int64))]),
+                            {"x": np.zeros((2, 3), np.float32)}, "cannot expand [2, 3] to [4, 3]"),
+    "Split_sizes_mismatch": (_one_node("Split", [("x", F, [2, 5])], [("split", np.array([2, 2], np.int64))], opset=13,
+                                       outputs=("p", "q"), axis=1),
+                             {"x": np.zeros((2, 5), np.float32)}, "split sizes [2, 2] do not divide a dimension of 5 into 2 outputs"),
+    "Mod_integer_by_zero": (_one_node("Mod", [("a", I64, [3]), ("b", I64, [3])], out_type=I64),
+                            {"a": np.array([1, 2, 3], np.int64), "b": np.array([1, 0, 2], np.int64)}, "integer Mod by zero"),
+    "GatherND_index_out_of_range": (_one_node("GatherND", [("x", F, [2, 3]), ("i", I64, [1, 2])]),
+                                    {"x": np.zeros((2, 3), np.float32), "i": np.array([[1, 3]], np.int64)},
+                                    "GatherND index 3 is out of range for a dimension of size 3"),
+    "GatherElements_index_out_of_range": (_one_node("GatherElements", [("x", F, [2, 3]), ("i", I64, [2, 1])], axis=1),
+                                          {"x": np.zeros((2, 3), np.float32), "i": np.array([[0], [-4]], np.int64)},
+                                          "GatherElements index -4 is out of range for a dimension of size 3"),
+    "Where_mismatched_types": (_one_node("Where", [("c", TensorProto.BOOL, [2]), ("a", F, [2]), ("b", I64, [2])]),
+                               {"c": np.array([True, False]), "a": np.zeros(2, np.float32), "b": np.zeros(2, np.int64)},
+                               "X and Y must have one fixed-size type, got float32 and int64"),
+    "Attention_mask_not_broadcasting": (
+        None, None, "attention mask [2, 1, 4, 4] does not broadcast to the scores [1, 2, 4, 4]"),
+}
+
+
+def _attention_with_bad_mask():
+    nodes = [helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("Add", ["s", "mask"], ["m"]),
+             helper.make_node("Softmax", ["m"], ["p"], axis=-1), helper.make_node("MatMul", ["p", "v"], ["y"])]
+    inputs = [("q", [1, 2, 4, 8]), ("kt", [1, 2, 8, 4]), ("mask", [2, 1, 4, 4]), ("v", [1, 2, 4, 8])]
+    graph = helper.make_graph(nodes, "attention", [helper.make_tensor_value_info(n, F, s) for n, s in inputs],
+                              [helper.make_tensor_value_info("y", F, None)])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m, {n: np.zeros(s, np.float32) for n, s in inputs}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TRANSFORMER_INPUTS))
+def test_transformer_op_errors_name_the_problem(name, tmp_path):
+    """Data-dependent and shape errors of the transformer ops: exit 1 with what is wrong, no crash."""
+    m, feeds, fragment = BAD_TRANSFORMER_INPUTS[name]
+    if m is None:
+        m, feeds = _attention_with_bad_mask()
+    onnx.save(m, tmp_path / "bad.onnx")
+    expect_error(maas_run(tmp_path / "bad.onnx", tmp_path, feeds), fragment)
+
+
 def test_wrong_input_shape_and_type(tmp_path):
     expect_error(maas_run(SEED, tmp_path, {"input": np.zeros((2, 7), np.float32)}), "input 'input'", "[2, 7]")
     expect_error(maas_run(SEED, tmp_path, {"input": np.zeros((2, 10), np.float64)}), "expected float32, got float64")

@@ -77,16 +77,6 @@ struct AttentionKernel: Kernel {
         return [ValueMeta(.float32, try Self.permuted(s.output, outputPermutation))]
     }
 
-    /// Element strides of an operand's logical dims (its buffer read through `perm`), aligned
-    /// right to `rank` dims, zero where a dim broadcasts.
-    static func strides(_ shape: [Int], _ perm: [Int]?, rank: Int) -> [Int] {
-        let source = Shape.strides(shape)
-        let dims = perm.map { $0.map { shape[$0] } } ?? shape
-        let logical = perm.map { $0.map { source[$0] } } ?? source
-        let pad = rank - dims.count
-        return (0..<rank).map { $0 < pad || dims[$0 - pad] == 1 ? 0 : logical[$0 - pad] }
-    }
-
     func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError) {
         let (a, b, mask, v) = operands(inputs)
         let y = outputs[0]
@@ -95,9 +85,10 @@ struct AttentionKernel: Kernel {
         let rank = s.batch.count + 2
         var sourceA = a!.shape, permA = permutations[0]
         if s.queryIs1D { (shapeA, sourceA, permA) = ([1] + shapeA, [1] + sourceA, nil) }
-        let strideA = Self.strides(sourceA, permA, rank: rank), strideB = Self.strides(b!.shape, permutations[1], rank: rank)
-        let strideV = Self.strides(v!.shape, permutations[2], rank: rank)
-        let strideMask = mask.map { Self.strides($0.shape, nil, rank: rank) }
+        let strideA = broadcastStrides(sourceA, permutation: permA, rank: rank)
+        let strideB = broadcastStrides(b!.shape, permutation: permutations[1], rank: rank)
+        let strideV = broadcastStrides(v!.shape, permutation: permutations[2], rank: rank)
+        let strideMask = mask.map { broadcastStrides($0.shape, rank: rank) }
         // The output's logical [batch..., rows, width] strides inside the buffer its Transpose made.
         var strideOut = Shape.strides(s.output)
         if let perm = outputPermutation {

@@ -10,12 +10,7 @@ struct BroadcastLayout {
 
     init(output shape: [Int], inputs: [[Int]]) {
         self.shape = shape
-        let rank = shape.count
-        strides = inputs.map { dims in
-            let padded = [Int](repeating: 1, count: rank - dims.count) + dims
-            let strides = Shape.strides(padded)
-            return (0..<rank).map { padded[$0] == 1 ? 0 : strides[$0] }
-        }
+        strides = inputs.map { broadcastStrides($0, rank: shape.count) }
         inner = shape.last ?? 1
         rows = inner == 0 ? 0 : shape.reduce(1, *) / inner
     }
@@ -35,6 +30,16 @@ struct BroadcastLayout {
     func innerStride(_ input: Int) -> Int { strides[input].last ?? 0 }
 
     var grain: Int { max(1, (1 << 15) / max(inner, 1)) }
+}
+
+/// Element strides of a tensor of `shape`, read through `permutation` (a Transpose folded into
+/// its reader) when given, aligned right to `rank` dims, zero on the dims it broadcasts along.
+func broadcastStrides(_ shape: [Int], permutation: [Int]? = nil, rank: Int) -> [Int] {
+    let source = Shape.strides(shape)
+    let dims = permutation.map { $0.map { shape[$0] } } ?? shape
+    let logical = permutation.map { $0.map { source[$0] } } ?? source
+    let pad = rank - dims.count
+    return (0..<rank).map { $0 < pad || dims[$0 - pad] == 1 ? 0 : logical[$0 - pad] }
 }
 
 /// y = op(a, b) elementwise with broadcasting; the same-shape and scalar cases are direct loops.
