@@ -13,6 +13,7 @@ import Synchronization
 ///
 /// Safe to call from any thread; runs with the same input shapes take turns on one plan.
 public final class CompiledModel: Sendable {
+    /// The graph as loaded, without its initializers: the weights live in the compiled steps.
     public let graph: ModelGraph
     public let pool: ComputePool
     let steps: [Step]
@@ -21,6 +22,9 @@ public final class CompiledModel: Sendable {
     let inputSlots: [Int]
     let outputSlots: [Int]
     let constants: [Int: Tensor]
+    /// Weights every reader packed into its own layout at load: only their type and shape are
+    /// kept (plans see no buffer for them), so each is held once.
+    let packedConstants: [Int: ValueMeta]
     private let plans = Mutex(PlanCache())
     let tuner = KernelTuner()
     /// Where plans report their kernel choices (debug level).
@@ -42,7 +46,9 @@ public final class CompiledModel: Sendable {
     public init(
         graph: ModelGraph, pool: ComputePool = .shared, maxPlanBytes: Int = 4 << 30, logger: Logger? = nil
     ) throws(InferenceError) {
-        self.graph = graph
+        var structure = graph
+        structure.initializers = [:]
+        self.graph = structure
         self.logger = logger
         self.pool = pool
         self.maxPlanBytes = maxPlanBytes
@@ -91,10 +97,34 @@ public final class CompiledModel: Sendable {
             }
         }
         let graphOutputs = Set(graph.outputs.map { slots[$0.name]! })
-        self.steps = Self.fuse(steps, constants: constants, graphOutputs: graphOutputs)
-        self.constants = constants
+        let fused = Self.fuse(steps, constants: constants, graphOutputs: graphOutputs)
+        self.steps = fused
+        (self.constants, self.packedConstants) = Self.droppingPacked(constants, steps: fused, graphOutputs: graphOutputs)
         self.valueCount = nextSlot
         self.outputSlots = graph.outputs.map { slots[$0.name]! }
+    }
+
+    /// Splits off the constants no step reads at run time: weights every reader packed, and those
+    /// fusion folded into a kernel (a bias row) or left unread.
+    private static func droppingPacked(
+        _ constants: [Int: Tensor], steps: [Step], graphOutputs: Set<Int>
+    ) -> (kept: [Int: Tensor], packed: [Int: ValueMeta]) {
+        var readAtRunTime = graphOutputs
+        for step in steps {
+            let packed = step.kernel.packedInputs
+            for (index, slot) in step.inputs.enumerated() where !packed.contains(index) {
+                if let slot { readAtRunTime.insert(slot) }
+            }
+        }
+        var kept: [Int: Tensor] = [:], packed: [Int: ValueMeta] = [:]
+        for (slot, tensor) in constants {
+            if readAtRunTime.contains(slot) {
+                kept[slot] = tensor
+            } else {
+                packed[slot] = ValueMeta(tensor.dataType, tensor.shape)
+            }
+        }
+        return (kept, packed)
     }
 
     /// Runs one forward pass.

@@ -60,6 +60,7 @@ final class ExecutionPlan: Sendable {
             metas[slot] = ValueMeta(constant: tensor)
             views[slot] = TensorView(base: tensor.unsafeBaseAddress, shape: tensor.shape, dataType: tensor.dataType)
         }
+        for (slot, meta) in model.packedConstants { metas[slot] = meta }
         for (index, slot) in model.inputSlots.enumerated() {
             let meta = ValueMeta(model.graph.inputs[index].dataType, inputShapes[index])
             metas[slot] = meta
@@ -117,6 +118,7 @@ final class ExecutionPlan: Sendable {
                 let step = steps[index]
                 let (kernel, choice) = try model.tuner.choose(
                     step: stepIndex, kernel: step.kernel as! any Tunable, label: model.steps[stepIndex].node.label,
+                    shapes: step.inputs.map { $0.flatMap { metas[$0]?.shape } ?? [] },
                     inputs: step.inputs.map { $0.flatMap { views[$0] } }, outputs: step.outputs.map { views[$0]! }, pool: model.pool)
                 steps[index].kernel = kernel
                 choices.append(choice)

@@ -6,30 +6,48 @@ func getenvInt(_ name: String) -> Int? {
     getenv(name).flatMap { Int(String(cString: $0)) }
 }
 
-/// A right-hand matrix laid out [K, N] row-major once, at load: measured here 1.2-1.6x faster
-/// through OpenBLAS than ONNX's [N, K] (transB=1) layout at small batch.
+/// A constant right-hand matrix, packed once at load into the one layout this process's GEMMs
+/// read, and held once (the file's copy is dropped once every reader has packed it):
+/// - 16-column panels (K x 16 each, zero-padded) for our kernels, when the CPU has them. Measured
+///   here they matched or beat OpenBLAS from 128 to 4,096 rows (MiniLM, the wide MLP) and won
+///   below that, so a second, row-major copy for OpenBLAS at large batches is not worth its memory.
+/// - [K, N] row-major for OpenBLAS otherwise (no AVX2, `MAAS_KERNEL=blas-rows|blas-columns`, or a
+///   Gemm the panel kernels cannot compute): 1.2-1.6x faster here than ONNX's [N, K] (transB=1)
+///   layout at small batch.
 struct PackedMatrix: Sendable {
+    enum Layout: Sendable {
+        case panels, rowMajor
+    }
+
     let k: Int
     let n: Int
+    let layout: Layout
     let storage: Tensor
-    /// The same matrix as 16-column panels (K x 16 each, zero-padded) for the small-batch
-    /// kernels, when this CPU has them.
-    let panels: Tensor?
 
-    init(_ tensor: Tensor, transposed: Bool) throws(InferenceError) {
+    /// Panels unless the CPU lacks our kernels or `MAAS_KERNEL` asks for OpenBLAS first.
+    static let preferredLayout: Layout = SmallGEMM.isAvailable && !GEMMImplementation.forcedToBLAS ? .panels : .rowMajor
+
+    init(_ tensor: Tensor, transposed: Bool, panelsApply: Bool = true) throws(InferenceError) {
         guard tensor.rank == 2, tensor.dataType == .float32 else {
             throw .invalidModel("weight must be a 2-D float32 tensor, got \(tensor.dataType) \(tensor.shape)")
         }
         k = transposed ? tensor.shape[1] : tensor.shape[0]
         n = transposed ? tensor.shape[0] : tensor.shape[1]
-        panels = try Self.panels(tensor, transposed: transposed)
-        if !transposed {
-            storage = tensor
-            return
+        layout = panelsApply ? Self.preferredLayout : .rowMajor
+        switch layout {
+        case .panels: storage = try Self.panels(tensor, k: k, n: n, transposed: transposed)
+        case .rowMajor where !transposed: storage = tensor
+        case .rowMajor: storage = try Self.rowMajor(tensor, k: k, n: n)
         }
+    }
+
+    private var pointer: UnsafePointer<Float> { UnsafePointer(storage.unsafeBaseAddress.assumingMemoryBound(to: Float.self)) }
+    var panelPointer: UnsafePointer<Float>? { layout == .panels ? pointer : nil }
+    var rowMajorPointer: UnsafePointer<Float>? { layout == .rowMajor ? pointer : nil }
+
+    private static func rowMajor(_ transposed: Tensor, k: Int, n: Int) throws(InferenceError) -> Tensor {
         var packed = try Tensor(zeros: .float32, shape: [k, n])
-        let (k, n) = (self.k, self.n)
-        tensor.withUnsafeBytes { source in
+        transposed.withUnsafeBytes { source in
             let src = source.bindMemory(to: Float.self)
             packed.withUnsafeMutableBytes { target in
                 let dst = target.bindMemory(to: Float.self)
@@ -38,19 +56,10 @@ struct PackedMatrix: Sendable {
                 }
             }
         }
-        storage = packed
+        return packed
     }
 
-    var pointer: UnsafePointer<Float> { UnsafePointer(storage.unsafeBaseAddress.assumingMemoryBound(to: Float.self)) }
-
-    var panelPointer: UnsafePointer<Float>? {
-        panels.map { UnsafePointer($0.unsafeBaseAddress.assumingMemoryBound(to: Float.self)) }
-    }
-
-    private static func panels(_ tensor: Tensor, transposed: Bool) throws(InferenceError) -> Tensor? {
-        guard SmallGEMM.isAvailable else { return nil }
-        let k = transposed ? tensor.shape[1] : tensor.shape[0]
-        let n = transposed ? tensor.shape[0] : tensor.shape[1]
+    private static func panels(_ tensor: Tensor, k: Int, n: Int, transposed: Bool) throws(InferenceError) -> Tensor {
         let count = (n + 15) / 16
         var panels = try Tensor(zeros: .float32, shape: [count, k, 16])
         tensor.withUnsafeBytes { source in
@@ -97,13 +106,11 @@ extension SmallGEMM {
     }
 }
 
-/// Our AVX2/FMA kernels for few rows (C in CMaaSKernels): B streamed once from 16-column panels,
-/// where OpenBLAS would pack both operands on every call.
+/// Our AVX2/AVX-512 kernels on B's 16-column panels (C in CMaaSKernels): at few rows B streams
+/// through once, where OpenBLAS would pack both operands on every call; at many rows a block of
+/// panels stays in L2 while every row group passes over it.
 enum SmallGEMM {
     static let isAvailable = getenv("MAAS_NO_SMALL_GEMM") == nil && CMaaSKernels_available() != 0
-    /// Up to this many rows use the panel kernels, more go to OpenBLAS. With AVX-512 ours won at
-    /// every batch size measured (scripts/bench-engine); with AVX2 only up to about 32 rows.
-    static let maxRows = getenvInt("MAAS_SMALL_GEMM_ROWS") ?? (CMaaSKernels_has_avx512() != 0 ? Int.max : 32)
 
     /// C[m x n] = A[m x k] . B + bias over the pool, splitting panels between threads.
     static func run(
@@ -111,21 +118,25 @@ enum SmallGEMM {
         bias: UnsafePointer<Float>?, c: UnsafeMutablePointer<Float>, relu: Bool = false, pool: ComputePool
     ) {
         let panelCount = (n + 15) / 16
-        let threads = m * n * k < (1 << 15) ? 1 : min(pool.threadCount, panelCount)
-        let perThread = (panelCount + threads - 1) / threads
+        let threads = m * n * k < (1 << 15) ? 1 : min(pool.threadCount, max(panelCount, (m + 5) / 6))
+        // Panels are split between threads; a narrow product (a classifier head: fewer panels
+        // than threads) over many rows splits its rows instead.
+        let byRows = panelCount < threads
+        let perThread = byRows ? ((m + 5) / 6 + threads - 1) / threads * 6 : (panelCount + threads - 1) / threads
         // Panels per pass over the rows: with several row groups, a block of about 256 KiB (half of
         // a Zen 3 or Skylake-SP L2) stays cached for the next group (MiniLM at 16 rows: K = 1536
         // takes 2 panels, K = 384 takes 8); a single group uses each panel once, so it takes the
         // widest kernel.
         let block = m <= 6 ? 8 : max(2, min(8, (256 << 10) / max(1, k * 64)))
         pool.parallelFor(threads) { thread in
-            let first = thread * perThread, last = min(panelCount, first + perThread)
-            var panel = first
-            while panel < last {
-                let count = min(block, last - panel)
-                var row = 0
-                while row < m {
-                    let rows = min(6, m - row)
+            let panelRange = byRows ? 0..<panelCount : thread * perThread..<min(panelCount, (thread + 1) * perThread)
+            let rowRange = byRows ? min(m, thread * perThread)..<min(m, (thread + 1) * perThread) : 0..<m
+            var panel = panelRange.lowerBound
+            while panel < panelRange.upperBound {
+                let count = min(block, panelRange.upperBound - panel)
+                var row = rowRange.lowerBound
+                while row < rowRange.upperBound {
+                    let rows = min(6, rowRange.upperBound - row)
                     CMaaSKernels_gemm_panels(
                         Int32(rows), Int32(k), a + row * lda, lda,
                         panels + panel * k * 16, Int32(count),
@@ -259,14 +270,20 @@ enum GEMMImplementation: String, Sendable {
         }
     }
 
-    /// What applies to an m x k x n product, the heuristic's pick first. Products too small to
-    /// be worth timing (under 2^15 multiply-adds) keep the heuristic's pick alone.
-    static func candidates(m: Int, n: Int, k: Int, panels: Bool) -> [GEMMImplementation] {
-        let heuristic: GEMMImplementation = panels && m <= SmallGEMM.maxRows ? .panels : .blasRows
-        guard m * n * k >= 1 << 15 else { return [heuristic] }
-        var all: [GEMMImplementation] = panels ? [.panels] : []
-        if m >= 2 { all.append(.blasRows) }
-        if n >= 32 { all.append(.blasColumns) }
-        return [heuristic] + all.filter { $0 != heuristic }
+    /// What applies to an m x k x n product whose B is in `layout` (nil: B is not a constant,
+    /// OpenBLAS reads it where it is). Products too small to be worth timing (under 2^15
+    /// multiply-adds) keep OpenBLAS by rows alone.
+    static func candidates(m: Int, n: Int, k: Int, layout: PackedMatrix.Layout?) -> [GEMMImplementation] {
+        if layout == .panels { return [.panels] }
+        guard m * n * k >= 1 << 15 else { return [.blasRows] }
+        return n >= 32 ? [.blasRows, .blasColumns] : [.blasRows]
     }
+
+    /// `MAAS_KERNEL` lists an OpenBLAS implementation before any other GEMM one, so constant
+    /// matrices are packed for OpenBLAS.
+    static let forcedToBLAS: Bool = {
+        guard let value = getenv(forcingVariable) else { return false }
+        let listed = String(cString: value).split(separator: ",").compactMap { GEMMImplementation(rawValue: String($0)) }
+        return listed.first.map { $0 != .panels } ?? false
+    }()
 }

@@ -44,12 +44,16 @@ protocol Kernel: Sendable {
     func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) throws(InferenceError)
     /// Output index → input index whose buffer it reuses unchanged (reshapes and identities).
     var aliases: [Int: Int] { get }
+    /// Inputs whose constant values the kernel copied into its own layout at load and never
+    /// reads again: a weight every reader has packed is dropped, so it is held once.
+    var packedInputs: Set<Int> { get }
     /// This kernel with a following Relu folded into its output pass, if it can do that.
     func fusingRelu() -> (any Kernel)?
 }
 
 extension Kernel {
     var aliases: [Int: Int] { [:] }
+    var packedInputs: Set<Int> { [] }
 
     /// This kernel with a following Relu folded into its output pass, if it can do that.
     func fusingRelu() -> (any Kernel)? { nil }

@@ -1,12 +1,12 @@
 import Glibc
-public import MaaSCore
+import MaaSCore
 import Synchronization
 
-/// A kernel with several implementations of the same result (our AVX2/AVX-512 panel kernels,
-/// OpenBLAS tiled by rows or by columns, direct or im2col convolution). Which one is fastest
-/// depends on the CPU, the OpenBLAS build and the shapes (on an AVX2-only EPYC OpenBLAS beat our
-/// panels at large batches, on AVX-512 machines ours won everywhere), so a plan times them once
-/// on its own shapes and buffers instead of guessing.
+/// A kernel with several implementations of the same result (OpenBLAS tiled by rows or by
+/// columns; direct, im2col + panels or im2col + OpenBLAS convolution). Which one is fastest
+/// depends on the CPU, the OpenBLAS build and the shapes, so a plan times them once on its own
+/// shapes and buffers instead of guessing. (A constant matrix is packed in one layout only, so its
+/// GEMM has nothing to time against our panel kernels: see ``PackedMatrix``.)
 protocol Tunable: Kernel {
     /// The implementations that apply to these shapes, the usual default first.
     func implementations(_ inputs: [TensorView?], _ outputs: [TensorView]) -> [String]
@@ -52,9 +52,8 @@ final class KernelTuner: Sendable {
     static let budget = Duration.milliseconds(15)
 
     func choose(
-        step: Int, kernel: any Tunable, label: String, inputs: [TensorView?], outputs: [TensorView], pool: ComputePool
+        step: Int, kernel: any Tunable, label: String, shapes: [[Int]], inputs: [TensorView?], outputs: [TensorView], pool: ComputePool
     ) throws(InferenceError) -> (any Kernel, KernelChoice) {
-        let shapes = inputs.map { $0?.shape ?? [] }
         var bucketed = shapes
         if let rows = bucketed.first?.first, rows > 1 { bucketed[0][0] = 1 << (Int.bitWidth - (rows - 1).leadingZeroBitCount) }
         let key = Key(step: step, shapes: bucketed)

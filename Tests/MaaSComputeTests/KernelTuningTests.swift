@@ -28,13 +28,29 @@ struct KernelTuningTests {
         #expect(try model.kernelChoices(for: ["input": [5, 1, 28, 28]]).first?.shapes.first == [5, 1, 28, 28])
     }
 
-    @Test("the implementations offered follow the shapes and what the CPU has")
+    @Test("the implementations offered follow the shapes and the weight's layout")
     func candidates() {
-        #expect(GEMMImplementation.candidates(m: 2, n: 4, k: 8, panels: true) == [.panels], "too small to time")
-        let large = GEMMImplementation.candidates(m: 256, n: 512, k: 512, panels: true)
-        #expect(Set(large) == [.panels, .blasRows, .blasColumns])
-        #expect(!GEMMImplementation.candidates(m: 256, n: 512, k: 512, panels: false).contains(.panels))
-        #expect(!GEMMImplementation.candidates(m: 1, n: 4096, k: 512, panels: true).contains(.blasRows), "one row cannot be split by rows")
+        #expect(GEMMImplementation.candidates(m: 256, n: 512, k: 512, layout: .panels) == [.panels], "panels are the only copy")
+        #expect(GEMMImplementation.candidates(m: 2, n: 4, k: 8, layout: .rowMajor) == [.blasRows], "too small to time")
+        #expect(GEMMImplementation.candidates(m: 256, n: 512, k: 512, layout: .rowMajor) == [.blasRows, .blasColumns])
+        #expect(GEMMImplementation.candidates(m: 256, n: 512, k: 512, layout: nil) == [.blasRows, .blasColumns])
+        #expect(GEMMImplementation.candidates(m: 256, n: 16, k: 512, layout: nil) == [.blasRows], "too narrow to split by columns")
+    }
+
+    @Test("a weight every reader packed is held once: the plan gets no buffer for it")
+    func packedWeightsAreHeldOnce() throws {
+        let graph = try ONNXModel.load(path: Fixtures.path("mnist_cnn.torchscript.op17.onnx"))
+        let model = try CompiledModel(graph: graph)
+        #expect(model.graph.initializers.isEmpty)
+        let gemms = model.steps.filter { $0.kernel is GemmKernel }
+        #expect(gemms.count == 2)
+        for gemm in gemms {
+            let weight = try #require(gemm.inputs[1])
+            #expect(model.constants[weight] == nil && model.packedConstants[weight] != nil, "\(gemm.node.label)")
+            #expect((gemm.kernel as! GemmKernel).packed?.layout == PackedMatrix.preferredLayout)
+        }
+        // Still runs, and reports the dropped weights' shapes to the shape checks.
+        #expect(try model.run(["input": Tensor(zeros: .float32, shape: [3, 1, 28, 28])])["output"]?.shape == [3, 10])
     }
 
     @Test("Conv, Relu and a 2x2 MaxPool run as one step where the direct kernel applies")

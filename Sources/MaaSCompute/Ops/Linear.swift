@@ -14,7 +14,7 @@ struct GemmKernel: ReluFusing, EpilogueFusing {
     var relu = false
     /// A following GELU computed on the output while it is hot (set by the graph compiler).
     var gelu: GeluForm?
-    /// Set per plan by timing (``Tunable``); nil takes the row-count heuristic.
+    /// Set per plan by timing (``Tunable``) when OpenBLAS runs it; nil lets it split by shape.
     var implementation: GEMMImplementation?
 
     init(_ context: NodeContext) throws(InferenceError) {
@@ -23,17 +23,9 @@ struct GemmKernel: ReluFusing, EpilogueFusing {
         beta = try context.float("beta", 1)
         transA = try context.int("transA", 0) != 0
         transB = try context.int("transB", 0) != 0
-        if let weight = context.constants[1] {
-            do {
-                packed = try PackedMatrix(weight, transposed: transB)
-            } catch {
-                throw context.error(error.message)
-            }
-        } else {
-            packed = nil
-        }
-        if context.constants.count > 2, let c = context.constants[2], c.dataType == .float32,
-            c.rank == 1 || (c.rank == 2 && c.shape[0] == 1), packed.map({ c.shape.last == $0.n }) ?? false
+        let weight = context.constants[1]
+        if let c = context.constants.count > 2 ? context.constants[2] : nil, let weight, weight.rank == 2,
+            c.dataType == .float32, c.rank == 1 || (c.rank == 2 && c.shape[0] == 1), c.shape.last == weight.shape[transB ? 0 : 1]
         {
             let beta = self.beta
             let values = c.scalars(as: Float.self).map { $0 * beta }
@@ -42,7 +34,21 @@ struct GemmKernel: ReluFusing, EpilogueFusing {
         } else {
             biasRow = nil
         }
+        // The panel kernels compute A . B + a bias row, nothing more general.
+        let hasC = context.node.inputs.count > 2 && !context.node.inputs[2].isEmpty
+        let panelsApply = !transA && alpha == 1 && (biasRow != nil || !hasC || beta == 0)
+        if let weight {
+            do {
+                packed = try PackedMatrix(weight, transposed: transB, panelsApply: panelsApply)
+            } catch {
+                throw context.error(error.message)
+            }
+        } else {
+            packed = nil
+        }
     }
+
+    var packedInputs: Set<Int> { packed == nil ? [] : [1] }
 
     func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
         guard let a = inputs[0], let b = inputs[1] else { throw .invalidModel("missing input") }
@@ -74,20 +80,20 @@ struct GemmKernel: ReluFusing, EpilogueFusing {
         let a = inputs[0]!, y = outputs[0]
         let (m, n) = (y.shape[0], y.shape[1])
         let k = transA ? a.shape[0] : a.shape[1]
+        let bias = biasRow.map { UnsafePointer($0.unsafeBaseAddress.assumingMemoryBound(to: Float.self)) }
+        if let panels = packed?.panelPointer {
+            SmallGEMM.run(m: m, n: n, k: k, a: a.floats, lda: a.shape[1], panels: panels, bias: bias, c: y.floats, relu: relu, pool: pool)
+            return
+        }
         var gemm: TiledGEMM
-        if let packed {
-            gemm = TiledGEMM(m: m, n: n, k: k, a: a.floats, lda: a.shape[1], b: packed.pointer, ldb: n, c: y.floats)
+        if let b = packed?.rowMajorPointer {
+            gemm = TiledGEMM(m: m, n: n, k: k, a: a.floats, lda: a.shape[1], b: b, ldb: n, c: y.floats)
         } else {
             let b = inputs[1]!
             gemm = TiledGEMM(m: m, n: n, k: k, a: a.floats, lda: a.shape[1], b: b.floats, ldb: b.shape[1], transposeB: transB, c: y.floats)
         }
         gemm.alpha = alpha
         gemm.transposeA = transA
-        let bias = biasRow.map { UnsafePointer($0.unsafeBaseAddress.assumingMemoryBound(to: Float.self)) }
-        if let panels = panels(inputs), implementation.map({ $0 == .panels }) ?? (m <= SmallGEMM.maxRows) {
-            SmallGEMM.run(m: m, n: n, k: k, a: a.floats, lda: a.shape[1], panels: panels, bias: bias, c: y.floats, relu: relu, pool: pool)
-            return
-        }
         gemm.split = implementation?.split ?? .auto
         let generalC = inputs.count > 2 && inputs[2] != nil && biasRow == nil && beta != 0
         gemm.relu = relu && !generalC
@@ -112,16 +118,10 @@ struct GemmKernel: ReluFusing, EpilogueFusing {
 extension GemmKernel: Tunable {
     static let forcingVariable = GEMMImplementation.forcingVariable
 
-    /// The packed panels, when the panel kernels can compute this product.
-    func panels(_ inputs: [TensorView?]) -> UnsafePointer<Float>? {
-        guard !transA, alpha == 1, biasRow != nil || inputs.count < 3 || inputs[2] == nil else { return nil }
-        return packed?.panelPointer
-    }
-
     func implementations(_ inputs: [TensorView?], _ outputs: [TensorView]) -> [String] {
         let shape = outputs[0].shape
         let k = transA ? inputs[0]!.shape[0] : inputs[0]!.shape[1]
-        return GEMMImplementation.candidates(m: shape[0], n: shape[1], k: k, panels: panels(inputs) != nil).map(\.rawValue)
+        return GEMMImplementation.candidates(m: shape[0], n: shape[1], k: k, layout: packed?.layout).map(\.rawValue)
     }
 
     func using(_ implementation: String) -> any Kernel {
@@ -141,7 +141,8 @@ struct MatMulKernel: ReluFusing, EpilogueFusing {
     var bias: Tensor?
     /// A following GELU computed on the output while it is hot (set by the graph compiler).
     var gelu: GeluForm?
-    /// Set per plan by timing (``Tunable``), for the N-D x 2-D form; nil takes the heuristic.
+    /// Set per plan by timing (``Tunable``) when OpenBLAS runs the N-D x 2-D form; nil lets it
+    /// split by shape.
     var implementation: GEMMImplementation?
 
     init(_ context: NodeContext) throws(InferenceError) {
@@ -152,6 +153,8 @@ struct MatMulKernel: ReluFusing, EpilogueFusing {
             packed = nil
         }
     }
+
+    var packedInputs: Set<Int> { packed == nil ? [] : [1] }
 
     func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
         guard let a = inputs[0], let b = inputs[1] else { throw .invalidModel("missing input") }
@@ -176,27 +179,34 @@ struct MatMulKernel: ReluFusing, EpilogueFusing {
     }
 
     func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) {
-        let a = inputs[0]!, b = inputs[1]!, y = outputs[0]
+        let a = inputs[0]!, y = outputs[0]
         let aShape = a.shape.count == 1 ? [1] + a.shape : a.shape
-        let bShape = b.shape.count == 1 ? b.shape + [1] : b.shape
         let k = aShape[aShape.count - 1]
-        let n = bShape[bShape.count - 1]
-        if bShape.count == 2 {
-            // Every row of A, whatever its batch dims, meets the same B.
-            let rows = a.count / max(k, 1)
+        if let packed {
+            // Every row of A, whatever its batch dims, meets the same B (the dropped constant's
+            // view is not there to read).
+            let rows = a.count / max(k, 1), n = packed.n
             let biasRow = bias.map { UnsafePointer($0.unsafeBaseAddress.assumingMemoryBound(to: Float.self)) }
-            if let panels = packed?.panelPointer, implementation.map({ $0 == .panels }) ?? (rows <= SmallGEMM.maxRows) {
+            if let panels = packed.panelPointer {
                 SmallGEMM.run(m: rows, n: n, k: k, a: a.floats, lda: k, panels: panels, bias: biasRow, c: y.floats, relu: relu, pool: pool)
             } else {
-                var gemm = TiledGEMM(
-                    m: rows, n: n, k: k, a: a.floats, lda: k,
-                    b: packed?.pointer ?? UnsafePointer(b.floats), ldb: n, c: y.floats)
+                var gemm = TiledGEMM(m: rows, n: n, k: k, a: a.floats, lda: k, b: packed.rowMajorPointer!, ldb: n, c: y.floats)
                 gemm.relu = relu
                 gemm.biasRow = biasRow
                 gemm.split = implementation?.split ?? .auto
                 gemm.run(pool: pool)
             }
             if let gelu { applyGelu(gelu, y, pool: pool) }
+            return
+        }
+        let b = inputs[1]!
+        let bShape = b.shape.count == 1 ? b.shape + [1] : b.shape
+        let n = bShape[bShape.count - 1]
+        if bShape.count == 2 {
+            var gemm = TiledGEMM(m: a.count / max(k, 1), n: n, k: k, a: a.floats, lda: k, b: UnsafePointer(b.floats), ldb: n, c: y.floats)
+            gemm.relu = relu
+            gemm.split = implementation?.split ?? .auto
+            gemm.run(pool: pool)
             return
         }
         let m = aShape[aShape.count - 2]
@@ -241,9 +251,13 @@ extension MatMulKernel: Tunable {
     static let forcingVariable = GEMMImplementation.forcingVariable
 
     func implementations(_ inputs: [TensorView?], _ outputs: [TensorView]) -> [String] {
-        guard let a = inputs[0], let b = inputs[1], b.shape.count == 2 else { return [] }
-        let k = a.shape.last ?? 0, n = b.shape[1]
-        return GEMMImplementation.candidates(m: a.count / max(k, 1), n: n, k: k, panels: packed?.panelPointer != nil).map(\.rawValue)
+        guard let a = inputs[0] else { return [] }
+        let k = a.shape.last ?? 0
+        if let packed {
+            return GEMMImplementation.candidates(m: a.count / max(k, 1), n: packed.n, k: k, layout: packed.layout).map(\.rawValue)
+        }
+        guard let b = inputs[1], b.shape.count == 2 else { return [] }
+        return GEMMImplementation.candidates(m: a.count / max(k, 1), n: b.shape[1], k: k, layout: nil).map(\.rawValue)
     }
 
     func using(_ implementation: String) -> any Kernel {
