@@ -167,7 +167,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MaaSModelsTests",
-            dependencies: ["MaaSCore", "MaaSProto", "MaaSCompute", "MaaSModels"],
+            dependencies: ["MaaSCore", "MaaSProto", "MaaSCompute", "MaaSModels", "MaaSTestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(

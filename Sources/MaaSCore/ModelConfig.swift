@@ -34,6 +34,48 @@ public struct ModelConfig: Sendable, Hashable {
         public init() {}
     }
 
+    /// Our extension: requests whose inputs differ in length along axis 1 (the sequence axis,
+    /// right after the batch dimension) share a batch, each padded to the longest in it, and the
+    /// outputs' axis 1 is trimmed back to each request's own length.
+    public struct PaddedBatching: Sendable, Hashable {
+        /// The padded inputs and the value each is padded with (a token id, 0 for a mask).
+        public var padValues: [String: Double]
+        /// Outputs whose axis 1 follows the inputs' length and is trimmed per request; nil until
+        /// derived from the graph (outputs whose axis 1 has the padded inputs' symbolic name).
+        public var trimmedOutputs: [String]?
+
+        public init(padValues: [String: Double], trimmedOutputs: [String]?) {
+            self.padValues = padValues
+            self.trimmedOutputs = trimmedOutputs
+        }
+    }
+
+    /// Our extension: a BYTES input of texts the server tokenizes (WordPiece) in place of the
+    /// model's token inputs, and optionally mean-pools and normalises into one embedding per text.
+    public struct TextInput: Sendable, Hashable {
+        public enum Pooling: String, Sendable, CaseIterable {
+            /// The first output averaged over each text's tokens: the `embedding` output.
+            case mean
+            /// The model's own outputs.
+            case none
+        }
+
+        public var name = "text"
+        /// The tokenizer.json file, in the version folder.
+        public var tokenizer: String
+        /// Tokens per text, [CLS] and [SEP] included; longer texts are truncated.
+        public var maxLength = 256
+        public var pooling = Pooling.mean
+        /// L2-normalise the pooled embedding.
+        public var normalize = true
+        /// The pooled output's name.
+        public static let embeddingOutput = "embedding"
+
+        public init(tokenizer: String) {
+            self.tokenizer = tokenizer
+        }
+    }
+
     public enum VersionPolicy: Sendable, Hashable {
         case latest(Int)
         case all
@@ -47,6 +89,12 @@ public struct ModelConfig: Sendable, Hashable {
     public var inputs: [Tensor] = []
     public var outputs: [Tensor] = []
     public var dynamicBatching: DynamicBatching?
+    /// nil with `paddedBatchingDisabled` false: derived from the inputs' names when they are
+    /// Hugging Face's (input_ids, attention_mask, token_type_ids).
+    public var paddedBatching: PaddedBatching?
+    /// `"padded_batching": false` in config.json: no padded batching, even where it would be derived.
+    public var paddedBatchingDisabled = false
+    public var textInput: TextInput?
     public var versionPolicy: VersionPolicy = .latest(1)
     public var instanceCount = 1
     public var defaultModelFilename = "model.onnx"

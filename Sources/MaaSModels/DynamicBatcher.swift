@@ -16,14 +16,19 @@ public struct BatchItem: Sendable {
     /// The request's own queue timeout (its `timeout` parameter), when the model's queue policy
     /// allows overriding the default.
     public let queueTimeout: Duration?
+    /// Turns this request's model outputs into its response's (a text model's pooling), on the
+    /// pool thread that ran the batch.
+    public let finish: (@Sendable ([String: Tensor]) throws(InferenceError) -> [String: Tensor])?
     public let complete: @Sendable (Result<[String: Tensor], InferenceError>) -> Void
 
     public init(
         inputs: [String: Tensor], rows: Int, outputs: [String], deadline: ContinuousClock.Instant?,
         cancellation: CancellationSignal?, queueTimeout: Duration? = nil,
+        finish: (@Sendable ([String: Tensor]) throws(InferenceError) -> [String: Tensor])? = nil,
         complete: @escaping @Sendable (Result<[String: Tensor], InferenceError>) -> Void
     ) {
         self.queueTimeout = queueTimeout
+        self.finish = finish
         self.inputs = inputs
         self.rows = rows
         self.outputs = outputs
@@ -38,13 +43,24 @@ struct QueuedItem: Sendable {
     let item: BatchItem
     let enqueued: ContinuousClock.Instant
     /// Rows of different shapes (beyond the batch dimension) cannot share a batch: the inputs'
-    /// trailing dims in name order.
+    /// trailing dims in name order, without the padded inputs' sequence axis.
     let shapeKey: [[Int]]
+    /// The padded inputs' length along axis 1 (prepare checked that they agree), with padding.
+    let length: Int
 
-    init(_ item: BatchItem, enqueued: ContinuousClock.Instant) {
+    init(_ item: BatchItem, enqueued: ContinuousClock.Instant, padded: Set<String>) {
         self.item = item
         self.enqueued = enqueued
-        shapeKey = item.inputs.sorted { $0.key < $1.key }.map { Array($0.value.shape.dropFirst()) }
+        var length = 0
+        shapeKey = item.inputs.sorted { $0.key < $1.key }.map { name, tensor in
+            var dims = Array(tensor.shape.dropFirst())
+            if padded.contains(name), !dims.isEmpty {
+                length = dims[0]
+                dims[0] = -1
+            }
+            return dims
+        }
+        self.length = length
     }
 
     var rows: Int { item.rows }
@@ -71,6 +87,9 @@ public final class DynamicBatcher: Sendable {
     /// default_queue_policy.allow_timeout_override: a request's `timeout` replaces the default.
     public let allowsTimeoutOverride: Bool
     let clock: any BatchingClock
+    /// Inputs padded along axis 1 so that requests of different lengths share a batch.
+    let padding: ModelConfig.PaddedBatching?
+    let paddedInputs: Set<String>
     private let state = Mutex(State())
     public let statistics = ModelStatistics()
 
@@ -93,6 +112,8 @@ public final class DynamicBatcher: Sendable {
         self.label = label
         self.clock = clock
         maxBatchSize = config.maxBatchSize
+        padding = config.maxBatchSize > 0 ? config.paddedBatching : nil
+        paddedInputs = Set(padding?.padValues.keys ?? [:].keys)
         let preferred = config.dynamicBatching?.preferredBatchSizes.filter { $0 > 0 && $0 <= max(config.maxBatchSize, 1) } ?? []
         targetRows = preferred.max() ?? max(config.maxBatchSize, 1)
         maxDelay = .microseconds(Int64(config.dynamicBatching?.maxQueueDelayMicroseconds ?? 0))
@@ -111,7 +132,7 @@ public final class DynamicBatcher: Sendable {
     /// every item is answered UNAVAILABLE at once.
     public func submit(_ items: [BatchItem]) {
         let now = clock.now
-        let queued = items.map { QueuedItem($0, enqueued: now) }
+        let queued = items.map { QueuedItem($0, enqueued: now, padded: paddedInputs) }
         var rejected: [BatchItem] = []
         let stopped = state.withLock { state in
             for item in queued {
@@ -214,30 +235,66 @@ public final class DynamicBatcher: Sendable {
         }
     }
 
-    /// The oldest item and, up to the maximum batch size, every later one of the same shapes.
+    /// The oldest item and, up to the maximum batch size, every later one of the same shapes;
+    /// with padding, only those close enough in length (``closeInLength(_:)``).
     private func takeBatch(from pending: inout Deque<QueuedItem>) -> [QueuedItem] {
         let first = pending.removeFirst()
+        guard maxBatchSize > 0 else { return [first] }
         var batch = [first]
         var rows = first.rows
-        guard maxBatchSize > 0 else { return batch }
         // Usually every queued request has the same shapes: they leave from the front.
-        while rows < maxBatchSize, let next = pending.first, next.shapeKey == first.shapeKey, rows + next.rows <= maxBatchSize {
+        while rows < maxBatchSize, let next = pending.first, next.shapeKey == first.shapeKey, rows + next.rows <= maxBatchSize,
+            padding == nil || next.length == first.length
+        {
             batch.append(pending.removeFirst())
             rows += next.rows
         }
         guard rows < maxBatchSize, !pending.isEmpty else { return batch }
-        // Otherwise one pass picks what fits from behind the items that do not.
-        var kept = Deque<QueuedItem>(minimumCapacity: pending.count)
-        for queued in pending {
-            if rows + queued.rows <= maxBatchSize, queued.shapeKey == first.shapeKey {
-                batch.append(queued)
-                rows += queued.rows
-            } else {
-                kept.append(queued)
-            }
+        // Otherwise one pass finds what could join from behind the items that cannot.
+        let positions = pending.indices.filter { pending[$0].shapeKey == first.shapeKey }
+        let candidates = positions.map { pending[$0] }
+        let chosen = padding == nil
+            ? Self.inOrder(candidates, rows: rows, maxRows: maxBatchSize)
+            : Self.closeInLength(batch, candidates, maxRows: maxBatchSize)
+        var taken = Set<Int>()
+        for index in chosen {
+            batch.append(candidates[index])
+            taken.insert(positions[index])
         }
-        pending = kept
+        // What stays keeps its queue order.
+        pending = Deque(pending.indices.filter { !taken.contains($0) }.map { pending[$0] })
         return batch
+    }
+
+    /// The candidates that fit, in queue order.
+    static func inOrder(_ candidates: [QueuedItem], rows: Int, maxRows: Int) -> [Int] {
+        var rows = rows, chosen: [Int] = []
+        for (index, candidate) in candidates.enumerated() where rows + candidate.rows <= maxRows {
+            rows += candidate.rows
+            chosen.append(index)
+        }
+        return chosen
+    }
+
+    /// Which candidates join `batch`, nearest in length first, while padding to the longest costs
+    /// at most a quarter more tokens than the requests hold (or the whole batch stays under
+    /// 256 tokens, where a pass costs about the same whatever its length).
+    static func closeInLength(_ batch: [QueuedItem], _ candidates: [QueuedItem], maxRows: Int) -> [Int] {
+        let anchor = batch[0].length
+        var longest = batch.map(\.length).max() ?? 0
+        var rows = batch.reduce(0) { $0 + $1.rows }
+        var tokens = batch.reduce(0) { $0 + $1.rows * $1.length }
+        var chosen: [Int] = []
+        for index in candidates.indices.sorted(by: { abs(candidates[$0].length - anchor) < abs(candidates[$1].length - anchor) }) {
+            let candidate = candidates[index]
+            let newLongest = max(longest, candidate.length)
+            let newRows = rows + candidate.rows, newTokens = tokens + candidate.rows * candidate.length
+            let padded = newRows * newLongest
+            guard newRows <= maxRows, padded * 4 <= newTokens * 5 || padded <= 256 else { continue }
+            (longest, rows, tokens) = (newLongest, newRows, newTokens)
+            chosen.append(index)
+        }
+        return chosen
     }
 
     /// On a pool thread: one forward pass for the whole batch, outputs split back per request.
@@ -261,7 +318,14 @@ public final class DynamicBatcher: Sendable {
                 size: batch.reduce(0) { $0 + $1.rows }, items: batch.count,
                 input: timing.input, infer: timing.infer, output: timing.output,
                 queued: batch.map { start - $0.enqueued })
-            for (item, output) in zip(items, outputs) { item.complete(.success(output)) }
+            for (item, output) in zip(items, outputs) {
+                do throws(InferenceError) {
+                    let finished = try item.finish?(output) ?? output
+                    item.complete(.success(item.outputs.isEmpty ? finished : finished.filter { item.outputs.contains($0.key) }))
+                } catch {
+                    item.complete(.failure(error))
+                }
+            }
         case .failure(let error):
             for queued in batch {
                 statistics.recordFailure(queued: start - queued.enqueued)
@@ -290,24 +354,17 @@ public final class DynamicBatcher: Sendable {
             let start = clock.now
             let outputs = try model.run(batch[0].inputs)
             timing.infer = clock.now - start
-            return [select(outputs, batch[0].outputs)]
+            return [outputs]
         }
         let gatherStart = clock.now
-        let totalRows = batch.reduce(0) { $0 + $1.rows }
+        // With padding, every padded input is as long as the batch's longest.
+        let lengths = padding.map { padding in
+            batch.map { item in padding.padValues.keys.lazy.compactMap { item.inputs[$0]?.shape.dropFirst().first }.first ?? 0 }
+        }
         var feeds: [String: Tensor] = [:]
         for name in batch[0].inputs.keys {
-            let first = batch[0].inputs[name]!
-            var joined = try Tensor(zeros: first.dataType, shape: [totalRows] + first.shape.dropFirst())
-            var offset = 0
-            joined.withUnsafeMutableBytes { target in
-                for item in batch {
-                    item.inputs[name]!.withUnsafeBytes { source in
-                        if source.count > 0 { (target.baseAddress! + offset).copyMemory(from: source.baseAddress!, byteCount: source.count) }
-                        offset += source.count
-                    }
-                }
-            }
-            feeds[name] = joined
+            let pad = padding?.padValues[name]
+            feeds[name] = try BatchAssembly.join(batch.map { $0.inputs[name]! }, length: pad == nil ? nil : lengths?.max(), pad: pad ?? 0)
         }
         let inferStart = clock.now
         timing.input = inferStart - gatherStart
@@ -316,27 +373,12 @@ public final class DynamicBatcher: Sendable {
         timing.infer = splitStart - inferStart
         defer { timing.output = clock.now - splitStart }
         var results = [[String: Tensor]](repeating: [:], count: batch.count)
+        let trimmed = Set(padding?.trimmedOutputs ?? [])
         for (name, tensor) in outputs {
-            guard tensor.shape.first == totalRows else {
-                throw InferenceError(.internal, "output '\(name)' has shape \(tensor.shape), which does not split into \(totalRows) batch rows")
-            }
-            let rowBytes = tensor.byteCount / max(totalRows, 1)
-            var offset = 0
-            for (index, item) in batch.enumerated() {
-                var slice = try Tensor(zeros: tensor.dataType, shape: [item.rows] + tensor.shape.dropFirst())
-                tensor.withUnsafeBytes { source in
-                    slice.withUnsafeMutableBytes { target in
-                        if target.count > 0 { target.baseAddress!.copyMemory(from: source.baseAddress! + offset, byteCount: target.count) }
-                    }
-                }
-                offset += item.rows * rowBytes
-                results[index][name] = slice
-            }
+            let parts = try BatchAssembly.split(
+                tensor, name: name, rows: batch.map(\.rows), lengths: trimmed.contains(name) ? lengths : nil)
+            for (index, part) in parts.enumerated() { results[index][name] = part }
         }
-        return zip(batch, results).map { select($1, $0.outputs) }
-    }
-
-    private func select(_ outputs: [String: Tensor], _ names: [String]) -> [String: Tensor] {
-        names.isEmpty ? outputs : outputs.filter { names.contains($0.key) }
+        return results
     }
 }

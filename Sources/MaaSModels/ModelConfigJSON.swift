@@ -48,7 +48,7 @@ private struct ConfigParser {
     }
 
     mutating func config(_ root: [String: Any]) throws(InferenceError) -> ModelConfig {
-        try check(root, allowed: ["name", "platform", "backend", "max_batch_size", "input", "output", "dynamic_batching", "version_policy", "instance_group", "default_model_filename", "parameters"], at: "")
+        try check(root, allowed: ["name", "platform", "backend", "max_batch_size", "input", "output", "dynamic_batching", "version_policy", "instance_group", "default_model_filename", "parameters", "padded_batching", "text_input"], at: "")
         var config = ModelConfig(name: model)
         if let name = root["name"] as? String, name != model {
             throw fail("name '\(name)' does not match the model's directory '\(model)'")
@@ -86,6 +86,19 @@ private struct ConfigParser {
                 }
                 config.parameters[key] = string
             }
+        }
+        if let padded = root["padded_batching"] {
+            if let object = padded as? [String: Any] {
+                config.paddedBatching = try paddedBatching(object)
+            } else if let flag = padded as? Bool, !flag {
+                config.paddedBatchingDisabled = true
+            } else {
+                throw fail("'padded_batching' must be an object ({\"pad_values\": {...}, \"trim_outputs\": [...]}) or false")
+            }
+        }
+        if let text = root["text_input"] {
+            guard let object = text as? [String: Any] else { throw fail("'text_input' must be an object") }
+            config.textInput = try textInput(object)
         }
         if let filename = root["default_model_filename"] as? String {
             guard !filename.contains("/"), filename.hasSuffix(".onnx") else { throw fail("default_model_filename '\(filename)' must be a .onnx file name") }
@@ -155,6 +168,50 @@ private struct ConfigParser {
             batching.defaultQueuePolicy = result
         }
         return batching
+    }
+
+    func paddedBatching(_ object: [String: Any]) throws(InferenceError) -> ModelConfig.PaddedBatching {
+        try check(object, allowed: ["pad_values", "trim_outputs"], at: "padded_batching.")
+        guard let values = object["pad_values"] as? [String: Any], !values.isEmpty else {
+            throw fail("'padded_batching.pad_values' must name the padded inputs with their pad values, e.g. {\"input_ids\": 0}")
+        }
+        var padValues: [String: Double] = [:]
+        for (name, value) in values {
+            guard let number = value as? NSNumber, number.doubleValue.isFinite else {
+                throw fail("'padded_batching.pad_values.\(name)' must be a number, got \(value)")
+            }
+            padValues[name] = number.doubleValue
+        }
+        var trimmed: [String]?
+        if let list = object["trim_outputs"] {
+            guard let names = list as? [String] else { throw fail("'padded_batching.trim_outputs' must be a list of output names") }
+            trimmed = names
+        }
+        return ModelConfig.PaddedBatching(padValues: padValues, trimmedOutputs: trimmed)
+    }
+
+    func textInput(_ object: [String: Any]) throws(InferenceError) -> ModelConfig.TextInput {
+        try check(object, allowed: ["name", "tokenizer", "max_length", "pooling", "normalize"], at: "text_input.")
+        guard let file = object["tokenizer"] as? String, !file.isEmpty, !file.contains("/"), file != "..", file != "." else {
+            throw fail("'text_input.tokenizer' must name a tokenizer.json file in the version folder")
+        }
+        var text = ModelConfig.TextInput(tokenizer: file)
+        if let name = object["name"] {
+            guard let name = name as? String, !name.isEmpty else { throw fail("'text_input.name' must be a non-empty string") }
+            text.name = name
+        }
+        if let length = try int(object["max_length"], "text_input.max_length") {
+            guard length >= 2, length <= 1 << 16 else { throw fail("text_input.max_length \(length) is out of range (2...65536): [CLS] and [SEP] take 2") }
+            text.maxLength = Int(length)
+        }
+        if let pooling = object["pooling"] {
+            guard let name = pooling as? String, let value = ModelConfig.TextInput.Pooling(rawValue: name) else {
+                throw fail("text_input.pooling must be one of \(ModelConfig.TextInput.Pooling.allCases.map(\.rawValue)), got \(pooling)")
+            }
+            text.pooling = value
+        }
+        text.normalize = try bool(object["normalize"], "text_input.normalize") ?? true
+        return text
     }
 
     func versionPolicy(_ object: [String: Any]) throws(InferenceError) -> ModelConfig.VersionPolicy {

@@ -267,7 +267,14 @@ public final class ModelRepository: Sendable {
 
     /// A configuration must agree with the graph it describes.
     static func check(_ config: ModelConfig, against graph: ModelGraph, model: String) throws(InferenceError) {
-        for (kind, declared, infos) in [("input", config.inputs, graph.inputs), ("output", config.outputs, graph.outputs)] {
+        try config.checkSequenceFields(against: graph, model: model)
+        // A text model's own input (and pooled output) stand in for the graph's.
+        let text = config.textInput
+        let checked = [
+            ("input", text == nil ? config.inputs : [], graph.inputs),
+            ("output", text?.pooling == .mean ? [] : config.outputs, graph.outputs),
+        ]
+        for (kind, declared, infos) in checked {
             for tensor in declared {
                 guard let info = infos.first(where: { $0.name == tensor.name }) else {
                     throw .invalidModel("config.json of '\(model)' names \(kind) '\(tensor.name)', which the model does not have (it has \(infos.map(\.name)))")

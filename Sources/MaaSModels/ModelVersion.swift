@@ -63,6 +63,7 @@ extension ModelConfig {
         if config.outputs.isEmpty {
             config.outputs = graph.outputs.map { ModelConfig.Tensor(name: $0.name, dataType: $0.dataType, dims: dims($0)) }
         }
+        config.completeSequenceFields(from: graph)
         return config
     }
 }

@@ -77,6 +77,17 @@ extension ModelVersion {
         if let missing = config.inputs.first(where: { tensors[$0.name] == nil }) {
             throw .invalidInput("\(label): missing input '\(missing.name)'")
         }
+        if batching, let padding = config.paddedBatching {
+            // Padded inputs share one length per request: it is what the outputs are trimmed to.
+            var first: (name: String, length: Int)?
+            for name in padding.padValues.keys.sorted() {
+                guard let length = tensors[name]?.shape.dropFirst().first else { continue }
+                if let first, first.length != length {
+                    throw .invalidInput("\(label): inputs disagree on the sequence length (axis 1): \(first.length) for '\(first.name)', \(length) for '\(name)'")
+                }
+                first = first ?? (name, length)
+            }
+        }
         for output in request.outputs where !config.outputs.contains(where: { $0.name == output }) {
             throw .invalidInput("\(label) has no output '\(output)'; its outputs are \(config.outputs.map(\.name))")
         }
