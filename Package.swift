@@ -71,6 +71,12 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Hugging Face tokenizer.json (BERT WordPiece) for text inputs; Foundation only for JSON and NFD.
+        .target(
+            name: "MaaSText",
+            dependencies: ["MaaSCore"],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "MaaSTraining",
             dependencies: ["MaaSCore", "MaaSCompute", "CMaaSKernels"],
@@ -173,6 +179,12 @@ let package = Package(
         .testTarget(
             name: "MaaSTrainingTests",
             dependencies: ["MaaSCore", "MaaSCompute", "MaaSTraining", "MaaSProto", "MaaSTestSupport"],
+            exclude: ["Fixtures"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "MaaSTextTests",
+            dependencies: ["MaaSCore", "MaaSText"],
             exclude: ["Fixtures"],
             swiftSettings: strictSettings
         ),
