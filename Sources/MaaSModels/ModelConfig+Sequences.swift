@@ -1,4 +1,4 @@
-public import MaaSCore
+import MaaSCore
 
 /// Padded batching and text input: our extensions of Triton's ModelConfig for sequence models,
 /// derived from the graph where its names say what the inputs are, and checked against it.

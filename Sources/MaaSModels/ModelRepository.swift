@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import MaaSText
 public import Logging
 public import MaaSCompute
 public import MaaSCore
@@ -238,12 +239,12 @@ public final class ModelRepository: Sendable {
             } catch {
                 throw InferenceError(error.code, "model '\(name)' version \(version): \(error.message)")
             }
-            loaded.append(try compile(name: name, version: version, graph: graph, declared: declared))
+            loaded.append(try compile(name: name, version: version, graph: graph, declared: declared, folder: "\(directory)/\(version)"))
         }
         return loaded
     }
 
-    private func compile(name: String, version: Int64, graph: ModelGraph, declared: ModelConfig?) throws(InferenceError) -> ModelVersion {
+    private func compile(name: String, version: Int64, graph: ModelGraph, declared: ModelConfig?, folder: String? = nil) throws(InferenceError) -> ModelVersion {
         let compiled: CompiledModel
         do {
             var modelLogger = logger
@@ -256,7 +257,19 @@ public final class ModelRepository: Sendable {
         }
         let config = ModelConfig.derived(name: name, graph: graph, declared: declared)
         try Self.check(config, against: graph, model: name)
-        let loaded = ModelVersion(name: name, version: version, config: config, compiled: compiled, clock: clock)
+        var text: TextPipeline?
+        if let settings = config.textInput {
+            let path = "\(folder ?? ".")/\(settings.tokenizer)"
+            guard let bytes = FileManager.default.contents(atPath: path) else {
+                throw .invalidModel("model '\(name)' version \(version): text_input's tokenizer \(path) cannot be read")
+            }
+            do {
+                text = TextPipeline(settings: settings, tokenizer: try WordPieceTokenizer(json: Array(bytes)), graph: graph)
+            } catch {
+                throw .invalidModel("model '\(name)' version \(version): \(settings.tokenizer): \(error.message)")
+            }
+        }
+        let loaded = ModelVersion(name: name, version: version, config: config, compiled: compiled, text: text, clock: clock)
         try warmUp(loaded)
         // Loading read the file, decoded its protobuf and copied every tensor out of it: those
         // buffers are freed but glibc keeps much of them mapped; give them back (MiniLM: 296 MB
@@ -306,7 +319,16 @@ public final class ModelRepository: Sendable {
     /// One forward pass before the version takes traffic, so its first request pays no plan cost.
     private func warmUp(_ model: ModelVersion) throws(InferenceError) {
         var feeds: [String: Tensor] = [:]
-        for input in model.config.inputs {
+        if model.text != nil {
+            // The graph's token inputs, one text of one token.
+            for input in model.compiled.graph.inputs {
+                feeds[input.name] = try Tensor(zeros: input.dataType, shape: input.shape.map { dimension in
+                    if case .fixed(let size) = dimension { return size }
+                    return 1
+                })
+            }
+        }
+        for input in model.config.inputs where model.text == nil {
             let dims = (model.config.maxBatchSize > 0 ? [1] : []) + input.dims.map { $0 < 0 ? 1 : Int($0) }
             feeds[input.name] = try Tensor(zeros: input.dataType, shape: dims)
         }

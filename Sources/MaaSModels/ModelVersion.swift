@@ -10,8 +10,11 @@ public final class ModelVersion: Sendable {
     public let outputNames: [String]
     public let compiled: CompiledModel
     public let batcher: DynamicBatcher
+    /// Tokenizer and pooling, for a model that takes text (config.json's `text_input`).
+    public let text: TextPipeline?
 
-    init(name: String, version: Int64, config: ModelConfig, compiled: CompiledModel, clock: any BatchingClock) {
+    init(name: String, version: Int64, config: ModelConfig, compiled: CompiledModel, text: TextPipeline? = nil, clock: any BatchingClock) {
+        self.text = text
         self.name = name
         self.version = version
         self.config = config

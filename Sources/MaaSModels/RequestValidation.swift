@@ -3,10 +3,12 @@ public import MaaSCore
 extension ModelVersion {
     /// Checks a request against this model and turns its inputs into tensors: every error names
     /// the model, the input, what was expected and what was sent.
-    /// - Returns: the inputs, the number of batch rows, and the requested outputs.
-    public func prepare(_ request: InferenceRequest) throws(InferenceError) -> (inputs: [String: Tensor], rows: Int, outputs: [String]) {
+    /// - Returns: the inputs, the number of batch rows, the requested outputs, and what turns the
+    ///   model's outputs into the response's (a text model's pooling).
+    public func prepare(_ request: InferenceRequest) throws(InferenceError) -> Prepared {
         // Only errors use it: formatting it for every request cost an allocation each.
         var label: String { "model '\(name)' version \(version)" }
+        if let text { return try prepareText(request, text, label: label) }
         let batching = config.maxBatchSize > 0
         if !request.rawInputContents.isEmpty {
             guard request.rawInputContents.count == request.inputs.count else {
@@ -91,7 +93,45 @@ extension ModelVersion {
         for output in request.outputs where !config.outputs.contains(where: { $0.name == output }) {
             throw .invalidInput("\(label) has no output '\(output)'; its outputs are \(config.outputs.map(\.name))")
         }
-        return (tensors, rows ?? 1, request.outputs)
+        return Prepared(inputs: tensors, rows: rows ?? 1, outputs: request.outputs, finish: nil)
+    }
+
+    public struct Prepared: Sendable {
+        public var inputs: [String: Tensor]
+        public var rows: Int
+        public var outputs: [String]
+        public var finish: (@Sendable ([String: Tensor]) throws(InferenceError) -> [String: Tensor])?
+    }
+
+    /// A text model's request: one BYTES input of texts, [batch, 1], tokenized here.
+    private func prepareText(_ request: InferenceRequest, _ text: TextPipeline, label: @autoclosure () -> String) throws(InferenceError) -> Prepared {
+        let name = text.settings.name
+        guard request.inputs.count == 1, let input = request.inputs.first, input.name == name else {
+            throw .invalidInput("\(label()) takes one input, '\(name)' (BYTES texts); got \(request.inputs.map(\.name))")
+        }
+        guard input.datatype == "BYTES" else {
+            throw .invalidInput("\(label()): input '\(name)' expects datatype BYTES, got \(input.datatype)")
+        }
+        guard input.shape.count == 2, input.shape[1] == 1, input.shape[0] >= 1, input.shape[0] <= Int64(config.maxBatchSize) else {
+            throw .invalidInput("\(label()): input '\(name)' expects shape [-1, 1] with 1...\(config.maxBatchSize) texts, got \(input.shape)")
+        }
+        if !request.rawInputContents.isEmpty, input.contents != nil {
+            throw .invalidInput("\(label()): input '\(name)' has typed contents while raw_input_contents are also given; use one or the other")
+        }
+        for output in request.outputs where !config.outputs.contains(where: { $0.name == output }) {
+            throw .invalidInput("\(label()) has no output '\(output)'; its outputs are \(config.outputs.map(\.name))")
+        }
+        let count = Int(input.shape[0])
+        let texts = try TextPipeline.texts(
+            raw: request.rawInputContents.first, contents: input.contents, count: count, label: "\(label()): input '\(name)'")
+        let (tensors, lengths) = try text.tensors(for: texts)
+        let finish: (@Sendable ([String: Tensor]) throws(InferenceError) -> [String: Tensor])?
+        if text.settings.pooling == .mean {
+            finish = { outputs throws(InferenceError) in try text.embeddings(outputs, lengths: lengths) }
+        } else {
+            finish = nil
+        }
+        return Prepared(inputs: tensors, rows: count, outputs: request.outputs, finish: finish)
     }
 
     private static func tensor(from contents: TypedContents, type: DataType, shape: [Int], count: Int, label: String) throws(InferenceError) -> Tensor {

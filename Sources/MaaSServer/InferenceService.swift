@@ -206,7 +206,7 @@ public struct InferenceService: RPCService {
                 tracker.started()
                 infer.model.batcher.submit([BatchItem(
                     inputs: infer.inputs, rows: infer.rows, outputs: infer.requestedOutputs, deadline: nil,
-                    cancellation: context.cancellation, queueTimeout: infer.queueTimeout
+                    cancellation: context.cancellation, queueTimeout: infer.queueTimeout, finish: infer.finish
                 ) { result in
                     switch result {
                     case .success(let outputs):
@@ -238,7 +238,7 @@ public struct InferenceService: RPCService {
                     deadline: call.context.deadline.map { deadline in
                         .now + .nanoseconds((deadline - NIODeadline.now()).nanoseconds)
                     },
-                    cancellation: call.context.cancellation, queueTimeout: infer.queueTimeout
+                    cancellation: call.context.cancellation, queueTimeout: infer.queueTimeout, finish: infer.finish
                 ) { result in
                     switch result {
                     case .success(let outputs):
@@ -302,6 +302,7 @@ struct PreparedInfer: Sendable {
     let inputs: [String: Tensor]
     let rows: Int
     let requestedOutputs: [String]
+    let finish: (@Sendable ([String: Tensor]) throws(InferenceError) -> [String: Tensor])?
     /// The request's `timeout` parameter (microseconds in the queue), as Triton reads it.
     let queueTimeout: Duration?
 
@@ -316,7 +317,8 @@ struct PreparedInfer: Sendable {
         }
         model = try InferenceService.lookup(repository, request.modelName, request.modelVersion)
         do throws(InferenceError) {
-            (inputs, rows, requestedOutputs) = try model.prepare(request)
+            let prepared = try model.prepare(request)
+            (inputs, rows, requestedOutputs, finish) = (prepared.inputs, prepared.rows, prepared.outputs, prepared.finish)
         } catch {
             throw RPCError(error.code, error.message)
         }

@@ -146,7 +146,7 @@ struct PaddedBatchingTests {
         let model = try await load("bert.torchscript.op17")
         var request = try Self.tokens(["input_ids", "attention_mask", "token_type_ids"], rows: 1, length: 9, seed: 1)
         request["attention_mask"] = try Tensor([Int64](repeating: 1, count: 7), shape: [1, 7])
-        let inputs = try request.sorted { $0.key < $1.key }.map { name, tensor in
+        let inputs = request.sorted { $0.key < $1.key }.map { name, tensor in
             InferInput(name: name, datatype: "INT64", shape: tensor.shape.map(Int64.init), contents: .int64(tensor.scalars(as: Int64.self)))
         }
         #expect { try model.prepare(InferenceRequest(modelName: "model", inputs: inputs)) } throws: { error in

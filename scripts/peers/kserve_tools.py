@@ -32,7 +32,8 @@ def write_request(path, model, width):
 
 
 def serve_peer(port, models):
-    """ModelInfer with onnxruntime (1 thread per session), one session per model name."""
+    """ModelInfer with onnxruntime, one session per model name, each request run alone as it
+    comes (8 handler threads, 1 onnxruntime thread each: concurrent requests use every core)."""
     import grpc
     import numpy as np
     import onnxruntime as ort
@@ -49,7 +50,8 @@ def serve_peer(port, models):
             session = sessions[request.model_name]
             feeds = {}
             for index, tensor in enumerate(request.inputs):
-                feeds[tensor.name] = np.frombuffer(request.raw_input_contents[index], dtype=np.float32).reshape(tensor.shape)
+                dtype = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32}[tensor.datatype]
+                feeds[tensor.name] = np.frombuffer(request.raw_input_contents[index], dtype=dtype).reshape(tensor.shape)
             response = pb.ModelInferResponse(model_name=request.model_name, model_version="1", id=request.id)
             for meta, value in zip(session.get_outputs(), session.run(None, feeds)):
                 out = response.outputs.add(name=meta.name, datatype="FP32")
