@@ -45,16 +45,13 @@ final class ExecutionPlan: Sendable {
         var metas = [ValueMeta?](repeating: nil, count: model.valueCount)
         var views = [TensorView?](repeating: nil, count: model.valueCount)
         var buffers: [Tensor] = []
-        var planBytes = 0
-        func allocate(_ slot: Int, _ meta: ValueMeta) throws(InferenceError) {
+        // Intermediate values get their buffers once every lifetime is known (after the steps).
+        var memory = PlanMemory()
+        var pendingMetas: [Int: ValueMeta] = [:]
+        func allocate(_ slot: Int, _ meta: ValueMeta, at step: Int) throws(InferenceError) {
             let bytes = try Shape.elementCount(meta.shape) * (meta.dataType.byteSize ?? 1)
-            planBytes += bytes
-            guard planBytes <= model.maxPlanBytes else {
-                throw InferenceError(.resourceExhausted, "input shapes \(inputShapes) need more than \(model.maxPlanBytes >> 20) MiB of intermediate buffers")
-            }
-            let tensor = try Tensor(zeros: meta.dataType, shape: meta.shape)
-            buffers.append(tensor)
-            views[slot] = TensorView(base: tensor.unsafeBaseAddress, shape: meta.shape, dataType: meta.dataType)
+            memory.define(slot, bytes: bytes, at: step)
+            pendingMetas[slot] = meta
         }
         for (slot, tensor) in model.constants {
             metas[slot] = ValueMeta(constant: tensor)
@@ -64,7 +61,7 @@ final class ExecutionPlan: Sendable {
         for (index, slot) in model.inputSlots.enumerated() {
             let meta = ValueMeta(model.graph.inputs[index].dataType, inputShapes[index])
             metas[slot] = meta
-            try allocate(slot, meta)
+            try allocate(slot, meta, at: -1)
         }
         var steps: [(kernel: any Kernel, inputs: [Int?], outputs: [Int])] = []
         var opTypes: [String] = []
@@ -99,16 +96,32 @@ final class ExecutionPlan: Sendable {
                 }
                 meta.constant = nil
                 metas[slot] = meta
-                if let source = step.kernel.aliases[index], let input = step.inputs[source], let view = views[input] {
+                if let source = step.kernel.aliases[index], let input = step.inputs[source], memory.alias(slot, of: input) {
+                    pendingMetas[slot] = meta
+                } else if let source = step.kernel.aliases[index], let input = step.inputs[source], let view = views[input] {
                     views[slot] = TensorView(base: view.base, shape: meta.shape, dataType: meta.dataType)
                 } else {
-                    try allocate(slot, meta)
+                    try allocate(slot, meta, at: steps.count)
                 }
             }
             if outputMetas.allSatisfy({ $0.constant != nil }) { continue }
             if step.kernel is any Tunable { tunable.append((steps.count, stepIndex)) }
             steps.append((step.kernel, step.inputs, step.outputs))
             opTypes.append(getenv("MAAS_PROFILE_NODES") != nil ? step.node.name : step.kernel is AttentionKernel ? "Attention" : step.node.opType)
+        }
+        for (index, step) in steps.enumerated() {
+            for input in step.inputs { if let input { memory.use(input, at: index) } }
+        }
+        for slot in model.outputSlots { memory.use(slot, at: .max) }
+        let (sizes, assignment) = memory.assign()
+        let planBytes = sizes.reduce(0, +)
+        guard planBytes <= model.maxPlanBytes else {
+            throw InferenceError(.resourceExhausted, "input shapes \(inputShapes) need more than \(model.maxPlanBytes >> 20) MiB of intermediate buffers")
+        }
+        let shared = try sizes.map { bytes throws(InferenceError) in try Tensor(zeros: .uint8, shape: [bytes]) }
+        buffers.append(contentsOf: shared)
+        for (slot, meta) in pendingMetas {
+            views[slot] = TensorView(base: shared[assignment[slot]!].unsafeBaseAddress, shape: meta.shape, dataType: meta.dataType)
         }
         // With every buffer in place, time the implementations of each GEMM and convolution on
         // this plan's own shapes (on the pool, as runs execute), once per model and shapes.

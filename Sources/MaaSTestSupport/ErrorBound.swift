@@ -1,4 +1,4 @@
-public import MaaSCompute
+import MaaSCompute
 public import MaaSCore
 
 /// How far two float32 evaluations of one graph may be apart, from rounding-error analysis

@@ -31,15 +31,16 @@ def write_request(path, model, width):
     Path(path).write_bytes(struct.pack(">BI", 0, len(body)) + body)
 
 
-def serve_peer(port, models):
+def serve_peer(port, models, intra_threads=1, workers=8):
     """ModelInfer with onnxruntime, one session per model name, each request run alone as it
-    comes (8 handler threads, 1 onnxruntime thread each: concurrent requests use every core)."""
+    comes on one of `workers` handler threads; `intra_threads` onnxruntime threads per run (0: its
+    default, one per core)."""
     import grpc
     import numpy as np
     import onnxruntime as ort
     pb, pb_grpc = stubs()
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = intra_threads
     sessions = {name: ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]) for name, path in models.items()}
 
     class Servicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -59,7 +60,7 @@ def serve_peer(port, models):
                 response.raw_output_contents.append(value.tobytes())
             return response
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
@@ -80,6 +81,8 @@ if __name__ == "__main__":
     if command == "request":
         write_request(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif command == "peer":
-        serve_peer(int(sys.argv[2]), dict(arg.split("=", 1) for arg in sys.argv[3:]))
+        import os
+        serve_peer(int(sys.argv[2]), dict(arg.split("=", 1) for arg in sys.argv[3:]),
+                   intra_threads=int(os.environ.get("PEER_INTRA_THREADS", "1")), workers=int(os.environ.get("PEER_WORKERS", "8")))
     elif command == "batch-size":
         print(f"{batch_size(int(sys.argv[2]), sys.argv[3]):.1f}")
