@@ -3,10 +3,12 @@ one ModelInfer of one sentence at a time (INT64 input_ids / attention_mask / tok
 [1, L], L from a fixed distribution over 8..64 tokens) and waiting for its answer.
 
 Usage: python minilm_load.py PORT MODEL SECONDS CLIENTS [SERVER_PID]
+(FIXED_LENGTH=N makes every sentence N tokens: what padding costs, by difference.)
 Prints: sentences_per_second=... tokens_per_second=... mean_length=... errors=... and, given the
 server's PID, server_cpu_seconds=... over the measured window.
 """
 import asyncio
+import os
 import sys
 import time
 
@@ -19,7 +21,7 @@ def requests(pb, model, count=512, seed=11):
     rng = np.random.default_rng(seed)
     bodies, lengths = [], []
     for _ in range(count):
-        length = int(rng.integers(8, 65))
+        length = int(os.environ["FIXED_LENGTH"]) if "FIXED_LENGTH" in os.environ else int(rng.integers(8, 65))
         ids = np.concatenate([[101], rng.integers(1000, 2000, length - 2), [102]]).astype(np.int64).reshape(1, length)
         request = pb.ModelInferRequest(model_name=model)
         for name, value in [("input_ids", ids), ("attention_mask", np.ones_like(ids)), ("token_type_ids", np.zeros_like(ids))]:
