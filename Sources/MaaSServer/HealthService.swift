@@ -70,12 +70,10 @@ public struct HealthService: RPCService {
     }
 
     private static func decodeRequest(_ buffer: ByteBuffer) throws(RPCError) -> HealthCheckRequest {
-        do {
-            return try buffer.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
-                try HealthCheckRequest(serializedBytes: bytes)
-            }
+        do throws(InferenceError) {
+            return try InferenceService.decode(buffer) { bytes throws(ProtobufDecodingError) in try HealthCheckRequest(serializedBytes: bytes) }
         } catch {
-            throw RPCError(.internal, "\(error)")
+            throw RPCError(error)
         }
     }
 }

@@ -29,11 +29,11 @@ final class StreamTracker: Sendable {
     }
 }
 
-/// `inference.GRPCInferenceService` (KServe v2 / Triton) over a model repository.
+/// `inference.GRPCInferenceService` (KServe v2 / Triton): the gRPC frontend of ``InferenceCore``.
+/// It decodes protobuf, calls the core and encodes the answer; every error the core names comes
+/// back with its own status (``RPCError/init(_:)``).
 public struct InferenceService: RPCService {
-    public let repository: ModelRepository
-    let readiness: Readiness
-    let explicitControl: Bool
+    public let core: InferenceCore
 
     /// How models get loaded, as Triton's `--model-control-mode`.
     public enum ControlMode: String, Sendable, CaseIterable {
@@ -45,172 +45,83 @@ public struct InferenceService: RPCService {
         case explicit
     }
 
-    /// Whether the initial models have been loaded (ServerReady).
-    public final class Readiness: Sendable {
-        private let ready = Atomic<Bool>(false)
-        public init() {}
-        public var isReady: Bool { ready.load(ordering: .acquiring) }
-        public func markReady() { ready.store(true, ordering: .releasing) }
-    }
-
-    public static let serverName = "maas"
-    public static let serverVersion = "0.1.0"
+    public typealias Readiness = InferenceCore.Readiness
 
     public init(repository: ModelRepository, readiness: Readiness, controlMode: ControlMode = .none) {
-        self.repository = repository
-        self.readiness = readiness
-        self.explicitControl = controlMode == .explicit
+        core = InferenceCore(repository: repository, readiness: readiness, explicitControl: controlMode == .explicit)
     }
 
     public var serviceName: String { "inference.GRPCInferenceService" }
 
     public var methods: [String: MethodHandler] {
-        let repository = self.repository
-        let readiness = self.readiness
+        let core = self.core
         return [
-            "ServerLive": Self.simple("ServerLiveRequest") { _ throws(RPCError) in KServe.encodeFlag(true) },
-            "ServerReady": Self.simple("ServerReadyRequest") { _ throws(RPCError) in KServe.encodeFlag(readiness.isReady) },
-            "ServerMetadata": Self.simple("ServerMetadataRequest") { _ throws(RPCError) in
-                KServe.encodeServerMetadata(name: Self.serverName, version: Self.serverVersion, extensions: Self.extensions)
+            "ServerLive": Self.simple("ServerLiveRequest") { KServe.encodeFlag(true) },
+            "ServerReady": Self.simple("ServerReadyRequest") { KServe.encodeFlag(core.readiness.isReady) },
+            "ServerMetadata": Self.simple("ServerMetadataRequest") {
+                KServe.encodeServerMetadata(name: InferenceCore.serverName, version: InferenceCore.serverVersion, extensions: InferenceCore.extensions)
             },
-            "ModelReady": .unary { calls in
-                for call in calls {
-                    call.responder.complete { () throws(RPCError) in
-                        let (name, version) = try Self.nameVersion(call.request, "ModelReadyRequest")
-                        let ready = (try? repository.version(name, version)) != nil
-                        return ByteBuffer(bytes: KServe.encodeFlag(ready))
-                    }
-                }
+            "ModelReady": Self.unary { request throws(InferenceError) in
+                let (name, version) = try Self.nameVersion(request, "ModelReadyRequest")
+                return KServe.encodeFlag(core.isModelReady(name, version))
             },
-            "ModelMetadata": .unary { calls in
-                for call in calls {
-                    call.responder.complete { () throws(RPCError) in
-                        let (name, version) = try Self.nameVersion(call.request, "ModelMetadataRequest")
-                        let model = try Self.lookup(repository, name, version)
-                        let versions = repository.loadedVersions().filter { $0.name == name }.map { String($0.version) }
-                        return ByteBuffer(bytes: KServe.encodeModelMetadata(
-                            name: name, versions: versions, platform: model.config.platform,
-                            inputs: model.inputMetadata, outputs: model.outputMetadata))
-                    }
-                }
+            "ModelMetadata": Self.unary { request throws(InferenceError) in
+                let (name, version) = try Self.nameVersion(request, "ModelMetadataRequest")
+                let (model, versions) = try core.metadata(name, version)
+                return KServe.encodeModelMetadata(
+                    name: name, versions: versions, platform: model.config.platform,
+                    inputs: model.inputMetadata, outputs: model.outputMetadata)
             },
-            "ModelConfig": .unary { calls in
-                for call in calls {
-                    call.responder.complete { () throws(RPCError) in
-                        let (name, version) = try Self.nameVersion(call.request, "ModelConfigRequest")
-                        return ByteBuffer(bytes: KServe.encodeModelConfig(try Self.lookup(repository, name, version).config))
-                    }
-                }
+            "ModelConfig": Self.unary { request throws(InferenceError) in
+                let (name, version) = try Self.nameVersion(request, "ModelConfigRequest")
+                return KServe.encodeModelConfig(try core.model(name, version).config)
             },
             "ModelInfer": .unary { calls in
-                Self.infer(calls, repository: repository)
+                Self.infer(calls, core: core)
             },
             "ModelStreamInfer": .streaming { stream in
-                Self.streamInfer(stream, repository: repository)
+                Self.streamInfer(stream, core: core)
             },
-            "ModelStatistics": .unary { calls in
-                for call in calls {
-                    call.responder.complete { () throws(RPCError) in
-                        let (name, version) = try Self.nameVersion(call.request, "ModelStatisticsRequest")
-                        return ByteBuffer(bytes: KServe.encodeStatistics(try Self.statistics(repository, name, version)))
-                    }
-                }
+            "ModelStatistics": Self.unary { request throws(InferenceError) in
+                let (name, version) = try Self.nameVersion(request, "ModelStatisticsRequest")
+                return KServe.encodeStatistics(try core.statistics(name, version))
             },
-            "RepositoryIndex": .unary { calls in
-                for call in calls {
-                    call.responder.complete { () throws(RPCError) in
-                        let readyOnly: Bool
-                        do {
-                            readyOnly = try call.request.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
-                                try KServe.decodeIndexRequest(bytes).readyOnly
-                            }
-                        } catch {
-                            throw RPCError(.internal, "\(error)")
-                        }
-                        let entries = repository.index().filter { !readyOnly || $0.state == .ready }.map {
-                            KServe.ModelIndexEntry(name: $0.name, version: $0.version, state: $0.state.rawValue, reason: $0.reason)
-                        }
-                        return ByteBuffer(bytes: KServe.encodeIndex(entries))
-                    }
-                }
+            "RepositoryIndex": Self.unary { request throws(InferenceError) in
+                let readyOnly = try Self.decode(request) { bytes throws(ProtobufDecodingError) in try KServe.decodeIndexRequest(bytes).readyOnly }
+                return KServe.encodeIndex(core.index(readyOnly: readyOnly))
             },
-            "RepositoryModelLoad": Self.modelControl(load: true, repository: repository, allowed: explicitControl),
-            "RepositoryModelUnload": Self.modelControl(load: false, repository: repository, allowed: explicitControl),
+            "RepositoryModelLoad": Self.modelControl(load: true, core: core),
+            "RepositoryModelUnload": Self.modelControl(load: false, core: core),
         ]
     }
 
-    /// The KServe/Triton extensions this server implements.
-    static let extensions = ["model_repository", "model_repository(unload_dependents)", "statistics"]
-
     /// Load and unload compile or release models: they run off the event loop.
-    static func modelControl(load: Bool, repository: ModelRepository, allowed: Bool) -> MethodHandler {
+    static func modelControl(load: Bool, core: InferenceCore) -> MethodHandler {
         .asyncUnary { request, _ in
-            let model: String
-            do {
-                model = try request.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
-                    try KServe.decodeModelControl(bytes, load: load).model
-                }
+            do throws(InferenceError) {
+                let model = try decode(request) { bytes throws(ProtobufDecodingError) in try KServe.decodeModelControl(bytes, load: load).model }
+                try await core.control(load: load, model: model)
             } catch {
-                throw RPCError(.internal, "\(error)")
-            }
-            guard allowed else {
-                throw RPCError(.failedPrecondition, "explicit model \(load ? "load" : "unload") is only allowed with --model-control-mode explicit")
-            }
-            guard !model.isEmpty else { throw RPCError(.invalidArgument, "model_name is empty") }
-            if load {
-                do throws(InferenceError) {
-                    try await repository.load(model)
-                } catch {
-                    throw RPCError(error.code == .notFound ? .notFound : .invalidArgument, "failed to load '\(model)': \(error.message)")
-                }
-            } else {
-                await repository.unload(model)
+                throw RPCError(error)
             }
             return ByteBuffer(bytes: KServe.emptyResponse)
         }
     }
 
-    static func statistics(_ repository: ModelRepository, _ name: String, _ version: String) throws(RPCError) -> [KServe.Statistics] {
-        var models = repository.loadedVersions()
-        if !name.isEmpty {
-            models = models.filter { $0.name == name }
-            if models.isEmpty { _ = try lookup(repository, name, version) }
-            if !version.isEmpty {
-                models = models.filter { String($0.version) == version }
-                if models.isEmpty { _ = try lookup(repository, name, version) }
-            }
-        }
-        return models.map { model in
-            let s = model.batcher.statistics.snapshot
-            func d(_ value: ModelStatistics.Duration) -> KServe.Statistics.Duration {
-                KServe.Statistics.Duration(count: value.count, nanoseconds: value.nanoseconds)
-            }
-            return KServe.Statistics(
-                name: model.name, version: String(model.version), lastInference: s.lastInference / 1_000_000,
-                inferenceCount: s.inferenceCount, executionCount: s.executionCount,
-                success: d(s.success), fail: d(s.fail), queue: d(s.queue),
-                computeInput: d(s.computeInput), computeInfer: d(s.computeInfer), computeOutput: d(s.computeOutput),
-                batches: s.batches.keys.sorted().map { (UInt64($0), d(s.batches[$0]!)) })
-        }
-    }
-
     /// ModelStreamInfer: each request goes through the batcher on its own; responses come back
     /// in completion order, errors as `error_message` without ending the stream (as Triton does).
-    static func streamInfer(_ stream: ServerStream, repository: ModelRepository) {
+    static func streamInfer(_ stream: ServerStream, core: InferenceCore) {
         let sender = stream.sender
         let tracker = StreamTracker()
         let context = stream.context!
         stream.onMessage = { message in
-            do throws(RPCError) {
-                let infer = try PreparedInfer(message, repository: repository)
+            do throws(InferenceError) {
+                let request = try decode(message) { bytes throws(ProtobufDecodingError) in try InferenceRequest(serializedBytes: bytes) }
                 tracker.started()
-                infer.model.batcher.submit([BatchItem(
-                    inputs: infer.inputs, rows: infer.rows, outputs: infer.requestedOutputs, deadline: nil,
-                    cancellation: context.cancellation, queueTimeout: infer.queueTimeout, finish: infer.finish
-                ) { result in
+                core.infer([InferenceCore.Call(request: request, deadline: nil, cancellation: context.cancellation) { result in
                     switch result {
-                    case .success(let outputs):
-                        sender.send(ByteBuffer(bytes: infer.response(outputs).streamSerializedBytes()))
+                    case .success(let response):
+                        sender.send(ByteBuffer(bytes: response.streamSerializedBytes()))
                     case .failure(let error):
                         sender.send(ByteBuffer(bytes: KServe.encodeStreamError(error.message)))
                     }
@@ -225,116 +136,75 @@ public struct InferenceService: RPCService {
         }
     }
 
-    /// Decodes each call, checks it against its model and hands all the calls of one read cycle
-    /// to their models' batchers: one hop per model per cycle.
-    static func infer(_ calls: [UnaryCall], repository: ModelRepository) {
-        var batches: [ObjectIdentifier: (ModelVersion, [BatchItem])] = [:]
+    /// Decodes each call and hands all the calls of one read cycle to the core together: one
+    /// hop per model per cycle.
+    static func infer(_ calls: [UnaryCall], core: InferenceCore) {
+        var submitted: [InferenceCore.Call] = []
+        submitted.reserveCapacity(calls.count)
         for call in calls {
-            do throws(RPCError) {
-                let infer = try PreparedInfer(call.request, repository: repository)
+            do throws(InferenceError) {
+                let request = try decode(call.request) { bytes throws(ProtobufDecodingError) in try InferenceRequest(serializedBytes: bytes) }
                 let responder = call.responder
-                let item = BatchItem(
-                    inputs: infer.inputs, rows: infer.rows, outputs: infer.requestedOutputs,
-                    deadline: call.context.deadline.map { deadline in
-                        .now + .nanoseconds((deadline - NIODeadline.now()).nanoseconds)
-                    },
-                    cancellation: call.context.cancellation, queueTimeout: infer.queueTimeout, finish: infer.finish
+                submitted.append(InferenceCore.Call(
+                    request: request,
+                    deadline: call.context.deadline.map { deadline in .now + .nanoseconds((deadline - NIODeadline.now()).nanoseconds) },
+                    cancellation: call.context.cancellation
                 ) { result in
                     switch result {
-                    case .success(let outputs):
-                        responder.succeed(infer.response(outputs).withSerializedBytes { ByteBuffer(bytes: $0) })
+                    case .success(let response):
+                        responder.succeed(response.withSerializedBytes { ByteBuffer(bytes: $0) })
                     case .failure(let error):
-                        responder.fail(RPCError(error.code == .ok ? .internal : error.code, error.message))
+                        responder.fail(RPCError(error))
+                    }
+                })
+            } catch {
+                call.responder.fail(RPCError(error))
+            }
+        }
+        core.infer(submitted)
+    }
+
+    /// A message that does not parse: INTERNAL, as gRPC servers answer a request they cannot
+    /// deserialize, with what was being decoded.
+    static func decode<T>(_ buffer: ByteBuffer, _ body: (UnsafeRawBufferPointer) throws(ProtobufDecodingError) -> T) throws(InferenceError) -> T {
+        do {
+            return try buffer.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in try body(bytes) }
+        } catch {
+            throw InferenceError(.internal, "\(error)")
+        }
+    }
+
+    static func nameVersion(_ buffer: ByteBuffer, _ message: String) throws(InferenceError) -> (String, String) {
+        try decode(buffer) { bytes throws(ProtobufDecodingError) in try KServe.decodeNameVersion(bytes, message: message) }
+    }
+
+    /// A unary method answered on the event loop from the core.
+    static func unary(_ answer: @escaping @Sendable (ByteBuffer) throws(InferenceError) -> [UInt8]) -> MethodHandler {
+        .unary { calls in
+            for call in calls {
+                call.responder.complete { () throws(RPCError) in
+                    do throws(InferenceError) {
+                        return ByteBuffer(bytes: try answer(call.request))
+                    } catch {
+                        throw RPCError(error)
                     }
                 }
-                let model = infer.model
-                batches[ObjectIdentifier(model), default: (model, [])].1.append(item)
-            } catch {
-                call.responder.fail(error)
             }
-        }
-        for (model, items) in batches.values {
-            model.batcher.submit(items)
-        }
-    }
-
-    static func lookup(_ repository: ModelRepository, _ name: String, _ version: String) throws(RPCError) -> ModelVersion {
-        do {
-            return try repository.version(name, version)
-        } catch {
-            throw RPCError(error.code, error.message)
-        }
-    }
-
-    static func nameVersion(_ buffer: ByteBuffer, _ message: String) throws(RPCError) -> (String, String) {
-        do {
-            return try buffer.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
-                try KServe.decodeNameVersion(bytes, message: message)
-            }
-        } catch {
-            throw RPCError(.internal, "\(error)")
         }
     }
 
     /// A unary method whose empty request is checked and whose answer is computed on the loop.
-    static func simple(_ message: String, _ answer: @escaping @Sendable (ByteBuffer) throws(RPCError) -> [UInt8]) -> MethodHandler {
-        .unary { calls in
-            for call in calls {
-                call.responder.complete { () throws(RPCError) in
-                    do {
-                        try call.request.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
-                            try KServe.decodeEmpty(bytes, message: message)
-                        }
-                    } catch {
-                        throw RPCError(.internal, "\(error)")
-                    }
-                    return ByteBuffer(bytes: try answer(call.request))
-                }
-            }
+    static func simple(_ message: String, _ answer: @escaping @Sendable () -> [UInt8]) -> MethodHandler {
+        unary { request throws(InferenceError) in
+            try decode(request) { bytes throws(ProtobufDecodingError) in try KServe.decodeEmpty(bytes, message: message) }
+            return answer()
         }
     }
 }
 
-/// A ModelInfer request decoded and checked against its model, ready for the batcher.
-struct PreparedInfer: Sendable {
-    let model: ModelVersion
-    let id: String
-    let inputs: [String: Tensor]
-    let rows: Int
-    let requestedOutputs: [String]
-    let finish: (@Sendable ([String: Tensor]) throws(InferenceError) -> [String: Tensor])?
-    /// The request's `timeout` parameter (microseconds in the queue), as Triton reads it.
-    let queueTimeout: Duration?
-
-    init(_ message: ByteBuffer, repository: ModelRepository) throws(RPCError) {
-        let request: InferenceRequest
-        do {
-            request = try message.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
-                try InferenceRequest(serializedBytes: bytes)
-            }
-        } catch {
-            throw RPCError(.internal, "\(error)")
-        }
-        model = try InferenceService.lookup(repository, request.modelName, request.modelVersion)
-        do throws(InferenceError) {
-            let prepared = try model.prepare(request)
-            (inputs, rows, requestedOutputs, finish) = (prepared.inputs, prepared.rows, prepared.outputs, prepared.finish)
-        } catch {
-            throw RPCError(error.code, error.message)
-        }
-        id = request.id
-        switch request.parameters["timeout"] {
-        case .int64(let micros)? where micros > 0: queueTimeout = .microseconds(micros)
-        case .uint64(let micros)? where micros > 0: queueTimeout = .microseconds(Int64(clamping: micros))
-        default: queueTimeout = nil
-        }
-    }
-
-    /// The response for this request, outputs in the order asked for (or the model's order).
-    func response(_ outputs: [String: Tensor]) -> InferenceResponse {
-        let order = requestedOutputs.isEmpty ? model.outputNames : requestedOutputs
-        return InferenceResponse(
-            modelName: model.name, modelVersion: String(model.version), id: id,
-            outputs: order.compactMap { key in outputs[key].map { (key, $0) } })
+extension RPCError {
+    /// The core's error as a gRPC status: the code it carries, its message unchanged.
+    init(_ error: InferenceError) {
+        self.init(error.code == .ok ? .internal : error.code, error.message)
     }
 }
