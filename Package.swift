@@ -105,6 +105,7 @@ let package = Package(
             dependencies: [
                 "MaaSCore", "MaaSProto", "MaaSGRPC", "MaaSModels",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

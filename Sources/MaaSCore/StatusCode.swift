@@ -44,3 +44,24 @@ public enum StatusCode: Int32, Sendable, Hashable, CaseIterable, CustomStringCon
         }
     }
 }
+
+extension StatusCode {
+    /// The HTTP status a REST frontend answers with (the usual gRPC-to-HTTP mapping, which
+    /// Triton's HTTP frontend follows for the codes it uses).
+    public var httpStatus: Int {
+        switch self {
+        case .ok: 200
+        case .invalidArgument, .failedPrecondition, .outOfRange: 400
+        case .unauthenticated: 401
+        case .permissionDenied: 403
+        case .notFound: 404
+        case .alreadyExists, .aborted: 409
+        case .resourceExhausted: 429
+        case .cancelled: 499
+        case .unimplemented: 501
+        case .unavailable: 503
+        case .deadlineExceeded: 504
+        case .unknown, .internal, .dataLoss: 500
+        }
+    }
+}

@@ -4,7 +4,8 @@ public import NIOCore
 import NIOPosix
 public import ServiceLifecycle
 
-/// A gRPC server: HTTP/2 by nghttp2 over SwiftNIO sockets, one event loop per core.
+/// A gRPC server: HTTP/2 by nghttp2 over SwiftNIO sockets, one event loop per core. Given
+/// `http1`, the same port also takes HTTP/1.1: a connection's first bytes decide.
 ///
 /// ```swift
 /// let server = GRPCServer(host: "127.0.0.1", port: 8001, services: [health], logger: logger)
@@ -21,6 +22,8 @@ public final class GRPCServer: Service, Sendable {
     private let router: Router
     private let logger: Logger
     private let group: any EventLoopGroup
+    /// Adds the HTTP/1.1 handlers to a connection whose first bytes are not the HTTP/2 preface.
+    private let http1: (@Sendable (any Channel) throws -> Void)?
     private let state = NIOLockedValueBox(State())
 
     private struct State {
@@ -28,6 +31,9 @@ public final class GRPCServer: Service, Sendable {
         var address: SocketAddress?
         var addressWaiters: [CheckedContinuation<SocketAddress, any Error>] = []
         var connections: [ObjectIdentifier: NIOLoopBound<GRPCServerConnection>] = [:]
+        /// Accepted connections whose first bytes have not decided their protocol yet: shutdown
+        /// waits for them too (they become gRPC connections and drain, or close).
+        var undecided = Set<ObjectIdentifier>()
         var shutdownRequested = false
         var failed: (any Error)?
     }
@@ -38,8 +44,10 @@ public final class GRPCServer: Service, Sendable {
         services: [any RPCService],
         configuration: GRPCServerConfiguration = GRPCServerConfiguration(),
         logger: Logger,
-        eventLoopGroup: (any EventLoopGroup)? = nil
+        eventLoopGroup: (any EventLoopGroup)? = nil,
+        http1: (@Sendable (any Channel) throws -> Void)? = nil
     ) {
+        self.http1 = http1
         self.host = host
         self.port = port
         self.configuration = configuration
@@ -96,7 +104,7 @@ public final class GRPCServer: Service, Sendable {
         }
         // The listener is closed; wait for the connections to drain.
         while true {
-            let open = state.withLockedValue { $0.connections.count }
+            let open = state.withLockedValue { $0.connections.count + $0.undecided.count }
             if open == 0 { break }
             try? await Task.sleep(for: .milliseconds(20))
         }
@@ -128,22 +136,42 @@ public final class GRPCServer: Service, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
             .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelInitializer { channel in
+            .childChannelInitializer { [http1] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let id = ObjectIdentifier(channel)
-                    let connection = GRPCServerConnection(
-                        configuration: configuration, router: router, logger: logger,
-                        onClose: { _ = state.withLockedValue { $0.connections.removeValue(forKey: id) } })
                     let refused = state.withLockedValue { state -> Bool in
                         if state.shutdownRequested { return true }
-                        state.connections[id] = NIOLoopBound(connection, eventLoop: channel.eventLoop)
+                        state.undecided.insert(id)
                         return false
                     }
                     if refused {
                         channel.close(promise: nil)
                         return
                     }
-                    try channel.pipeline.syncOperations.addHandler(connection)
+                    channel.closeFuture.whenComplete { _ in _ = state.withLockedValue { $0.undecided.remove(id) } }
+                    let sniffer = ProtocolSniffer(
+                        timeout: .init(configuration.handshakeTimeout),
+                        http2: { context in
+                            let connection = GRPCServerConnection(
+                                configuration: configuration, router: router, logger: logger,
+                                onClose: { _ = state.withLockedValue { $0.connections.removeValue(forKey: id) } })
+                            let draining = state.withLockedValue { state -> Bool in
+                                state.undecided.remove(id)
+                                state.connections[id] = NIOLoopBound(connection, eventLoop: channel.eventLoop)
+                                return state.shutdownRequested
+                            }
+                            try context.pipeline.syncOperations.addHandler(connection, position: .after(context.handler))
+                            // Shutdown began while the first bytes were on their way: the streams
+                            // they open still run, then the connection drains like the others.
+                            if draining { context.eventLoop.execute { connection.beginGracefulShutdown() } }
+                        },
+                        http1: http1.map { install in
+                            { _ in
+                                _ = state.withLockedValue { $0.undecided.remove(id) }
+                                try install(channel)
+                            }
+                        })
+                    try channel.pipeline.syncOperations.addHandler(sniffer)
                 }
             }
             .bind(host: host, port: port)

@@ -20,6 +20,8 @@ public final class ModelServer: Service, Sendable {
         /// Explicit mode: models to load at start ("*" for all).
         public var startupModels: [String] = []
         public var grpc = GRPCServerConfiguration()
+        /// HTTP/1.1 on the same port (KServe REST: health, metadata).
+        public var http = HTTPFrontend.Limits()
 
         public init() {}
     }
@@ -38,13 +40,13 @@ public final class ModelServer: Service, Sendable {
             path: options.modelRepository,
             builtIn: options.modelRepository == nil ? [SeedModel.name: (SeedModel.graph(), nil)] : [:], logger: logger)
         health.setStatus(.notServing, for: Self.inferenceServiceName)
+        let inference = InferenceService(repository: repository, readiness: readiness, controlMode: options.controlMode)
+        let core = inference.core
         grpc = GRPCServer(
             host: options.host, port: options.port,
-            services: [
-                HealthService(provider: health),
-                InferenceService(repository: repository, readiness: readiness, controlMode: options.controlMode),
-            ],
-            configuration: options.grpc, logger: logger)
+            services: [HealthService(provider: health), inference],
+            configuration: options.grpc, logger: logger,
+            http1: { [limits = options.http] channel in try HTTPFrontend.install(on: channel, core: core, limits: limits) })
         self.logger = logger
         self.options = options
     }

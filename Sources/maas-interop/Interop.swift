@@ -53,11 +53,15 @@ struct ServeModels: AsyncParsableCommand {
     @Option var modelControlMode = "none"
     @Option var repositoryPollSecs = 1
     @Option var loadModel: [String] = []
+    @Option(help: "Seconds an HTTP/1.1 request head may take to arrive.") var httpHeaderTimeout = 10.0
+    @Option(help: "Seconds a connection may wait before deciding its protocol.") var handshakeTimeout = 10.0
 
     func run() async throws {
         var logger = Logger(label: "maas-interop")
         logger.logLevel = .warning
         var options = ModelServer.Options()
+        options.http.headerTimeout = .milliseconds(Int64(httpHeaderTimeout * 1000))
+        options.grpc.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
         options.port = port
         options.modelRepository = modelRepository
         options.controlMode = InferenceService.ControlMode(rawValue: modelControlMode) ?? .none

@@ -1,0 +1,152 @@
+"""HTTP/1.1 on the serving port (KServe v2 REST health and metadata) beside gRPC: curl, Python's
+http.client and raw sockets for pipelining, Expect: 100-continue and misbehaving clients."""
+import http.client
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import ROOT, RunningProcess, binary, wait_for
+
+SEED = ROOT / "Tests" / "MaaSComputeTests" / "Fixtures" / "onnx" / "seed_mlp.torchscript.op17.onnx"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo")
+    (repo / "seed_mlp" / "1").mkdir(parents=True)
+    shutil.copy(SEED, repo / "seed_mlp" / "1" / "model.onnx")
+    process = RunningProcess([binary("maas-interop"), "serve-models", "--port", "0", "--model-repository", str(repo),
+                              "--http-header-timeout", "1", "--handshake-timeout", "1"])
+    client = grpcclient.InferenceServerClient(process.address)
+    assert wait_for(lambda: client.is_server_ready(), timeout=30)
+    yield process
+    assert process.stop() == 0
+
+
+def get(server, path, method="GET", body=None, headers=None):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response, data
+
+
+def test_curl_health_probes(server):
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/seed_mlp/ready", "/v2/models/seed_mlp/versions/1/ready"):
+        result = subprocess.run(["curl", "-sf", "-o", "/dev/null", "-w", "%{http_code}", f"http://{server.address}{path}"],
+                                capture_output=True, text=True, timeout=10)
+        assert result.returncode == 0 and result.stdout == "200", (path, result)
+    missing = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{server.address}/v2/models/nope/ready"],
+                             capture_output=True, text=True, timeout=10)
+    assert missing.stdout == "400", "KServe: a 4xx means not ready"
+
+
+def test_metadata_matches_grpc(server):
+    response, data = get(server, "/v2/models/seed_mlp")
+    assert response.status == 200 and response.getheader("content-type") == "application/json"
+    rest = json.loads(data)
+    grpc_meta = grpcclient.InferenceServerClient(server.address).get_model_metadata("seed_mlp", as_json=True)
+    assert rest["name"] == grpc_meta["name"] and rest["versions"] == grpc_meta["versions"]
+    assert rest["platform"] == grpc_meta["platform"]
+    for kind in ("inputs", "outputs"):
+        assert [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in rest[kind]] == \
+               [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in grpc_meta[kind]]
+    response, data = get(server, "/v2")
+    assert response.status == 200 and json.loads(data)["name"] == "maas"
+
+
+def test_errors_have_grpcs_text_and_http_status(server):
+    response, data = get(server, "/v2/models/nope")
+    with pytest.raises(InferenceServerException) as grpc_error:
+        grpcclient.InferenceServerClient(server.address).get_model_metadata("nope")
+    assert response.status == 404 and json.loads(data)["error"] == grpc_error.value.message()
+    response, data = get(server, "/v2/health/live", method="POST", body=b"")
+    assert response.status == 405 and "GET" in response.getheader("allow")
+    response, data = get(server, "/nowhere")
+    assert response.status == 404 and "no route for GET /nowhere" in json.loads(data)["error"]
+    response, _ = get(server, "/v2/health/live", method="HEAD")
+    assert response.status == 200
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"GET /v2/models/seed_mlp HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /v2/models/nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+    assert statuses == [b"200", b"404", b"200"], data
+
+
+def test_expect_100_continue_and_oversized_bodies(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /v2/models/seed_mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        assert s.recv(1024).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(b"{}")
+        assert b" 501 " in s.recv(65536).split(b"\r\n")[0] + b" "
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /v2/models/seed_mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 413") and b"exceeds the 65536-byte limit" in answer, answer
+        assert s.recv(65536) == b"", "the connection closes"
+
+
+def test_misbehaving_clients_are_cut_off_and_others_served(server):
+    # A request head dripped byte by byte is closed once the header timeout (1 s here) passes.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+        start, closed = time.monotonic(), False
+        while time.monotonic() - start < 5:
+            try:
+                s.sendall(b"X")
+                s.settimeout(0.2)
+                if s.recv(1) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                closed = True
+                break
+        assert closed and time.monotonic() - start < 3
+    # Headers past the decoder's limit are refused and the connection closed.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+        answer = b""
+        try:
+            while chunk := s.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    # A connection that sends nothing is closed after the handshake timeout (1 s here).
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        start = time.monotonic()
+        assert s.recv(1) == b"" and time.monotonic() - start < 3
+    # Meanwhile everyone else is served, over HTTP/1.1 and gRPC on the same port.
+    assert get(server, "/v2/health/ready")[0].status == 200
+    x = grpcclient.InferInput("input", [1, 10], "FP32")
+    x.set_data_from_numpy(np.ones((1, 10), np.float32))
+    assert grpcclient.InferenceServerClient(server.address).infer("seed_mlp", [x]).as_numpy("output").shape == (1, 10)
+
+
+def test_a_preface_arriving_in_pieces_is_still_http2(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        for piece in (preface[:3], preface[3:17], preface[17:]):
+            s.sendall(piece)
+            time.sleep(0.05)
+        s.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS frame
+        frame = s.recv(9)
+        assert len(frame) == 9 and frame[3] == 0x04, f"expected the server's SETTINGS, got {frame!r}"
