@@ -42,11 +42,13 @@ public final class ModelServer: Service, Sendable {
         health.setStatus(.notServing, for: Self.inferenceServiceName)
         let inference = InferenceService(repository: repository, readiness: readiness, controlMode: options.controlMode)
         let core = inference.core
+        var http = options.http
+        if http.predictModel == nil, options.modelRepository == nil { http.predictModel = SeedModel.name }
         grpc = GRPCServer(
             host: options.host, port: options.port,
             services: [HealthService(provider: health), inference],
             configuration: options.grpc, logger: logger,
-            http1: { [limits = options.http] channel in try HTTPFrontend.install(on: channel, core: core, limits: limits) })
+            http1: { [http] channel in try HTTPFrontend.install(on: channel, core: core, limits: http) })
         self.logger = logger
         self.options = options
     }

@@ -55,6 +55,7 @@ struct ServeModels: AsyncParsableCommand {
     @Option var loadModel: [String] = []
     @Option(help: "Seconds an HTTP/1.1 request head may take to arrive.") var httpHeaderTimeout = 10.0
     @Option(help: "Seconds a connection may wait before deciding its protocol.") var handshakeTimeout = 10.0
+    @Option var predictModel: String?
 
     func run() async throws {
         var logger = Logger(label: "maas-interop")
@@ -62,6 +63,7 @@ struct ServeModels: AsyncParsableCommand {
         var options = ModelServer.Options()
         options.http.headerTimeout = .milliseconds(Int64(httpHeaderTimeout * 1000))
         options.grpc.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
+        options.http.predictModel = predictModel
         options.port = port
         options.modelRepository = modelRepository
         options.controlMode = InferenceService.ControlMode(rawValue: modelControlMode) ?? .none

@@ -29,6 +29,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between repository scans in poll mode.")
     var repositoryPollSecs = 15
 
+    @Option(help: "The model POST /predict runs (default: the built-in 'seed' when no repository is given).")
+    var predictModel: String?
+
     @Option(help: "In explicit mode, a model to load at start (repeatable; * for all).")
     var loadModel: [String] = []
 
@@ -50,6 +53,7 @@ struct Serve: AsyncParsableCommand {
         options.controlMode = InferenceService.ControlMode(rawValue: modelControlMode)!
         options.pollInterval = .seconds(repositoryPollSecs)
         options.startupModels = loadModel
+        options.http.predictModel = predictModel
         options.grpc.maxReceiveMessageSize = maxReceiveMessageSize
         let server = ModelServer(options: options, logger: logger)
         let group = ServiceGroup(

@@ -96,9 +96,9 @@ def test_expect_100_continue_and_oversized_bodies(server):
         s.sendall(b"{}")
         assert b" 501 " in s.recv(65536).split(b"\r\n")[0] + b" "
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.sendall(b"POST /v2/models/seed_mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        s.sendall(b"POST /v2/models/seed_mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
         answer = s.recv(65536)
-        assert answer.startswith(b"HTTP/1.1 413") and b"exceeds the 65536-byte limit" in answer, answer
+        assert answer.startswith(b"HTTP/1.1 413") and b"exceeds the 67108864-byte limit" in answer, answer
         assert s.recv(65536) == b"", "the connection closes"
 
 
@@ -150,3 +150,45 @@ def test_a_preface_arriving_in_pieces_is_still_http2(server):
         s.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS frame
         frame = s.recv(9)
         assert len(frame) == 9 and frame[3] == 0x04, f"expected the server's SETTINGS, got {frame!r}"
+
+
+def curl_post(server, path, body):
+    result = subprocess.run(["curl", "-s", "-w", "\\n%{http_code}", "-X", "POST", f"http://{server.address}{path}", "-d", body],
+                            capture_output=True, text=True, timeout=10)
+    text, _, status = result.stdout.rpartition("\n")
+    return int(status), json.loads(text)
+
+
+def test_predict_answers_as_the_seed_service_did(server):
+    x = np.arange(20, dtype=np.float32).reshape(2, 10) / 10
+    status, body = curl_post(server, "/predict/seed_mlp", json.dumps({"input": x.tolist()}))
+    assert status == 200
+    tensor = grpcclient.InferInput("input", [2, 10], "FP32")
+    tensor.set_data_from_numpy(x)
+    expected = grpcclient.InferenceServerClient(server.address).infer("seed_mlp", [tensor]).as_numpy("output")
+    np.testing.assert_array_equal(np.asarray(body["output"], np.float32), expected)
+
+
+@pytest.mark.parametrize("path, body, status, message", [
+    ("/predict/seed_mlp", '{"input": [[1,2,3,4,5,6,7,8,9,10], [1,2,3,4,5,6,7,8,"x",10]]}', 400, "expected a number at input[1][8], got a string"),
+    ("/predict/seed_mlp", '{"input": [[1,2,3], [4,5]]}', 400, "input[1] has 2 elements where its siblings have 3"),
+    ("/predict/seed_mlp", '{"input": [[1,2,3,4,5,6,7,8,9]]}', 400, "model 'seed_mlp' version 1: input 'input' expects shape [-1, 10], got [1, 9]"),
+    ("/predict/seed_mlp", '{"input": [[1,2,3,4,5,6,7,8,9,10]', 400, "the body is not valid JSON"),
+    ("/predict/seed_mlp", '{"rows": []}', 400, "unknown field 'rows'"),
+    ("/predict/nope", '{"input": [[1]]}', 404, "unknown model 'nope'"),
+    ("/predict", '{"input": [[1]]}', 404, "no default model for /predict: start the server with --predict-model NAME"),
+])
+def test_predict_errors_say_what_and_where(server, path, body, status, message):
+    got_status, got = curl_post(server, path, body)
+    assert got_status == status and message in got["error"], (got_status, got)
+
+
+def test_predict_defaults_to_the_built_in_seed():
+    process = RunningProcess([binary("maas-interop"), "serve-models", "--port", "0"])
+    try:
+        client = grpcclient.InferenceServerClient(process.address)
+        assert wait_for(lambda: client.is_server_ready(), timeout=30)
+        status, body = curl_post(process, "/predict", '{"input": [[1,2,3,4,5,6,7,8,9,10]]}')
+        assert status == 200 and np.asarray(body["output"]).shape == (1, 10)
+    finally:
+        assert process.stop() == 0

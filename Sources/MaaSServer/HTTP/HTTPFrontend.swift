@@ -12,8 +12,11 @@ public enum HTTPFrontend {
         public var headerTimeout: TimeAmount = .seconds(10)
         /// A connection with nothing to read for this long is closed.
         public var idleTimeout: TimeAmount = .seconds(300)
-        /// Largest request body; past it the answer is 413 and the connection closes.
-        public var maxBodyBytes = 64 << 10
+        /// Largest request body, as gRPC's largest message; past it the answer is 413 and the
+        /// connection closes. One request is read at a time, so this bounds a connection's memory.
+        public var maxBodyBytes = 64 << 20
+        /// The model `POST /predict` runs; nil answers 404 naming the option.
+        public var predictModel: String?
 
         public init() {}
     }
@@ -24,7 +27,7 @@ public enum HTTPFrontend {
         try sync.addHandler(SlowHeadGuard(timeout: limits.headerTimeout))
         try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
         try sync.addHandler(IdleStateHandler(readTimeout: limits.idleTimeout))
-        try sync.addHandler(RESTHandler(router: RESTRouter(core: core), maxBodyBytes: limits.maxBodyBytes))
+        try sync.addHandler(RESTHandler(router: RESTRouter(core: core, predictModel: limits.predictModel), maxBodyBytes: limits.maxBodyBytes))
     }
 }
 
@@ -118,8 +121,13 @@ final class RESTHandler: ChannelInboundHandler {
         case .end:
             guard let head, !refused else { return }
             self.head = nil
-            let response = router.answer(head, body: body ?? ByteBuffer())
-            send(context, response, for: head, keepAlive: head.isKeepAlive)
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            router.answer(head, body: body ?? ByteBuffer()) { response in
+                bound.eventLoop.execute {
+                    let (handler, context) = bound.value
+                    handler.send(context, response, for: head, keepAlive: head.isKeepAlive)
+                }
+            }
         }
     }
 

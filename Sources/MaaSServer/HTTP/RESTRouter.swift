@@ -25,14 +25,59 @@ struct RESTResponse {
     static func empty(_ status: Int) -> RESTResponse { RESTResponse(status: status) }
 }
 
-/// KServe v2 REST over ``InferenceCore``: health, server and model metadata and readiness.
-/// Inference over REST is not served yet (gRPC on the same port serves it).
+/// KServe v2 REST over ``InferenceCore``: health, server and model metadata and readiness, and
+/// the seed's `/predict`. KServe REST inference is not served yet (gRPC on the same port is).
 struct RESTRouter: Sendable {
     let core: InferenceCore
+    /// The model `POST /predict` runs (`--predict-model`; the built-in seed by default).
+    let predictModel: String?
 
-    func answer(_ head: HTTPRequestHead, body: ByteBuffer) -> RESTResponse {
+    /// Answers through `respond`, at once or when an inference completes (on a pool thread).
+    func answer(_ head: HTTPRequestHead, body: ByteBuffer, respond: @escaping @Sendable (RESTResponse) -> Void) {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         let parts = path.split(separator: "/", omittingEmptySubsequences: true).map { $0.removingPercentEncoding ?? String($0) }
+        if parts.first == "predict", parts.count <= 2 {
+            guard head.method == .POST else {
+                var response = RESTResponse.error(405, "\(path) takes POST, not \(head.method.rawValue)")
+                response.headers.add(name: "allow", value: "POST")
+                return respond(response)
+            }
+            return predict(parts.count == 2 ? parts[1] : predictModel, body: body, respond: respond)
+        }
+        respond(answer(head, parts: parts, path: path))
+    }
+
+    private func predict(_ name: String?, body: ByteBuffer, respond: @escaping @Sendable (RESTResponse) -> Void) {
+        do throws(InferenceError) {
+            guard let name else {
+                throw InferenceError(.notFound, "no default model for /predict: start the server with --predict-model NAME, or POST /predict/{model}")
+            }
+            let model = try core.model(name, "")
+            guard model.config.inputs.count == 1, model.config.outputs.count == 1 else {
+                throw InferenceError(.invalidArgument, "/predict serves single-input, single-output models; '\(name)' has \(model.config.inputs.count) inputs and \(model.config.outputs.count) outputs")
+            }
+            let input = model.config.inputs[0]
+            guard input.dataType == .float32 else {
+                throw InferenceError(.invalidArgument, "/predict sends FP32 numbers, but input '\(input.name)' of '\(name)' is \(input.dataType.kserveName)")
+            }
+            let (values, shape) = try PredictRoute.input(from: Array(body.readableBytesView))
+            let request = InferenceRequest(modelName: name, inputs: [
+                InferInput(name: input.name, datatype: "FP32", shape: shape.map(Int64.init), contents: .fp32(values)),
+            ])
+            core.infer([InferenceCore.Call(request: request, deadline: nil, cancellation: nil) { result in
+                switch result {
+                case .success(let response):
+                    respond(response.outputs.first.map { .json(200, PredictRoute.body($0.tensor)) } ?? .error(500, "the model returned no output"))
+                case .failure(let error):
+                    respond(.error(error.code.httpStatus, error.message))
+                }
+            }])
+        } catch {
+            respond(.error(error.code.httpStatus, error.message))
+        }
+    }
+
+    private func answer(_ head: HTTPRequestHead, parts: [String], path: String) -> RESTResponse {
         guard let route = Route(parts) else {
             return .error(404, "no route for \(head.method.rawValue) \(path)")
         }
