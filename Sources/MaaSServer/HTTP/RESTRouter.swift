@@ -25,8 +25,8 @@ struct RESTResponse {
     static func empty(_ status: Int) -> RESTResponse { RESTResponse(status: status) }
 }
 
-/// KServe v2 REST over ``InferenceCore``: health, server and model metadata and readiness, and
-/// the seed's `/predict`. KServe REST inference is not served yet (gRPC on the same port is).
+/// KServe v2 REST over ``InferenceCore``: health, server and model metadata and readiness,
+/// inference (JSON and Triton's binary data extension), and the seed's `/predict`.
 struct RESTRouter: Sendable {
     let core: InferenceCore
     /// The model `POST /predict` runs (`--predict-model`; the built-in seed by default).
@@ -44,7 +44,37 @@ struct RESTRouter: Sendable {
             }
             return predict(parts.count == 2 ? parts[1] : predictModel, body: body, respond: respond)
         }
+        if let route = Route(parts), case .infer(let name, let version) = route, head.method == .POST {
+            let headerLength = head.headers.first(name: "inference-header-content-length").map { Int($0) ?? -1 }
+            return infer(name, version, body: body, headerLength: headerLength, respond: respond)
+        }
         respond(answer(head, parts: parts, path: path))
+    }
+
+    /// KServe v2 REST inference, JSON or with Triton's binary data extension.
+    private func infer(_ name: String, _ version: String, body: ByteBuffer, headerLength: Int?, respond: @escaping @Sendable (RESTResponse) -> Void) {
+        do throws(InferenceError) {
+            if let headerLength, headerLength < 0 { throw InferenceError(.invalidArgument, "Inference-Header-Content-Length must be a byte count") }
+            let decoded = try KServeJSON.request(model: name, version: version, body: Array(body.readableBytesView), headerLength: headerLength)
+            core.infer([InferenceCore.Call(request: decoded.request, deadline: nil, cancellation: nil) { result in
+                switch result {
+                case .success(let response):
+                    let (json, binary) = KServeJSON.response(response) { decoded.allOutputsBinary || decoded.binaryOutputs.contains($0) }
+                    var answer = RESTResponse(status: 200, body: ByteBuffer(bytes: json + binary))
+                    if binary.isEmpty {
+                        answer.headers.add(name: "content-type", value: "application/json")
+                    } else {
+                        answer.headers.add(name: "content-type", value: "application/octet-stream")
+                        answer.headers.add(name: "inference-header-content-length", value: String(json.count))
+                    }
+                    respond(answer)
+                case .failure(let error):
+                    respond(.error(error.code.httpStatus, error.message))
+                }
+            }])
+        } catch {
+            respond(.error(error.code.httpStatus, error.message))
+        }
     }
 
     private func predict(_ name: String?, body: ByteBuffer, respond: @escaping @Sendable (RESTResponse) -> Void) {
@@ -113,8 +143,8 @@ struct RESTRouter: Sendable {
                 "name": name, "versions": versions, "platform": model.config.platform,
                 "inputs": tensors(model.inputMetadata), "outputs": tensors(model.outputMetadata),
             ])
-        case .infer(let name, _):
-            throw InferenceError(.unimplemented, "inference over REST is not served yet; model '\(name)' takes ModelInfer over gRPC on this port")
+        case .infer:
+            throw InferenceError(.internal, "inference is answered asynchronously")
         }
     }
 
