@@ -31,6 +31,19 @@ def write_request(path, model, width):
     Path(path).write_bytes(struct.pack(">BI", 0, len(body)) + body)
 
 
+def write_rest_request(path, width):
+    """A KServe REST infer body with Triton's binary extension (JSON header, then one FP32 [1, width]
+    tensor), for h2load --h1 -d; prints the header's length for Inference-Header-Content-Length."""
+    import json
+    import numpy as np
+    header = json.dumps({"inputs": [{"name": "input", "shape": [1, width], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 4 * width}}],
+                         "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}).encode()
+    data = np.random.default_rng(0).standard_normal((1, width)).astype(np.float32).tobytes()
+    Path(path).write_bytes(header + data)
+    print(len(header))
+
+
 def serve_peer(port, models, intra_threads=1, workers=8):
     """ModelInfer with onnxruntime, one session per model name, each request run alone as it
     comes on one of `workers` handler threads; `intra_threads` onnxruntime threads per run (0: its
@@ -80,6 +93,8 @@ if __name__ == "__main__":
     command = sys.argv[1]
     if command == "request":
         write_request(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif command == "rest-request":
+        write_rest_request(sys.argv[2], int(sys.argv[3]))
     elif command == "peer":
         import os
         serve_peer(int(sys.argv[2]), dict(arg.split("=", 1) for arg in sys.argv[3:]),
