@@ -34,6 +34,8 @@ public final class GRPCServer: Service, Sendable {
         /// Accepted connections whose first bytes have not decided their protocol yet: shutdown
         /// waits for them too (they become gRPC connections and drain, or close).
         var undecided = Set<ObjectIdentifier>()
+        /// HTTP/1.1 connections, told to finish their request and close on shutdown.
+        var http1: [ObjectIdentifier: any Channel] = [:]
         var shutdownRequested = false
         var failed: (any Error)?
     }
@@ -104,7 +106,7 @@ public final class GRPCServer: Service, Sendable {
         }
         // The listener is closed; wait for the connections to drain.
         while true {
-            let open = state.withLockedValue { $0.connections.count + $0.undecided.count }
+            let open = state.withLockedValue { $0.connections.count + $0.undecided.count + $0.http1.count }
             if open == 0 { break }
             try? await Task.sleep(for: .milliseconds(20))
         }
@@ -113,15 +115,21 @@ public final class GRPCServer: Service, Sendable {
 
     /// Stops accepting connections and drains the open ones (GOAWAY, then close when idle).
     public func beginGracefulShutdown() {
-        let (channel, connections) = state.withLockedValue { state in
+        let (channel, connections, http1) = state.withLockedValue { state in
             state.shutdownRequested = true
-            return (state.channel, Array(state.connections.values))
+            return (state.channel, Array(state.connections.values), Array(state.http1.values))
         }
         guard let channel else { return }
         logger.info("gRPC server shutting down gracefully", metadata: ["connections": "\(connections.count)"])
         channel.close(promise: nil)
         for connection in connections {
             connection.eventLoop.execute { connection.value.beginGracefulShutdown() }
+        }
+        let grace = TimeAmount(configuration.shutdownGracePeriod)
+        for connection in http1 {
+            connection.pipeline.fireUserInboundEventTriggered(ServerDrainEvent())
+            // A request still unanswered when the grace period ends is cut, as gRPC calls are.
+            connection.eventLoop.scheduleTask(in: grace) { connection.close(promise: nil) }
         }
     }
 
@@ -167,8 +175,14 @@ public final class GRPCServer: Service, Sendable {
                         },
                         http1: http1.map { install in
                             { _ in
-                                _ = state.withLockedValue { $0.undecided.remove(id) }
+                                let draining = state.withLockedValue { state -> Bool in
+                                    state.undecided.remove(id)
+                                    state.http1[id] = channel
+                                    return state.shutdownRequested
+                                }
+                                channel.closeFuture.whenComplete { _ in _ = state.withLockedValue { $0.http1.removeValue(forKey: id) } }
                                 try install(channel)
+                                if draining { channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ServerDrainEvent()) } }
                             }
                         })
                     try channel.pipeline.syncOperations.addHandler(sniffer)
@@ -177,4 +191,10 @@ public final class GRPCServer: Service, Sendable {
             .bind(host: host, port: port)
             .get()
     }
+}
+
+/// Sent through an HTTP/1.1 connection's pipeline when the server shuts down: answer the request
+/// in progress (with `connection: close`), then close.
+public struct ServerDrainEvent: Sendable {
+    public init() {}
 }

@@ -209,3 +209,25 @@ def test_kserve_infer_with_nested_json_data(server):
     body["inputs"][0]["data"] = x.tolist()[:1]
     status, answer = curl_post(server, "/v2/models/seed_mlp/infer", json.dumps(body))
     assert status == 400 and answer["error"] == "input 'input' has 10 values in data, its shape needs 20"
+
+
+def test_shutdown_answers_the_request_in_progress_then_closes():
+    process = RunningProcess([binary("maas-interop"), "serve-models", "--port", "0"])
+    assert wait_for(lambda: grpcclient.InferenceServerClient(process.address).is_server_ready(), timeout=30)
+    body = b'{"input": [[1,2,3,4,5,6,7,8,9,10]]}'
+    with socket.create_connection(("127.0.0.1", process.port), timeout=10) as busy, \
+            socket.create_connection(("127.0.0.1", process.port), timeout=10) as idle:
+        idle.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        busy.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:10])
+        time.sleep(0.2)
+        process.proc.terminate()
+        assert idle.recv(1) == b"", "an idle keep-alive connection is closed at once"
+        time.sleep(0.3)
+        assert process.proc.poll() is None, "the server waits for the request in progress"
+        busy.sendall(body[10:])
+        answer = b""
+        while chunk := busy.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" in answer.lower(), answer
+    assert process.proc.wait(timeout=10) == 0

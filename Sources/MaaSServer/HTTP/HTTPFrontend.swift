@@ -1,5 +1,6 @@
 import Foundation
 import MaaSCore
+import MaaSGRPC
 public import NIOCore
 import NIOHTTP1
 
@@ -93,6 +94,10 @@ final class RESTHandler: ChannelInboundHandler {
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var refused = false
+    /// Between a request's head and its response's end.
+    private var inFlight = false
+    /// The server is shutting down: the response in progress is the last.
+    private var draining = false
 
     init(router: RESTRouter, maxBodyBytes: Int) {
         self.router = router
@@ -103,6 +108,7 @@ final class RESTHandler: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             context.triggerUserOutboundEvent(RequestProgress.headReceived, promise: nil)
+            inFlight = true
             self.head = head
             body = nil
             refused = false
@@ -132,7 +138,10 @@ final class RESTHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
+        if event is ServerDrainEvent {
+            draining = true
+            if !inFlight { context.close(promise: nil) }
+        } else if event is IdleStateHandler.IdleStateEvent {
             context.close(promise: nil)
         } else {
             context.fireUserInboundEventTriggered(event)
@@ -148,7 +157,9 @@ final class RESTHandler: ChannelInboundHandler {
         send(context, response, for: head ?? HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"), keepAlive: false)
     }
 
-    private func send(_ context: ChannelHandlerContext, _ response: RESTResponse, for request: HTTPRequestHead, keepAlive: Bool) {
+    private func send(_ context: ChannelHandlerContext, _ response: RESTResponse, for request: HTTPRequestHead, keepAlive wanted: Bool) {
+        let keepAlive = wanted && !draining
+        inFlight = false
         var headers = response.headers
         headers.replaceOrAdd(name: "content-length", value: String(response.body.readableBytes))
         if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
