@@ -305,7 +305,7 @@ public final class DynamicBatcher: Sendable {
         let items = batch.map(\.item)
         let result: Result<[[String: Tensor]], InferenceError>
         do {
-            result = .success(try run(items, timing: &timing))
+            result = .success(try run(items, lengths: batch.map(\.length), timing: &timing))
         } catch {
             result = .failure(error)
         }
@@ -349,7 +349,7 @@ public final class DynamicBatcher: Sendable {
         var output = Duration.zero
     }
 
-    private func run(_ batch: [BatchItem], timing: inout Timing) throws(InferenceError) -> [[String: Tensor]] {
+    private func run(_ batch: [BatchItem], lengths queuedLengths: [Int], timing: inout Timing) throws(InferenceError) -> [[String: Tensor]] {
         let clock = ContinuousClock()
         if batch.count == 1 {
             let start = clock.now
@@ -359,9 +359,7 @@ public final class DynamicBatcher: Sendable {
         }
         let gatherStart = clock.now
         // With padding, every padded input is as long as the batch's longest.
-        let lengths = padding.map { padding in
-            batch.map { item in padding.padValues.keys.lazy.compactMap { item.inputs[$0]?.shape.dropFirst().first }.first ?? 0 }
-        }
+        let lengths = padding == nil ? nil : queuedLengths
         var feeds: [String: Tensor] = [:]
         for name in batch[0].inputs.keys {
             let pad = padding?.padValues[name]

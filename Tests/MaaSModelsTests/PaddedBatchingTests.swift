@@ -1,7 +1,7 @@
 import Foundation
 import MaaSCompute
 import MaaSCore
-import MaaSModels
+@testable import MaaSModels
 import MaaSProto
 import MaaSTestSupport
 import Synchronization
@@ -16,7 +16,10 @@ struct PaddedBatchingTests {
     let clock = ManualClock()
 
     /// A repository holding one fixture export as `model/1`, with an optional config.json.
-    func load(_ fixture: String, config: String? = nil) async throws -> ModelVersion {
+    static let tokenizer = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../MaaSTextTests/Fixtures/minilm_tokenizer.json").standardized.path
+
+    func load(_ fixture: String, config: String? = nil, withTokenizer: Bool = false) async throws -> ModelVersion {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("repo-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root + "/model/1", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: "\(Self.fixtures)/\(fixture).onnx", toPath: root + "/model/1/model.onnx")
@@ -24,6 +27,7 @@ struct PaddedBatchingTests {
             try FileManager.default.copyItem(atPath: "\(Self.fixtures)/\(fixture).onnx.data", toPath: "\(root)/model/1/\(fixture).onnx.data")
         }
         if let config { try config.write(toFile: root + "/model/config.json", atomically: true, encoding: .utf8) }
+        if withTokenizer { try FileManager.default.copyItem(atPath: Self.tokenizer, toPath: root + "/model/1/tokenizer.json") }
         let repository = ModelRepository(path: root, clock: clock)
         try await repository.load("model")
         return try repository.version("model", "")
@@ -154,5 +158,51 @@ struct PaddedBatchingTests {
         #expect { try model.prepare(InferenceRequest(modelName: "model", inputs: inputs)) } throws: { error in
             (error as? InferenceError)?.message == "model 'model' version 1: inputs disagree on the sequence length (axis 1): 7 for 'attention_mask', 9 for 'input_ids'"
         }
+    }
+
+    @Test("text_input that contradicts the model or itself is refused at load with the reason", arguments: [
+        ("bert.torchscript.op17", #"{"max_batch_size": 4, "text_input": {"tokenizer": "tokenizer.json"}}"#, false, "tokenizer.json cannot be read"),
+        ("bert.torchscript.op17", #"{"text_input": {"tokenizer": "tokenizer.json"}}"#, true, "text_input needs max_batch_size > 0"),
+        ("bert.torchscript.op17", #"{"max_batch_size": 4, "text_input": {"tokenizer": "tokenizer.json", "pooling": "max"}}"#, true, "pooling must be one of"),
+        ("bert.torchscript.op17", #"{"max_batch_size": 4, "text_input": {"tokenizer": "tokenizer.json", "max_length": 1}}"#, true, "max_length 1 is out of range"),
+        ("bert.torchscript.op17", #"{"max_batch_size": 4, "text_input": {"tokenizer": "../tokenizer.json"}}"#, true, "must name a tokenizer.json file in the version folder"),
+        ("bert.torchscript.op17", #"{"max_batch_size": 4, "padded_batching": false, "text_input": {"tokenizer": "tokenizer.json"}}"#, true, "text_input needs padded batching"),
+        ("torch_encoder.dynamo.op20", #"{"max_batch_size": 4, "text_input": {"tokenizer": "tokenizer.json"}}"#, true, "text_input replaces the token inputs"),
+        ("bert_classifier.dynamo.op20", #"{"max_batch_size": 4, "text_input": {"tokenizer": "tokenizer.json"}}"#, true, "pooling 'mean' averages the first output over tokens"),
+    ])
+    func textInputContradictions(fixture: String, config: String, withTokenizer: Bool, message: String) async throws {
+        await #expect { try await load(fixture, config: config, withTokenizer: withTokenizer) } throws: { error in
+            (error as? InferenceError)?.message.contains(message) == true
+        }
+    }
+
+    @Test("a text request is tokenized and pooled; bad BYTES name the element or the length prefix")
+    func textRequests() async throws {
+        let model = try await load("bert.torchscript.op17", config: #"{"max_batch_size": 4, "text_input": {"tokenizer": "tokenizer.json"}}"#, withTokenizer: true)
+        #expect(model.inputMetadata == [TensorMetadata(name: "text", datatype: "BYTES", shape: [-1, 1])])
+        #expect(model.outputMetadata == [TensorMetadata(name: "embedding", datatype: "FP32", shape: [-1, 64])])
+        // Only tokenized and pooled here, not run: MiniLM's ids exceed the fixture's 500-word vocabulary.
+        func request(_ raw: [UInt8]) -> InferenceRequest {
+            InferenceRequest(modelName: "model", inputs: [InferInput(name: "text", datatype: "BYTES", shape: [1, 1])], rawInputContents: [raw])
+        }
+        func prefixed(_ bytes: [UInt8]) -> [UInt8] { withUnsafeBytes(of: UInt32(bytes.count).littleEndian, Array.init) + bytes }
+        let prepared = try model.prepare(request(prefixed(Array("a b".utf8))))
+        #expect(prepared.rows == 1 && prepared.inputs["input_ids"]?.shape == [1, 4] && prepared.finish != nil)
+        #expect(prepared.inputs["input_ids"]?.scalars(as: Int64.self) == [101, 1037, 1038, 102])
+        #expect(prepared.inputs["attention_mask"]?.scalars(as: Int64.self) == [1, 1, 1, 1])
+        for (raw, message) in [
+            (prefixed([0x63, 0xC3]), "input 'text': element 0 is not valid UTF-8 (at byte 1)"),
+            ([3, 0, 0], "element 0 has a truncated length prefix"),
+            ([9, 0, 0, 0, 0x61], "element 0 says 9 bytes, 1 are left"),
+            (prefixed([0x61]) + prefixed([0x62]), "has 2 strings, its shape needs 1"),
+        ] as [([UInt8], String)] {
+            #expect { try model.prepare(request(raw)) } throws: { error in
+                (error as? InferenceError)?.message.contains(message) == true
+            }
+        }
+        // Pooling: the mean over each text's own tokens, L2-normalised.
+        let hidden = try Tensor([Float](repeating: 0, count: 2 * 3 * 2).enumerated().map { index, _ in Float(index % 2 == 0 ? 3 : 4) * (index < 6 ? 1 : 2) }, shape: [2, 3, 2])
+        let pooled = try #require(model.text).embeddings(["last_hidden_state": hidden], lengths: [3, 1])
+        #expect(pooled["embedding"]?.scalars(as: Float.self) == [0.6, 0.8, 0.6, 0.8])
     }
 }

@@ -167,6 +167,8 @@ def test_predict_answers_as_the_seed_service_did(server):
     tensor = grpcclient.InferInput("input", [2, 10], "FP32")
     tensor.set_data_from_numpy(x)
     expected = grpcclient.InferenceServerClient(server.address).infer("seed_mlp", [tensor]).as_numpy("output")
+    # The same request alone through either frontend reaches the same plan: equal bits (JSON
+    # carries each float32 exactly as a double).
     np.testing.assert_array_equal(np.asarray(body["output"], np.float32), expected)
 
 
@@ -231,3 +233,38 @@ def test_shutdown_answers_the_request_in_progress_then_closes():
             answer += chunk
         assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" in answer.lower(), answer
     assert process.proc.wait(timeout=10) == 0
+
+
+def _infer_body(inputs, outputs=None, **extra):
+    body = {"inputs": inputs, **extra}
+    if outputs is not None:
+        body["outputs"] = outputs
+    return json.dumps(body).encode()
+
+
+_X = {"name": "input", "shape": [1, 10], "datatype": "FP32"}
+
+
+@pytest.mark.parametrize("body, headers, message", [
+    (b"{", {}, "the inference request is not valid JSON"),
+    (b"[]", {}, "the inference request must be a JSON object"),
+    (_infer_body([{"shape": [1, 10], "datatype": "FP32", "data": [0] * 10}]), {}, "inputs[0] needs a name"),
+    (_infer_body([{**_X, "datatype": "FP33", "data": [0] * 10}]), {}, "input 'input' needs a datatype"),
+    (_infer_body([{**_X, "shape": [-1, 10], "data": [0] * 10}]), {}, "input 'input' has invalid shape"),
+    (_infer_body([_X]), {}, "input 'input' has neither data nor binary_data_size"),
+    (_infer_body([{**_X, "data": ["a"] + [0] * 9}]), {}, "input 'input' data[0] must be a number for FP32"),
+    (_infer_body([{**_X, "datatype": "BOOL", "data": [1] * 10}]), {}, "data[0] must be true or false for BOOL"),
+    (_infer_body([{**_X, "datatype": "BYTES", "data": [1] * 10}]), {}, "data[0] must be a string for BYTES"),
+    (_infer_body([{**_X, "parameters": {"binary_data_size": 40}}]), {}, "binary_data_size 40, but 0 bytes of binary data are left"),
+    (_infer_body([{**_X, "data": [0] * 10}]) + b"xx", {"Inference-Header-Content-Length": None}, "2 bytes of binary data follow the inputs that no input claims"),
+    (_infer_body([{**_X, "data": [0] * 10}]), {"Inference-Header-Content-Length": "100000"}, "is larger than the body"),
+    (_infer_body([{**_X, "data": [0] * 10}]), {"Inference-Header-Content-Length": "ten"}, "Inference-Header-Content-Length must be a byte count"),
+    (_infer_body([{**_X, "data": [0] * 10}], outputs=[{"parameters": {}}]), {}, "outputs[0] needs a name"),
+    (_infer_body([{**_X, "data": [0] * 10}], parameters=[1]), {}, "parameters must be an object"),
+])
+def test_kserve_infer_bad_bodies_name_the_problem(server, body, headers, message):
+    headers = dict(headers)
+    if headers.get("Inference-Header-Content-Length", "") is None:
+        headers["Inference-Header-Content-Length"] = str(len(body) - 2)
+    response, data = get(server, "/v2/models/seed_mlp/infer", method="POST", body=body, headers=headers)
+    assert response.status == 400 and message in json.loads(data)["error"], (response.status, data)

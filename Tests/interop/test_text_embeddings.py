@@ -167,7 +167,7 @@ def test_padded_batching_under_64_concurrent_clients_equals_each_alone(server, s
         comparison.check("last_hidden_state", ours, session.run(None, feeds_for(ids))[0])
 
 
-def test_an_invalid_string_fails_alone(server):
+def test_an_invalid_string_fails_alone(server, graph):
     client = client_for(server)
     good = SENTENCES["sentences"][:3]
     outcomes, start = {}, threading.Barrier(4)
@@ -188,10 +188,13 @@ def test_an_invalid_string_fails_alone(server):
     bad = outcomes["bad"]
     assert isinstance(bad, InferenceServerException) and bad.status() == "StatusCode.INVALID_ARGUMENT", bad
     assert "input 'text': element 1 is not valid UTF-8" in bad.message(), bad.message()
-    alone = client.infer("minilm_text", [text_input(good)]).as_numpy("embedding")
+    together = client.infer("minilm_text", [text_input(good)]).as_numpy("embedding")
+    # Batched differently, the same texts differ only by summation order: the normwise bound of
+    # the graph at these lengths (pooling averages, normalising scales both sides alike).
+    comparison = Comparison(graph, {n: np.zeros((1, 16), np.int64) for n in ("input_ids", "attention_mask", "token_type_ids")})
     for i in range(3):
         assert isinstance(outcomes[i], np.ndarray), outcomes[i]
-        np.testing.assert_allclose(outcomes[i][0], alone[i], atol=1e-5)
+        comparison.check("embedding", outcomes[i][0], together[i])
 
 
 def test_bad_text_requests_name_the_problem(server):

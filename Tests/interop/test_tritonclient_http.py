@@ -1,6 +1,10 @@
 """tritonclient[http] 2.73 (Triton's own REST client) against maas serve's HTTP/1.1 side: KServe v2
 REST inference with JSON tensors and Triton's binary data extension, the same answers and error
-texts as tritonclient.grpc on the same port."""
+texts as tritonclient.grpc on the same port.
+
+Answers are compared bit for bit: the calls are sequential, so each request runs alone, and the
+same inputs reach the same plan with the same kernels whichever frontend decoded them; only the
+decoding differs. Against onnxruntime the usual bounds apply (tolerance.py)."""
 import json
 import os
 import shutil
