@@ -144,6 +144,7 @@ struct RESTRouter: Sendable {
                 "inputs": tensors(model.inputMetadata), "outputs": tensors(model.outputMetadata),
             ])
         case .infer:
+            // POST went to infer(...) before this, any other method got 405: not reached.
             throw InferenceError(.internal, "inference is answered asynchronously")
         }
     }
