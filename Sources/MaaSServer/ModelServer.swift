@@ -48,7 +48,8 @@ public final class ModelServer: Service, Sendable {
             host: options.host, port: options.port,
             services: [HealthService(provider: health), inference],
             configuration: options.grpc, logger: logger,
-            http1: { [http] channel in try HTTPFrontend.install(on: channel, core: core, limits: http) })
+            http1: { [http] channel in try HTTPFrontend.install(on: channel, core: core, limits: http) },
+            plainHTTP: HTTPFrontend.plainHTTPHandler(core: core, limits: http))
         self.logger = logger
         self.options = options
     }

@@ -56,11 +56,14 @@ struct ServeModels: AsyncParsableCommand {
     @Option(help: "Seconds an HTTP/1.1 request head may take to arrive.") var httpHeaderTimeout = 10.0
     @Option(help: "Seconds a connection may wait before deciding its protocol.") var handshakeTimeout = 10.0
     @Option var predictModel: String?
+    @Option(help: "Largest gRPC message and HTTP request body, in bytes.") var maxReceiveMessageSize = 64 << 20
 
     func run() async throws {
         var logger = Logger(label: "maas-interop")
         logger.logLevel = .warning
         var options = ModelServer.Options()
+        options.grpc.maxReceiveMessageSize = maxReceiveMessageSize
+        options.http.maxBodyBytes = maxReceiveMessageSize
         options.http.headerTimeout = .milliseconds(Int64(httpHeaderTimeout * 1000))
         options.grpc.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
         options.http.predictModel = predictModel

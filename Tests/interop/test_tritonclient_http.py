@@ -140,3 +140,72 @@ def test_errors_have_grpcs_text(http, grpc, model, array, datatype, name, fragme
         messages.append(info.value.message())
     assert fragment in messages[0] and messages[0] == messages[1], messages
     assert http.is_model_ready("seed_mlp")
+
+
+def test_config_matches_grpc(http, grpc):
+    for model in ("seed_mlp", "classifier", "encoder", "text"):
+        ours = http.get_model_config(model)
+        expected = grpc.get_model_config(model, as_json=True)["config"]
+        assert ours["name"] == expected["name"] == model
+        assert ours["max_batch_size"] == expected.get("max_batch_size", 0)
+        for kind in ("input", "output"):
+            # protobuf's JSON spells int64 dims as strings; Triton's REST (and ours) as numbers.
+            assert [(t["name"], t["data_type"], t["dims"]) for t in ours[kind]] == \
+                [(t["name"], t.get("data_type", "TYPE_INVALID"), [int(d) for d in t.get("dims", [])]) for t in expected[kind]]
+        assert ours["version_policy"] == expected["version_policy"]
+        assert ours["instance_group"][0]["kind"] == "KIND_CPU"
+        assert ("dynamic_batching" in ours) == ("dynamic_batching" in expected)
+    with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
+        http.get_model_config("nope")
+
+
+def test_statistics_match_grpc(http, grpc):
+    x = np.zeros((2, 10), np.float32)
+    for _ in range(3):
+        http.infer("seed_mlp", inputs(httpclient, {"input": (x, "FP32")}))
+    with pytest.raises(InferenceServerException):
+        http.infer("seed_mlp", inputs(httpclient, {"input": (np.zeros((1, 3), np.float32), "FP32")}))
+    ours = http.get_inference_statistics("seed_mlp")["model_stats"]
+    expected = grpc.get_inference_statistics("seed_mlp", as_json=True)["model_stats"]
+    assert [s["name"] for s in ours] == ["seed_mlp"] and [s["version"] for s in ours] == ["1"]
+    stats, reference = ours[0], expected[0]
+    assert stats["inference_count"] == int(reference["inference_count"]) >= 6
+    assert stats["execution_count"] == int(reference["execution_count"])
+    assert stats["inference_stats"]["success"]["count"] == int(reference["inference_stats"]["success"]["count"])
+    assert stats["inference_stats"]["fail"]["count"] == int(reference["inference_stats"]["fail"].get("count", 0))
+    assert all(s["name"] for s in http.get_inference_statistics()["model_stats"])
+    assert len(http.get_inference_statistics("classifier", "3")["model_stats"]) == 1
+    with pytest.raises(InferenceServerException, match="classifier"):
+        http.get_inference_statistics("classifier", "1")
+
+
+def test_repository_index_matches_grpc(http, grpc):
+    ours = sorted((m["name"], m.get("version", ""), m["state"]) for m in http.get_model_repository_index())
+    expected = sorted((m.name, m.version, m.state) for m in grpc.get_model_repository_index().models)
+    assert ours == expected and ("seed_mlp", "1", "READY") in ours
+    with pytest.raises(InferenceServerException, match="explicit model load is only allowed"):
+        http.load_model("seed_mlp")
+
+
+def test_explicit_load_and_unload_over_rest(tmp_path):
+    (tmp_path / "seed_mlp" / "1").mkdir(parents=True)
+    shutil.copy(SEED, tmp_path / "seed_mlp" / "1" / "model.onnx")
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx model")
+    process = RunningProcess([binary("maas-interop"), "serve-models", "--port", "0", "--model-repository", str(tmp_path),
+                              "--model-control-mode", "explicit"])
+    try:
+        http = httpclient.InferenceServerClient(process.address)
+        assert wait_for(http.is_server_ready, timeout=30)
+        assert not http.is_model_ready("seed_mlp")
+        http.load_model("seed_mlp")
+        assert http.is_model_ready("seed_mlp")
+        assert ("seed_mlp", "READY") in [(m["name"], m["state"]) for m in http.get_model_repository_index()]
+        http.unload_model("seed_mlp")
+        assert wait_for(lambda: not http.is_model_ready("seed_mlp"), timeout=10)
+        with pytest.raises(InferenceServerException, match="failed to load 'broken'"):
+            http.load_model("broken")
+        with pytest.raises(InferenceServerException, match="nope"):
+            http.load_model("nope")
+    finally:
+        assert process.stop() == 0

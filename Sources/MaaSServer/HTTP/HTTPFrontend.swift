@@ -1,6 +1,6 @@
-import Foundation
 import MaaSCore
-import MaaSGRPC
+public import MaaSGRPC
+import NIOConcurrencyHelpers
 public import NIOCore
 import NIOHTTP1
 
@@ -14,8 +14,11 @@ public enum HTTPFrontend {
         /// A connection with nothing to read for this long is closed.
         public var idleTimeout: TimeAmount = .seconds(300)
         /// Largest request body, as gRPC's largest message; past it the answer is 413 and the
-        /// connection closes. One request is read at a time, so this bounds a connection's memory.
+        /// connection closes. Reading pauses while the bodies of the requests in progress reach
+        /// it, so it also bounds a connection's buffered requests.
         public var maxBodyBytes = 64 << 20
+        /// Requests of one connection in progress at once (pipelined); reading pauses past it.
+        public var maxPipelined = 64
         /// The model `POST /predict` runs; nil answers 404 naming the option.
         public var predictModel: String?
 
@@ -26,17 +29,32 @@ public enum HTTPFrontend {
     public static func install(on channel: any Channel, core: InferenceCore, limits: Limits = Limits()) throws {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(SlowHeadGuard(timeout: limits.headerTimeout))
-        try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+        try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
         try sync.addHandler(IdleStateHandler(readTimeout: limits.idleTimeout))
-        try sync.addHandler(RESTHandler(router: RESTRouter(core: core, predictModel: limits.predictModel), maxBodyBytes: limits.maxBodyBytes))
+        try sync.addHandler(RESTHandler(router: RESTRouter(core: core, predictModel: limits.predictModel), maxBodyBytes: limits.maxBodyBytes, maxPipelined: limits.maxPipelined))
+    }
+
+    /// REST over h2c: the HTTP/2 requests of the serving port that are not gRPC calls.
+    public static func plainHTTPHandler(core: InferenceCore, limits: Limits = Limits()) -> PlainHTTPHandler {
+        let router = RESTRouter(core: core, predictModel: limits.predictModel)
+        return { request, respond in
+            var headers = HTTPHeaders()
+            for (name, value) in request.headers { headers.add(name: name, value: value) }
+            let rest = RESTRequest(method: HTTPMethod(rawValue: request.method), uri: request.path, headers: headers, body: request.body)
+            var calls: [InferenceCore.Call] = []
+            router.answer(rest, calls: &calls) { response in
+                respond(PlainHTTPResponse(status: response.status, headers: response.headers.map { ($0.name, $0.value) }, body: response.body))
+            }
+            if !calls.isEmpty { router.core.infer(calls) }
+        }
     }
 }
 
-/// Told by the REST handler when a request head has arrived and when its response has gone,
-/// so that the time a head takes to arrive is bounded.
+/// Told by the REST handler when a request head has arrived and when its request has ended
+/// (the next bytes start a new head), so that the time a head takes to arrive is bounded.
 enum RequestProgress {
     case headReceived
-    case responseSent
+    case requestEnded
 }
 
 /// Closes a connection whose request head does not arrive within the timeout of its first
@@ -57,7 +75,8 @@ final class SlowHeadGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if waitingForHead, deadline == nil {
-            deadline = context.eventLoop.scheduleTask(in: timeout) { [weak context] in context?.close(promise: nil) }
+            let channel = context.channel
+            deadline = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
         }
         context.fireChannelRead(data)
     }
@@ -72,7 +91,7 @@ final class SlowHeadGuard: ChannelDuplexHandler, RemovableChannelHandler {
             waitingForHead = false
             deadline?.cancel()
             deadline = nil
-        case .responseSent:
+        case .requestEnded:
             waitingForHead = true
         }
         promise?.succeed()
@@ -83,83 +102,177 @@ final class SlowHeadGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 }
 
-/// One request at a time (swift-nio's pipelining handler queues the rest): the head, the body
-/// up to the limit, then the route's answer.
-final class RESTHandler: ChannelInboundHandler {
+/// Reads requests as they come and answers them in order (HTTP/1.1 pipelining): up to
+/// `maxPipelined` run at once, so a client's pipelined requests batch together as concurrent
+/// gRPC calls do; past that, or past the body budget, or while the client does not read its
+/// answers, reading pauses.
+final class RESTHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let router: RESTRouter
     private let maxBodyBytes: Int
+    private let maxPipelined: Int
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var refused = false
-    /// Between a request's head and its response's end.
-    private var inFlight = false
-    /// The server is shutting down: the response in progress is the last.
+    /// Requests read and not yet answered, with their answers once they come, in request order.
+    private var queue: [(head: HTTPRequestHead, response: RESTResponse?, bodyBytes: Int)] = []
+    /// The sequence number of queue's first entry; requests are numbered as they are read.
+    private var firstSequence = 0
+    private var bufferedBytes = 0
+    /// A request asked to close, or the server is draining: no request after the one being
+    /// read is taken.
+    private var closing = false
     private var draining = false
+    private var readPending = false
+    /// The request being read asked for `100 Continue`, not yet sent.
+    private var continueVersion: HTTPVersion?
+    /// Inference calls decoded in this read cycle, submitted together when it completes.
+    private var calls: [InferenceCore.Call] = []
+    private var mailbox: ResponseMailbox?
 
-    init(router: RESTRouter, maxBodyBytes: Int) {
+    init(router: RESTRouter, maxBodyBytes: Int, maxPipelined: Int = 64) {
         self.router = router
         self.maxBodyBytes = maxBodyBytes
+        self.maxPipelined = maxPipelined
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            guard !closing else { return }
             context.triggerUserOutboundEvent(RequestProgress.headReceived, promise: nil)
-            inFlight = true
             self.head = head
             body = nil
             refused = false
+            continueVersion = nil
             if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
-                refuseBody(context, length)
+                refuseBody(context, head, length)
             } else if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
-                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+                // An interim answer must not overtake the final answers queued before it.
+                continueVersion = head.version
+                sendContinueIfDue(context)
             }
         case .body(var chunk):
-            guard !refused else { return }
+            guard !refused, let head else { return }
             if (body?.readableBytes ?? 0) + chunk.readableBytes > maxBodyBytes {
-                refuseBody(context, nil)
+                refuseBody(context, head, nil)
                 return
             }
             if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
         case .end:
+            context.triggerUserOutboundEvent(RequestProgress.requestEnded, promise: nil)
             guard let head, !refused else { return }
             self.head = nil
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            router.answer(head, body: body ?? ByteBuffer()) { response in
-                bound.eventLoop.execute {
-                    let (handler, context) = bound.value
-                    handler.send(context, response, for: head, keepAlive: head.isKeepAlive)
-                }
-            }
+            let request = RESTRequest(method: head.method, uri: head.uri, headers: head.headers, body: body ?? ByteBuffer())
+            body = nil
+            let sequence = firstSequence + queue.count
+            queue.append((head, nil, request.body.readableBytes))
+            bufferedBytes += request.body.readableBytes
+            if !head.isKeepAlive { closing = true }
+            let mailbox = self.mailbox!
+            router.answer(request, calls: &calls) { response in mailbox.post(sequence, response) }
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if !calls.isEmpty {
+            var taken: [InferenceCore.Call] = []
+            swap(&taken, &calls)
+            router.core.infer(taken)
+            calls.reserveCapacity(taken.count)
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        mailbox = ResponseMailbox(NIOLoopBound((self, context), eventLoop: context.eventLoop))
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        mailbox?.detach()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if shouldPause(context) {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        resumeIfPossible(context)
+        context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ServerDrainEvent {
             draining = true
-            if !inFlight { context.close(promise: nil) }
+            closing = true
+            if queue.isEmpty, head == nil { context.close(promise: nil) }
         } else if event is IdleStateHandler.IdleStateEvent {
-            context.close(promise: nil)
+            if queue.isEmpty, head == nil { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
     }
 
-    /// 413 before reading a body past the limit; the connection closes, as the rest of the body
-    /// would otherwise have to be read and dropped.
-    private func refuseBody(_ context: ChannelHandlerContext, _ length: Int?) {
-        refused = true
-        let stated = length.map { "\($0) bytes" } ?? "more"
-        let response = RESTResponse.error(413, "request body of \(stated) exceeds the \(maxBodyBytes)-byte limit")
-        send(context, response, for: head ?? HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"), keepAlive: false)
+    private func shouldPause(_ context: ChannelHandlerContext) -> Bool {
+        closing || queue.count >= maxPipelined || bufferedBytes >= maxBodyBytes || !context.channel.isWritable
     }
 
-    private func send(_ context: ChannelHandlerContext, _ response: RESTResponse, for request: HTTPRequestHead, keepAlive wanted: Bool) {
-        let keepAlive = wanted && !draining
-        inFlight = false
+    private func resumeIfPossible(_ context: ChannelHandlerContext) {
+        if readPending, !shouldPause(context) {
+            readPending = false
+            context.read()
+        }
+    }
+
+    /// Answers have come: each, and every answer ready after it, go out in request order.
+    fileprivate func complete(_ context: ChannelHandlerContext, _ answers: [(sequence: Int, response: RESTResponse)]) {
+        for (sequence, response) in answers {
+            let index = sequence - firstSequence
+            guard index >= 0, index < queue.count else { continue }
+            queue[index].response = response
+        }
+        var wrote = false
+        while let first = queue.first, let ready = first.response {
+            queue.removeFirst()
+            firstSequence += 1
+            bufferedBytes -= first.bodyBytes
+            let last = queue.isEmpty && closing && head == nil
+            write(context, ready, for: first.head, keepAlive: first.head.isKeepAlive && !last && !draining)
+            wrote = true
+            if last || !first.head.isKeepAlive { break }
+        }
+        if wrote { context.flush() }
+        sendContinueIfDue(context)
+        resumeIfPossible(context)
+    }
+
+    private func sendContinueIfDue(_ context: ChannelHandlerContext) {
+        guard let version = continueVersion, queue.isEmpty, !closing else { return }
+        continueVersion = nil
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: .continue))), promise: nil)
+    }
+
+    /// 413 before reading a body past the limit; the connection closes after the answers
+    /// before it, as the rest of the body would otherwise have to be read and dropped.
+    private func refuseBody(_ context: ChannelHandlerContext, _ head: HTTPRequestHead, _ length: Int?) {
+        refused = true
+        closing = true
+        let stated = length.map { "\($0) bytes" } ?? "more"
+        let sequence = firstSequence + queue.count
+        var closingHead = head
+        closingHead.headers.replaceOrAdd(name: "connection", value: "close")
+        queue.append((closingHead, nil, 0))
+        complete(context, [(sequence, .error(413, "request body of \(stated) exceeds the \(maxBodyBytes)-byte limit"))])
+    }
+
+    private func write(_ context: ChannelHandlerContext, _ response: RESTResponse, for request: HTTPRequestHead, keepAlive: Bool) {
         var headers = response.headers
         headers.replaceOrAdd(name: "content-length", value: String(response.body.readableBytes))
         if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
@@ -168,11 +281,49 @@ final class RESTHandler: ChannelInboundHandler {
         if request.method != .HEAD, response.body.readableBytes > 0 {
             context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
         }
-        let done = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
-        context.triggerUserOutboundEvent(RequestProgress.responseSent, promise: nil)
-        if !keepAlive {
-            done.futureResult.whenComplete { [weak context] _ in context?.close(promise: nil) }
+        if keepAlive {
+            context.write(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         }
+    }
+}
+
+/// Carries answers from the threads that produce them to the connection's event loop, one hop
+/// per batch: the first answer posted schedules the drain, later ones join it (as the gRPC
+/// side's ConnectionMailbox), so a batch's answers go out in one write.
+private final class ResponseMailbox: Sendable {
+    private let target: NIOLoopBoundBox<(RESTHandler, ChannelHandlerContext)?>
+    private let pending = NIOLockedValueBox<[(sequence: Int, response: RESTResponse)]>([])
+
+    init(_ target: NIOLoopBound<(RESTHandler, ChannelHandlerContext)>) {
+        self.target = NIOLoopBoundBox(target.value, eventLoop: target.eventLoop)
+    }
+
+    func post(_ sequence: Int, _ response: RESTResponse) {
+        if target.eventLoop.inEventLoop {
+            if let (handler, context) = target.value { handler.complete(context, [(sequence, response)]) }
+            return
+        }
+        let first = pending.withLockedValue { pending in
+            pending.append((sequence, response))
+            return pending.count == 1
+        }
+        if first { target.eventLoop.execute { self.drain() } }
+    }
+
+    /// On the event loop, when the handler leaves the pipeline: later answers are dropped.
+    func detach() {
+        target.value = nil
+    }
+
+    private func drain() {
+        let answers = pending.withLockedValue { pending in
+            var taken: [(sequence: Int, response: RESTResponse)] = []
+            swap(&taken, &pending)
+            return taken
+        }
+        if let (handler, context) = target.value { handler.complete(context, answers) }
     }
 }

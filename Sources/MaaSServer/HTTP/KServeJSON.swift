@@ -1,5 +1,5 @@
-import Foundation
 import MaaSCore
+import MaaSJSON
 
 /// KServe v2 REST inference bodies: the JSON request (tensors as flat or nested `data`) with
 /// Triton's binary tensor data extension (`Inference-Header-Content-Length`: a JSON header, then
@@ -12,37 +12,36 @@ enum KServeJSON {
         var allOutputsBinary: Bool
     }
 
-    static func request(model: String, version: String, body: [UInt8], headerLength: Int?) throws(InferenceError) -> Request {
+    static func request(model: String, version: String, body: UnsafeRawBufferPointer, headerLength: Int?) throws(InferenceError) -> Request {
         let jsonEnd = headerLength ?? body.count
         guard jsonEnd >= 0, jsonEnd <= body.count else {
             throw .invalidInput("Inference-Header-Content-Length \(jsonEnd) is larger than the body (\(body.count) bytes)")
         }
-        let object: Any
+        let root: JSONValue
         do {
-            object = try JSONSerialization.jsonObject(with: Data(body[0..<jsonEnd]))
+            root = try JSONReader.parse(UnsafeRawBufferPointer(rebasing: body[..<jsonEnd]), deferring: ["data"])
         } catch {
-            throw .invalidInput("the inference request is not valid JSON: \(error.localizedDescription)")
+            throw .invalidInput("the inference request is not valid JSON: \(error)")
         }
-        guard let root = object as? [String: Any] else { throw .invalidInput("the inference request must be a JSON object") }
-        guard let inputs = root["inputs"] as? [[String: Any]], !inputs.isEmpty else {
+        guard root.members != nil else { throw .invalidInput("the inference request must be a JSON object, got \(root.kind)") }
+        guard let inputs = root["inputs"]?.array, !inputs.isEmpty else {
             throw .invalidInput("the inference request needs 'inputs', a list of tensors")
         }
-        var request = InferenceRequest(modelName: model, modelVersion: version, id: root["id"] as? String ?? "",
+        var id = ""
+        if let value = root["id"] {
+            guard let text = value.string else { throw .invalidInput("the request's id must be a string, got \(value.kind)") }
+            id = text
+        }
+        var request = InferenceRequest(modelName: model, modelVersion: version, id: id,
                                        parameters: try parameters(root["parameters"], "parameters"), inputs: [])
         var binaryOffset = jsonEnd
         for (index, input) in inputs.enumerated() {
-            guard let name = input["name"] as? String else { throw .invalidInput("inputs[\(index)] needs a name") }
-            guard let datatype = input["datatype"] as? String, let type = DataType(kserveName: datatype) else {
-                throw .invalidInput("input '\(name)' needs a datatype (FP32, INT64, BYTES, ...), got \(input["datatype"] ?? "nothing")")
+            guard input.members != nil else { throw .invalidInput("inputs[\(index)] must be an object, got \(input.kind)") }
+            guard let name = input["name"]?.string else { throw .invalidInput("inputs[\(index)] needs a name") }
+            guard let datatype = input["datatype"]?.string, let type = DataType(kserveName: datatype) else {
+                throw .invalidInput("input '\(name)' needs a datatype (FP32, INT64, BYTES, ...), got \(describe(input["datatype"]))")
             }
-            guard let shapeValues = input["shape"] as? [Any] else { throw .invalidInput("input '\(name)' needs a shape") }
-            var shape: [Int64] = []
-            for value in shapeValues {
-                guard let number = value as? NSNumber, CFNumberLike.isNumeric(number), number.doubleValue == number.doubleValue.rounded(),
-                    number.int64Value >= 0, number.int64Value <= Int64(Int32.max)
-                else { throw .invalidInput("input '\(name)' has invalid shape \(shapeValues)") }
-                shape.append(number.int64Value)
-            }
+            let shape = try Self.shape(input["shape"], name)
             let count: Int
             do {
                 count = try Shape.elementCount(shape.map(Int.init))
@@ -51,15 +50,31 @@ enum KServeJSON {
             }
             let parameters = try Self.parameters(input["parameters"], "input '\(name)' parameters")
             let bytes: [UInt8]
-            if case .int64(let size)? = parameters["binary_data_size"] {
-                guard size >= 0, Int(size) <= body.count - binaryOffset else {
+            if let size = parameters["binary_data_size"] {
+                guard case .int64(let size) = size, size >= 0 else {
+                    throw .invalidInput("input '\(name)' binary_data_size must be a byte count (a whole number from 0)")
+                }
+                guard Int(size) <= body.count - binaryOffset else {
                     throw .invalidInput("input '\(name)' has binary_data_size \(size), but \(body.count - binaryOffset) bytes of binary data are left")
                 }
                 bytes = Array(body[binaryOffset..<binaryOffset + Int(size)])
                 binaryOffset += Int(size)
             } else {
-                guard let data = input["data"] else { throw .invalidInput("input '\(name)' has neither data nor binary_data_size") }
-                bytes = try encode(flatten(data, name: name), type: type, count: count, name: name)
+                guard case .deferred(let range)? = input["data"] else {
+                    throw .invalidInput("input '\(name)' has neither data nor binary_data_size")
+                }
+                var decoder = TensorData(name: name, type: type, expected: count, bodyBytes: range.count)
+                do {
+                    try JSONReader.walkNested(body, range, &decoder)
+                } catch let error as InferenceError {
+                    throw error
+                } catch {
+                    throw .invalidInput("input '\(name)' data: \(error)")
+                }
+                guard decoder.count == count else {
+                    throw .invalidInput("input '\(name)' has \(decoder.count) values in data, its shape needs \(count)")
+                }
+                bytes = decoder.bytes
             }
             request.inputs.append(InferInput(name: name, datatype: datatype, shape: shape))
             request.rawInputContents.append(bytes)
@@ -68,125 +83,188 @@ enum KServeJSON {
             throw .invalidInput("\(body.count - binaryOffset) bytes of binary data follow the inputs that no input claims")
         }
         var binary = Set<String>()
-        for (index, output) in (root["outputs"] as? [[String: Any]] ?? []).enumerated() {
-            guard let name = output["name"] as? String else { throw .invalidInput("outputs[\(index)] needs a name") }
-            request.outputs.append(name)
-            if case .bool(true)? = try Self.parameters(output["parameters"], "output '\(name)' parameters")["binary_data"] { binary.insert(name) }
+        if let outputs = root["outputs"] {
+            guard let list = outputs.array else { throw .invalidInput("'outputs' must be a list, got \(outputs.kind)") }
+            for (index, output) in list.enumerated() {
+                guard let name = output["name"]?.string else { throw .invalidInput("outputs[\(index)] needs a name") }
+                request.outputs.append(name)
+                if case .bool(true)? = try Self.parameters(output["parameters"], "output '\(name)' parameters")["binary_data"] { binary.insert(name) }
+            }
         }
         var all = false
         if case .bool(true)? = request.parameters["binary_data_output"] { all = true }
         return Request(request: request, binaryOutputs: binary, allOutputsBinary: all)
     }
 
-    private static func parameters(_ value: Any?, _ path: String) throws(InferenceError) -> [String: InferParameter] {
+    private static func shape(_ value: JSONValue?, _ name: String) throws(InferenceError) -> [Int64] {
+        guard let dims = value?.array else { throw .invalidInput("input '\(name)' needs a shape, a list of dimensions") }
+        var shape: [Int64] = []
+        shape.reserveCapacity(dims.count)
+        for dim in dims {
+            guard let size = dim.number?.int64, size >= 0, size <= Int64(Int32.max) else {
+                throw .invalidInput("input '\(name)' has invalid shape \(dims.map(describe)): dimensions are whole numbers from 0 to \(Int32.max)")
+            }
+            shape.append(size)
+        }
+        return shape
+    }
+
+    private static func parameters(_ value: JSONValue?, _ path: String) throws(InferenceError) -> [String: InferParameter] {
         guard let value else { return [:] }
-        guard let object = value as? [String: Any] else { throw .invalidInput("\(path) must be an object") }
+        guard let members = value.members else { throw .invalidInput("\(path) must be an object, got \(value.kind)") }
         var result: [String: InferParameter] = [:]
-        for (key, entry) in object {
+        for (key, entry) in members {
             switch entry {
-            case let string as String: result[key] = .string(string)
-            case let number as NSNumber where !CFNumberLike.isNumeric(number): result[key] = .bool(number.boolValue)
-            case let number as NSNumber where number.doubleValue == number.doubleValue.rounded() && abs(number.doubleValue) < 9e15:
-                result[key] = .int64(number.int64Value)
-            case let number as NSNumber: result[key] = .double(number.doubleValue)
-            default: throw .invalidInput("\(path).\(key) must be a string, number or boolean")
+            case .string(let text): result[key] = .string(text)
+            case .bool(let flag): result[key] = .bool(flag)
+            case .number(.int(let number)): result[key] = .int64(number)
+            case .number(.uint(let number)): result[key] = .uint64(number)
+            case .number(.double(let number)): result[key] = .double(number)
+            default: throw .invalidInput("\(path).\(key) must be a string, number or boolean, got \(entry.kind)")
             }
         }
         return result
     }
 
-    /// `data` as flat or nested arrays, in row-major order.
-    private static func flatten(_ data: Any, name: String) throws(InferenceError) -> [Any] {
-        guard let array = data as? [Any] else { throw .invalidInput("input '\(name)' data must be an array") }
-        var flat: [Any] = []
-        var stack: [[Any].SubSequence] = [array[...]]
-        while var top = stack.popLast() {
-            guard let first = top.popFirst() else { continue }
-            stack.append(top)
-            if let nested = first as? [Any] { stack.append(nested[...]) } else { flat.append(first) }
+    static func describe(_ value: JSONValue?) -> String {
+        switch value {
+        case nil: "nothing"
+        case .string(let text)?: "\"\(text)\""
+        case .number(let number)?: "\(number.int64.map(String.init) ?? String(number.double))"
+        case .bool(let flag)?: "\(flag)"
+        case let other?: other.kind
         }
-        return flat
     }
 
-    /// JSON values as the tensor's bytes (KServe's raw layout: BYTES elements length-prefixed).
-    private static func encode(_ values: [Any], type: DataType, count: Int, name: String) throws(InferenceError) -> [UInt8] {
-        guard values.count == count else {
-            throw .invalidInput("input '\(name)' has \(values.count) values in data, its shape needs \(count)")
-        }
+    /// JSON `data` (flat or nested, row-major) as the tensor's bytes in KServe's raw layout
+    /// (BYTES elements length-prefixed). Stops at the first value past the shape's count, so a
+    /// body cannot make it hold more than the tensor.
+    private struct TensorData: NestedArrayVisitor {
+        let name: String
+        let type: DataType
+        let expected: Int
         var bytes: [UInt8] = []
-        func number(_ index: Int) throws(InferenceError) -> NSNumber {
-            guard let number = values[index] as? NSNumber, CFNumberLike.isNumeric(number) else {
-                throw .invalidInput("input '\(name)' data[\(index)] must be a number for \(type.kserveName), got \(values[index])")
-            }
-            return number
+        var count = 0
+
+        init(name: String, type: DataType, expected: Int, bodyBytes: Int) {
+            self.name = name
+            self.type = type
+            self.expected = expected
+            // Each value takes at least two bytes of the body ("0,"): never reserve more than it can fill.
+            bytes.reserveCapacity(min(expected, bodyBytes / 2 + 1) * (type.byteSize ?? 8))
         }
-        func append<T>(_ value: T) { withUnsafeBytes(of: value) { bytes.append(contentsOf: $0) } }
-        for index in values.indices {
+
+        mutating func element(_ value: JSONValue, at path: [Int]) throws {
+            guard count < expected else {
+                throw InferenceError.invalidInput("input '\(name)' has more values in data than its shape's \(expected)")
+            }
+            let index = count
+            count += 1
+            func refuse(_ wanted: String) -> InferenceError {
+                .invalidInput("input '\(name)' data[\(index)] must be \(wanted) for \(type.kserveName), got \(describe(value))")
+            }
+            func integer<T: FixedWidthInteger>(_: T.Type) throws -> T {
+                guard let number = value.number else { throw refuse("a whole number") }
+                let exact: T? = switch number {
+                case .int(let v): T(exactly: v)
+                case .uint(let v): T(exactly: v)
+                case .double(let v): T(exactly: v)
+                }
+                guard let exact else { throw refuse("a whole number from \(T.min) to \(T.max)") }
+                return exact
+            }
             switch type {
-            case .float32: append(try number(index).floatValue)
-            case .float64: append(try number(index).doubleValue)
-            case .int64: append(try number(index).int64Value)
-            case .int32: append(try number(index).int32Value)
-            case .int16: append(try number(index).int16Value)
-            case .int8: append(try number(index).int8Value)
-            case .uint64: append(try number(index).uint64Value)
-            case .uint32: append(try number(index).uint32Value)
-            case .uint16: append(try number(index).uint16Value)
-            case .uint8: append(try number(index).uint8Value)
+            case .float32:
+                guard let number = value.number else { throw refuse("a number") }
+                append(Float(number.double))
+            case .float64:
+                guard let number = value.number else { throw refuse("a number") }
+                append(number.double)
+            case .int64: append(try integer(Int64.self))
+            case .int32: append(try integer(Int32.self))
+            case .int16: append(try integer(Int16.self))
+            case .int8: append(try integer(Int8.self))
+            case .uint64: append(try integer(UInt64.self))
+            case .uint32: append(try integer(UInt32.self))
+            case .uint16: append(try integer(UInt16.self))
+            case .uint8: append(try integer(UInt8.self))
             case .bool:
-                guard let flag = values[index] as? NSNumber, !CFNumberLike.isNumeric(flag) else {
-                    throw .invalidInput("input '\(name)' data[\(index)] must be true or false for BOOL, got \(values[index])")
-                }
-                bytes.append(flag.boolValue ? 1 : 0)
+                guard let flag = value.bool else { throw refuse("true or false") }
+                bytes.append(flag ? 1 : 0)
             case .string:
-                guard let text = values[index] as? String else {
-                    throw .invalidInput("input '\(name)' data[\(index)] must be a string for BYTES, got \(values[index])")
-                }
-                let utf8 = Array(text.utf8)
-                append(UInt32(utf8.count).littleEndian)
-                bytes.append(contentsOf: utf8)
+                guard let text = value.string else { throw refuse("a string") }
+                append(UInt32(text.utf8.count).littleEndian)
+                bytes.append(contentsOf: text.utf8)
             case .float16, .bfloat16:
-                throw .invalidInput("input '\(name)': \(type.kserveName) cannot be sent as JSON data; use binary data")
+                throw InferenceError.invalidInput("input '\(name)': \(type.kserveName) cannot be sent as JSON data; use binary data")
             }
         }
-        return bytes
+
+        private mutating func append<T>(_ value: T) {
+            withUnsafeBytes(of: value) { bytes.append(contentsOf: $0) }
+        }
     }
 
     /// The response: the JSON alone, or the JSON header and then the binary outputs' bytes.
     static func response(_ response: InferenceResponse, binary: (String) -> Bool) -> (json: [UInt8], binary: [UInt8]) {
-        var outputs: [[String: Any]] = []
+        var json = JSONWriter(capacity: 128 + response.outputs.reduce(0) { $0 + $1.tensor.elementCount * 12 })
         var blob: [UInt8] = []
-        for (name, tensor) in response.outputs {
-            var entry: [String: Any] = ["name": name, "datatype": tensor.dataType.kserveName, "shape": tensor.shape]
-            // Half floats have no JSON number form: they always go as binary data.
-            if binary(name) || [.float16, .bfloat16].contains(tensor.dataType) {
-                tensor.withUnsafeBytes { blob.append(contentsOf: $0) }
-                entry["parameters"] = ["binary_data_size": tensor.byteCount]
-            } else {
-                entry["data"] = jsonValues(tensor)
-            }
-            outputs.append(entry)
+        json.beginObject()
+        json.key("model_name")
+        json.string(response.modelName)
+        json.key("model_version")
+        json.string(response.modelVersion)
+        if !response.id.isEmpty {
+            json.key("id")
+            json.string(response.id)
         }
-        var root: [String: Any] = ["model_name": response.modelName, "model_version": response.modelVersion, "outputs": outputs]
-        if !response.id.isEmpty { root["id"] = response.id }
-        let json = (try? JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])).map(Array.init) ?? Array("{}".utf8)
-        return (json, blob)
+        json.key("outputs")
+        json.beginArray()
+        for (name, tensor) in response.outputs {
+            json.beginObject()
+            json.key("name")
+            json.string(name)
+            json.key("datatype")
+            json.string(tensor.dataType.kserveName)
+            json.key("shape")
+            json.beginArray()
+            for dim in tensor.shape { json.int(dim) }
+            json.endArray()
+            // Half floats have no JSON number form: they always go as binary data.
+            if binary(name) || [.float16, .bfloat16, .string].contains(tensor.dataType) {
+                tensor.withUnsafeBytes { blob.append(contentsOf: $0) }
+                json.key("parameters")
+                json.beginObject()
+                json.key("binary_data_size")
+                json.int(tensor.byteCount)
+                json.endObject()
+            } else {
+                json.key("data")
+                json.beginArray()
+                writeValues(tensor, &json)
+                json.endArray()
+            }
+            json.endObject()
+        }
+        json.endArray()
+        json.endObject()
+        return (json.bytes, blob)
     }
 
-    private static func jsonValues(_ tensor: Tensor) -> [NSNumber] {
+    private static func writeValues(_ tensor: Tensor, _ json: inout JSONWriter) {
         switch tensor.dataType {
-        case .float32: tensor.scalars(as: Float.self).map { NSNumber(value: Double($0)) }
-        case .float64: tensor.scalars(as: Double.self).map { NSNumber(value: $0) }
-        case .int64: tensor.scalars(as: Int64.self).map { NSNumber(value: $0) }
-        case .int32: tensor.scalars(as: Int32.self).map { NSNumber(value: Int64($0)) }
-        case .int16: tensor.scalars(as: Int16.self).map { NSNumber(value: Int64($0)) }
-        case .int8: tensor.scalars(as: Int8.self).map { NSNumber(value: Int64($0)) }
-        case .uint64: tensor.scalars(as: UInt64.self).map { NSNumber(value: $0) }
-        case .uint32: tensor.scalars(as: UInt32.self).map { NSNumber(value: Int64($0)) }
-        case .uint16: tensor.scalars(as: UInt16.self).map { NSNumber(value: Int64($0)) }
-        case .uint8: tensor.scalars(as: UInt8.self).map { NSNumber(value: Int64($0)) }
-        case .bool: tensor.scalars(as: UInt8.self).map { NSNumber(value: $0 != 0) }
-        case .float16, .bfloat16, .string: []
+        case .float32: for v in tensor.scalars(as: Float.self) { json.float(v) }
+        case .float64: for v in tensor.scalars(as: Double.self) { json.double(v) }
+        case .int64: for v in tensor.scalars(as: Int64.self) { json.int(v) }
+        case .int32: for v in tensor.scalars(as: Int32.self) { json.int(v) }
+        case .int16: for v in tensor.scalars(as: Int16.self) { json.int(v) }
+        case .int8: for v in tensor.scalars(as: Int8.self) { json.int(v) }
+        case .uint64: for v in tensor.scalars(as: UInt64.self) { json.int(v) }
+        case .uint32: for v in tensor.scalars(as: UInt32.self) { json.int(v) }
+        case .uint16: for v in tensor.scalars(as: UInt16.self) { json.int(v) }
+        case .uint8: for v in tensor.scalars(as: UInt8.self) { json.int(v) }
+        case .bool: for v in tensor.scalars(as: UInt8.self) { json.bool(v != 0) }
+        case .float16, .bfloat16, .string: break
         }
     }
 }
