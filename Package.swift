@@ -100,10 +100,15 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // JSON for the REST frontends: strict, typed numbers, no Foundation.
+        .target(
+            name: "MaaSJSON",
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "MaaSServer",
             dependencies: [
-                "MaaSCore", "MaaSProto", "MaaSGRPC", "MaaSModels",
+                "MaaSCore", "MaaSProto", "MaaSGRPC", "MaaSModels", "MaaSJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -193,6 +198,11 @@ let package = Package(
             name: "MaaSTextTests",
             dependencies: ["MaaSCore", "MaaSText"],
             exclude: ["Fixtures"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "MaaSJSONTests",
+            dependencies: ["MaaSJSON"],
             swiftSettings: strictSettings
         ),
         .testTarget(

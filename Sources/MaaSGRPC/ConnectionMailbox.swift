@@ -6,6 +6,7 @@ enum StreamEvent: Sendable {
     case unaryResponse(Int32, ByteBuffer, Metadata)
     case message(Int32, ByteBuffer)
     case finish(Int32, RPCStatus, Metadata)
+    case plainResponse(Int32, PlainHTTPResponse)
 }
 
 /// Carries completions from any thread to a connection's event loop, one hop per batch: the

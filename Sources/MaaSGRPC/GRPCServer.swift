@@ -5,7 +5,8 @@ import NIOPosix
 public import ServiceLifecycle
 
 /// A gRPC server: HTTP/2 by nghttp2 over SwiftNIO sockets, one event loop per core. Given
-/// `http1`, the same port also takes HTTP/1.1: a connection's first bytes decide.
+/// `http1`, the same port also takes HTTP/1.1: a connection's first bytes decide. Given
+/// `plainHTTP`, HTTP/2 requests that are not gRPC go to it.
 ///
 /// ```swift
 /// let server = GRPCServer(host: "127.0.0.1", port: 8001, services: [health], logger: logger)
@@ -24,6 +25,8 @@ public final class GRPCServer: Service, Sendable {
     private let group: any EventLoopGroup
     /// Adds the HTTP/1.1 handlers to a connection whose first bytes are not the HTTP/2 preface.
     private let http1: (@Sendable (any Channel) throws -> Void)?
+    /// Answers HTTP/2 requests that are not gRPC (REST over h2c).
+    private let plainHTTP: PlainHTTPHandler?
     private let state = NIOLockedValueBox(State())
 
     private struct State {
@@ -47,9 +50,11 @@ public final class GRPCServer: Service, Sendable {
         configuration: GRPCServerConfiguration = GRPCServerConfiguration(),
         logger: Logger,
         eventLoopGroup: (any EventLoopGroup)? = nil,
-        http1: (@Sendable (any Channel) throws -> Void)? = nil
+        http1: (@Sendable (any Channel) throws -> Void)? = nil,
+        plainHTTP: PlainHTTPHandler? = nil
     ) {
         self.http1 = http1
+        self.plainHTTP = plainHTTP
         self.host = host
         self.port = port
         self.configuration = configuration
@@ -144,7 +149,7 @@ public final class GRPCServer: Service, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
             .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelInitializer { [http1] channel in
+            .childChannelInitializer { [http1, plainHTTP] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let id = ObjectIdentifier(channel)
                     let refused = state.withLockedValue { state -> Bool in
@@ -161,7 +166,7 @@ public final class GRPCServer: Service, Sendable {
                         timeout: .init(configuration.handshakeTimeout),
                         http2: { context in
                             let connection = GRPCServerConnection(
-                                configuration: configuration, router: router, logger: logger,
+                                configuration: configuration, router: router, plainHTTP: plainHTTP, logger: logger,
                                 onClose: { _ = state.withLockedValue { $0.connections.removeValue(forKey: id) } })
                             let draining = state.withLockedValue { state -> Bool in
                                 state.undecided.remove(id)

@@ -14,6 +14,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
 
     private let configuration: GRPCServerConfiguration
     private let router: Router
+    private let plainHTTP: PlainHTTPHandler?
     private var logger: Logger
     private let onClose: @Sendable () -> Void
 
@@ -52,11 +53,13 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     init(
         configuration: GRPCServerConfiguration,
         router: Router,
+        plainHTTP: PlainHTTPHandler? = nil,
         logger: Logger,
         onClose: @escaping @Sendable () -> Void
     ) {
         self.configuration = configuration
         self.router = router
+        self.plainHTTP = plainHTTP
         self.logger = logger
         self.onClose = onClose
     }
@@ -211,6 +214,9 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         case .finish(let id, let status, let trailers):
             guard let stream = streams[id], !stream.finished else { return }
             finish(stream, status: status, trailers: trailers)
+        case .plainResponse(let id, let response):
+            guard let stream = streams[id], !stream.finished else { return }
+            respond(response, on: stream)
         }
     }
 
@@ -284,6 +290,23 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
                 stream.bodyDeferred = false
                 session.resumeBody(streamID: stream.id)
             }
+        }
+        flushSoon()
+    }
+
+    /// Answers a plain HTTP request: its head, then its body, which ends the stream.
+    private func respond(_ response: PlainHTTPResponse, on stream: ServerStream) {
+        stream.finished = true
+        stream.responseHeadersSent = true
+        let isHEAD = if case .plain(let method, _, _) = stream.handler { method == "HEAD" } else { false }
+        if response.body.readableBytes == 0 || isHEAD {
+            session.submitResponse(streamID: stream.id, headers: response.headerBlock, hasBody: false)
+        } else {
+            stream.outbound.framesMessages = false
+            stream.outbound.append(response.body)
+            queuedOutboundBytes += response.body.readableBytes
+            stream.endsWithBody = true
+            session.submitResponse(streamID: stream.id, headers: response.headerBlock, hasBody: true)
         }
         flushSoon()
     }
@@ -442,6 +465,10 @@ extension GRPCServerConnection: H2SessionDelegate {
 
     func sessionData(streamID: Int32, bytes: UnsafeRawBufferPointer) {
         guard let stream = streams[streamID], !stream.finished else { return }
+        if case .plain = stream.handler {
+            gatherPlainBody(bytes, of: stream)
+            return
+        }
         // Taken out while it runs so a large partial message is never copied on write.
         var deframer = stream.deframer
         stream.deframer = MessageDeframer(maxMessageSize: 0)
@@ -490,16 +517,42 @@ extension GRPCServerConnection: H2SessionDelegate {
             pendingMethods.append(method)
         case .streaming:
             stream.onEnd?()
+        case .plain(let method, let path, let headers):
+            let body = stream.plainBody ?? ByteBuffer()
+            stream.plainBody = nil
+            bufferedInboundBytes -= body.readableBytes
+            let mailbox = self.mailbox!
+            plainHTTP?(PlainHTTPRequest(method: method, path: path, headers: headers, body: body)) { response in
+                mailbox.post(.plainResponse(streamID, response))
+            }
         case .pending, .rejected:
             break
         }
+    }
+
+    private func gatherPlainBody(_ bytes: UnsafeRawBufferPointer, of stream: ServerStream) {
+        let held = stream.plainBody?.readableBytes ?? 0
+        guard held + bytes.count <= configuration.maxReceiveMessageSize,
+            bufferedInboundBytes + bytes.count <= configuration.maxBufferedBytesPerConnection
+        else {
+            bufferedInboundBytes -= held
+            stream.plainBody = nil
+            let message = "request body of more than \(configuration.maxReceiveMessageSize) bytes exceeds the limit"
+            respond(PlainHTTPResponse(status: 413, headers: [("content-type", "application/json")],
+                                      body: ByteBuffer(string: #"{"error":"\#(message)"}"#)), on: stream)
+            return
+        }
+        if stream.plainBody == nil { stream.plainBody = context!.channel.allocator.buffer(capacity: bytes.count) }
+        stream.plainBody!.writeBytes(bytes)
+        bufferedInboundBytes += bytes.count
     }
 
     func sessionStreamClosed(streamID: Int32, errorCode: UInt32) {
         if headerStream?.id == streamID { headerStream = nil }
         guard let stream = streams.removeValue(forKey: streamID) else { return }
         stream.cancelDeadline()
-        bufferedInboundBytes -= stream.deframer.bufferedBytes
+        bufferedInboundBytes -= stream.deframer.bufferedBytes + (stream.plainBody?.readableBytes ?? 0)
+        stream.plainBody = nil
         queuedOutboundBytes -= stream.outbound.byteCount
         stream.outbound.removeAll()
         if !stream.finished {
@@ -526,6 +579,9 @@ extension GRPCServerConnection: H2SessionDelegate {
             stream.trailers = nil
             return .end(written, trailers: trailers)
         }
+        if stream.outbound.isEmpty, stream.endsWithBody {
+            return .end(written, trailers: nil)
+        }
         if written == 0 {
             stream.bodyDeferred = true
             return .deferred
@@ -545,6 +601,14 @@ extension GRPCServerConnection: H2SessionDelegate {
     private func start(_ stream: ServerStream) {
         let headers = stream.requestHeaders
         stream.requestHeaders = RequestHeaders()
+        if !headers.isGRPCContentType, plainHTTP != nil, let path = headers.path, !isGRPCPath(path) {
+            // REST over h2c. A gRPC method's path keeps gRPC's own refusals (405, 415).
+            var fields = headers.metadata.wireHeaders
+            if let type = headers.contentType { fields.append(("content-type", type)) }
+            stream.handler = .plain(method: headers.isPOST ? "POST" : headers.method ?? "GET", path: path, headers: fields)
+            idleSince = nil
+            return
+        }
         guard headers.isPOST else {
             reject(stream, httpStatus: "405", RPCError(.internal, "gRPC requires method POST, got \(headers.method ?? "none")"))
             return
@@ -609,6 +673,13 @@ extension GRPCServerConnection: H2SessionDelegate {
         return nil
     }
 
+    /// A path naming one of the services served here (`/package.Service/...`).
+    private func isGRPCPath(_ path: String) -> Bool {
+        if router.handler(for: path) != nil { return true }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        return parts.count == 3 && parts[0].isEmpty && router.services.contains(String(parts[1]))
+    }
+
     static func isGRPCContentType(_ value: String) -> Bool {
         let base = value.split(separator: ";", maxSplits: 1).first.map { $0.filter { $0 != " " } } ?? ""
         return base == "application/grpc" || base == "application/grpc+proto"
@@ -624,7 +695,7 @@ extension GRPCServerConnection: H2SessionDelegate {
             }
         case .streaming:
             stream.onMessage?(message)
-        case .pending, .rejected:
+        case .pending, .rejected, .plain:
             break
         }
     }

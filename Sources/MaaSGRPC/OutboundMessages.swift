@@ -8,12 +8,15 @@ struct OutboundMessages {
     private var prefixOffset = 0
     /// Bytes still to go, prefixes included.
     private(set) var byteCount = 0
+    /// False for a plain HTTP response body, which goes as it is.
+    var framesMessages = true
+    private var prefixLength: Int { framesMessages ? 5 : 0 }
 
     var isEmpty: Bool { queue.isEmpty }
 
     mutating func append(_ message: ByteBuffer) {
         queue.append(message)
-        byteCount += message.readableBytes + 5
+        byteCount += message.readableBytes + prefixLength
     }
 
     /// Copies as much as fits into `target`; returns the number of bytes written.
@@ -21,7 +24,7 @@ struct OutboundMessages {
         var written = 0
         while written < target.count, !queue.isEmpty {
             let index = queue.startIndex
-            if prefixOffset < 5 {
+            if prefixOffset < prefixLength {
                 let length = UInt32(truncatingIfNeeded: queue[index].readableBytes)
                 while prefixOffset < 5, written < target.count {
                     // Byte 0 is the compression flag (never set); bytes 1-4 the big-endian length.

@@ -25,6 +25,8 @@ public final class ServerStream {
     @exclusivity(unchecked) var deframer: MessageDeframer
     var handler: Kind = .pending
     var unaryRequest: ByteBuffer?
+    /// A plain HTTP request's body so far.
+    var plainBody: ByteBuffer?
     var inboundClosed = false
 
     // Response side.
@@ -33,6 +35,8 @@ public final class ServerStream {
     var trailers: HeaderBlock?
     var finished = false
     var bodyDeferred = false
+    /// A plain HTTP response: the stream ends with its body, without trailers.
+    var endsWithBody = false
     var deadlineTask: Scheduled<Void>?
 
     enum Kind {
@@ -40,6 +44,8 @@ public final class ServerStream {
         case unary(RegisteredMethod)
         case streaming
         case rejected
+        /// Not gRPC: the body is gathered whole for the plain HTTP handler.
+        case plain(method: String, path: String, headers: [(name: String, value: String)])
     }
 
     init(id: Int32, connection: GRPCServerConnection, maxMessageSize: Int) {
