@@ -1,3 +1,4 @@
+import Glibc
 public import MaaSCompute
 public import MaaSCore
 
@@ -12,6 +13,8 @@ public final class ModelVersion: Sendable {
     public let batcher: DynamicBatcher
     /// Tokenizer and pooling, for a model that takes text (config.json's `text_input`).
     public let text: TextPipeline?
+    /// When this version was loaded, in seconds since 1970 (OpenAI's `created`).
+    public let loadedAt = Int64(time(nil))
 
     init(name: String, version: Int64, config: ModelConfig, compiled: CompiledModel, text: TextPipeline? = nil, clock: any BatchingClock) {
         self.text = text

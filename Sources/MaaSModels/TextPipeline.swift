@@ -18,6 +18,11 @@ public struct TextPipeline: Sendable {
         pooledOutput = graph.outputs.first?.name ?? ""
     }
 
+    /// How many tokens the model sees for `text` (special tokens included, cut at max_length).
+    public func tokenCount(_ text: String) -> Int {
+        tokenizer.encode(text, maxLength: settings.maxLength).count
+    }
+
     /// The texts of a BYTES input: from `raw` (KServe's 4-byte little-endian length before each
     /// element) or from `bytes_contents`; each must be valid UTF-8.
     static func texts(raw: [UInt8]?, contents: TypedContents?, count: Int, label: String) throws(InferenceError) -> [String] {
