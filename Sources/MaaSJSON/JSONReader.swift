@@ -17,15 +17,18 @@ public struct JSONReader {
 
     private let bytes: UnsafeRawBufferPointer
     private var position = 0
+    /// A list, not a set: one or two names, compared without hashing every key.
+    private let deferring: [String]
 
-    public init(_ bytes: UnsafeRawBufferPointer) {
+    public init(_ bytes: UnsafeRawBufferPointer, deferring: [String] = []) {
         self.bytes = bytes
+        self.deferring = deferring
     }
 
     /// The document's one value; members named in `deferring` come back as `.deferred(range)`.
-    public static func parse(_ bytes: UnsafeRawBufferPointer, deferring: Set<String> = []) throws(JSONError) -> JSONValue {
-        var reader = JSONReader(bytes)
-        let value = try reader.value(depth: 0, deferring: deferring)
+    public static func parse(_ bytes: UnsafeRawBufferPointer, deferring: [String] = []) throws(JSONError) -> JSONValue {
+        var reader = JSONReader(bytes, deferring: deferring)
+        let value = try reader.value(depth: 0)
         reader.skipWhitespace()
         guard reader.position == bytes.count else { throw reader.error("unexpected \(reader.describeNext()) after the document") }
         return value
@@ -33,11 +36,11 @@ public struct JSONReader {
 
     // MARK: Values
 
-    private mutating func value(depth: Int, deferring: Set<String>) throws(JSONError) -> JSONValue {
+    private mutating func value(depth: Int) throws(JSONError) -> JSONValue {
         skipWhitespace()
         guard position < bytes.count else { throw error("unexpected end of the document") }
         switch bytes[position] {
-        case UInt8(ascii: "{"): return try object(depth: depth + 1, deferring: deferring)
+        case UInt8(ascii: "{"): return try object(depth: depth + 1)
         case UInt8(ascii: "["):
             guard depth + 1 <= Self.maxDepth else { throw error("nested deeper than \(Self.maxDepth) levels") }
             position += 1
@@ -45,7 +48,7 @@ public struct JSONReader {
             skipWhitespace()
             if peek(UInt8(ascii: "]")) { return .array(elements) }
             while true {
-                elements.append(try value(depth: depth + 1, deferring: deferring))
+                elements.append(try value(depth: depth + 1))
                 skipWhitespace()
                 if peek(UInt8(ascii: ",")) { continue }
                 if peek(UInt8(ascii: "]")) { return .array(elements) }
@@ -60,7 +63,7 @@ public struct JSONReader {
         }
     }
 
-    private mutating func object(depth: Int, deferring: Set<String>) throws(JSONError) -> JSONValue {
+    private mutating func object(depth: Int, deferring: Bool = true) throws(JSONError) -> JSONValue {
         guard depth <= Self.maxDepth else { throw error("nested deeper than \(Self.maxDepth) levels") }
         position += 1
         var members: [(key: String, value: JSONValue)] = []
@@ -74,13 +77,13 @@ public struct JSONReader {
             let key = try string()
             skipWhitespace()
             guard peek(UInt8(ascii: ":")) else { throw error("expected ':' after \"\(key)\", got \(describeNext())") }
-            if deferring.contains(key) {
+            if deferring, self.deferring.contains(key) {
                 skipWhitespace()
                 let start = position
                 try skipValue(depth: depth)
                 members.append((key, .deferred(start..<position)))
             } else {
-                members.append((key, try value(depth: depth, deferring: deferring)))
+                members.append((key, try value(depth: depth)))
             }
             skipWhitespace()
             if peek(UInt8(ascii: ",")) { continue }
@@ -98,7 +101,7 @@ public struct JSONReader {
             let close = bytes[position] == UInt8(ascii: "[") ? UInt8(ascii: "]") : UInt8(ascii: "}")
             guard depth + 1 <= Self.maxDepth else { throw error("nested deeper than \(Self.maxDepth) levels") }
             if close == UInt8(ascii: "}") {
-                _ = try object(depth: depth + 1, deferring: [])
+                _ = try object(depth: depth + 1, deferring: false)
                 return
             }
             position += 1
@@ -113,7 +116,7 @@ public struct JSONReader {
             }
         case UInt8(ascii: "\""): _ = try string()
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): _ = try number()
-        default: _ = try value(depth: depth, deferring: [])
+        default: _ = try value(depth: depth)
         }
     }
 
@@ -134,7 +137,7 @@ public struct JSONReader {
     private mutating func walk(_ path: inout [Int], _ visitor: inout some NestedArrayVisitor) throws {
         skipWhitespace()
         guard peek(UInt8(ascii: "[")) else {
-            try visitor.element(try value(depth: path.count, deferring: []), at: path)
+            try visitor.element(try value(depth: path.count), at: path)
             return
         }
         try visitor.enterArray(at: path)
@@ -161,16 +164,18 @@ public struct JSONReader {
         let start = position
         position += 1
         var scan = position
+        var ascii = true
         while scan < bytes.count {
             let byte = bytes[scan]
             if byte == UInt8(ascii: "\"") {
                 let raw = UnsafeRawBufferPointer(rebasing: bytes[position..<scan])
-                guard let text = String(validating: raw, as: UTF8.self) else {
-                    throw JSONError(message: "a string is not valid UTF-8", offset: start)
-                }
+                // ASCII needs no validation, and String(validating:) is not specialized: slow.
+                let text = ascii ? String(decoding: raw, as: UTF8.self) : String(validating: raw, as: UTF8.self)
+                guard let text else { throw JSONError(message: "a string is not valid UTF-8", offset: start) }
                 position = scan + 1
                 return text
             }
+            ascii = ascii && byte < 0x80
             if byte == UInt8(ascii: "\\") || byte < 0x20 { break }
             scan += 1
         }

@@ -33,11 +33,26 @@ public struct JSONWriter {
 
     public mutating func null() { raw("null") }
 
-    public mutating func int<T: BinaryInteger>(_ value: T) {
+    public mutating func int(_ value: Int64) {
+        separate()
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        digits(value.magnitude)
+        needsComma = true
+    }
+
+    public mutating func int(_ value: UInt64) {
         separate()
         digits(value)
         needsComma = true
     }
+
+    public mutating func int(_ value: Int) { int(Int64(value)) }
+    public mutating func int(_ value: Int32) { int(Int64(value)) }
+    public mutating func int(_ value: Int16) { int(Int64(value)) }
+    public mutating func int(_ value: Int8) { int(Int64(value)) }
+    public mutating func int(_ value: UInt32) { int(UInt64(value)) }
+    public mutating func int(_ value: UInt16) { int(UInt64(value)) }
+    public mutating func int(_ value: UInt8) { int(UInt64(value)) }
 
     /// The shortest digits that read back as the same Float. NaN and the infinities have no JSON
     /// form: they are written `NaN`, `Infinity`, `-Infinity`, as Python's json (tritonclient)
@@ -108,16 +123,18 @@ public struct JSONWriter {
         raw(value.isNaN ? "NaN" : value < 0 ? "-Infinity" : "Infinity")
     }
 
-    private mutating func digits<T: BinaryInteger>(_ value: T) {
-        if value == 0 { return bytes.append(UInt8(ascii: "0")) }
-        var magnitude = value.magnitude
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
-        let start = bytes.count
-        while magnitude > 0 {
-            bytes.append(UInt8(ascii: "0") + UInt8(magnitude % 10))
-            magnitude /= 10
+    private mutating func digits(_ value: UInt64) {
+        // At most 20 digits, written backwards into a fixed buffer, then appended at once.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { buffer in
+            var remaining = value
+            var start = 20
+            repeat {
+                start -= 1
+                buffer[start] = UInt8(ascii: "0") + UInt8(remaining % 10)
+                remaining /= 10
+            } while remaining > 0
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[start..<20]))
         }
-        bytes[start...].reverse()
     }
 
     private mutating func quoted(_ text: String) {

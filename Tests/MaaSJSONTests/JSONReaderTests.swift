@@ -1,7 +1,7 @@
 import MaaSJSON
 import Testing
 
-private func parse(_ text: String, deferring: Set<String> = []) throws -> JSONValue {
+private func parse(_ text: String, deferring: [String] = []) throws -> JSONValue {
     let bytes = Array(text.utf8)
     return try bytes.withUnsafeBytes { buffer in try JSONReader.parse(buffer, deferring: deferring) }
 }

@@ -28,10 +28,14 @@ public enum HTTPFrontend {
     /// Adds the HTTP/1.1 handlers to `channel` (on its event loop).
     public static func install(on channel: any Channel, core: InferenceCore, limits: Limits = Limits()) throws {
         let sync = channel.pipeline.syncOperations
-        try sync.addHandler(SlowHeadGuard(timeout: limits.headerTimeout))
-        try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
-        try sync.addHandler(IdleStateHandler(readTimeout: limits.idleTimeout))
-        try sync.addHandler(RESTHandler(router: RESTRouter(core: core, predictModel: limits.predictModel), maxBodyBytes: limits.maxBodyBytes, maxPipelined: limits.maxPipelined))
+        let timeouts = ConnectionTimeouts(headTimeout: limits.headerTimeout, idleTimeout: limits.idleTimeout)
+        try sync.addHandler(timeouts)
+        // Response headers are ours (names and values this module writes, never a client's
+        // bytes), so swift-nio's outbound check of each would only cost time.
+        try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true, withOutboundHeaderValidation: false)
+        try sync.addHandler(RESTHandler(
+            router: RESTRouter(core: core, predictModel: limits.predictModel), timeouts: timeouts,
+            maxBodyBytes: limits.maxBodyBytes, maxPipelined: limits.maxPipelined))
     }
 
     /// REST over h2c: the HTTP/2 requests of the serving port that are not gRPC calls.
@@ -50,55 +54,69 @@ public enum HTTPFrontend {
     }
 }
 
-/// Told by the REST handler when a request head has arrived and when its request has ended
-/// (the next bytes start a new head), so that the time a head takes to arrive is bounded.
-enum RequestProgress {
-    case headReceived
-    case requestEnded
-}
-
-/// Closes a connection whose request head does not arrive within the timeout of its first
-/// byte: a client that drips its headers (slowloris) holds a connection only that long.
-final class SlowHeadGuard: ChannelDuplexHandler, RemovableChannelHandler {
+/// The time limits of an HTTP/1.1 connection, in one handler at the socket end (it sees the raw
+/// bytes, so a head is timed from its first byte): a request head must arrive whole within
+/// `headTimeout` (slowloris clients hold a connection only that long), and a connection with
+/// nothing to read for `idleTimeout` and no request in progress is closed. The REST handler
+/// tells it directly when a head has arrived and a request has ended (same event loop).
+final class ConnectionTimeouts: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
 
-    private let timeout: TimeAmount
+    private let headTimeout: TimeAmount
+    private let idleTimeout: TimeAmount
     private var waitingForHead = true
-    private var deadline: Scheduled<Void>?
+    private var headDeadline: Scheduled<Void>?
+    private var idleCheck: Scheduled<Void>?
+    private var lastRead = NIODeadline.now()
+    /// Whether a request is being read or answered: an idle connection is closed only between requests.
+    var isBusy: () -> Bool = { false }
 
-    init(timeout: TimeAmount) {
-        self.timeout = timeout
+    init(headTimeout: TimeAmount, idleTimeout: TimeAmount) {
+        self.headTimeout = headTimeout
+        self.idleTimeout = idleTimeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        lastRead = .now()
+        scheduleIdleCheck(context, at: lastRead + idleTimeout)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        headDeadline?.cancel()
+        idleCheck?.cancel()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if waitingForHead, deadline == nil {
+        lastRead = .now()
+        if waitingForHead, headDeadline == nil {
             let channel = context.channel
-            deadline = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+            headDeadline = context.eventLoop.scheduleTask(in: headTimeout) { channel.close(promise: nil) }
         }
         context.fireChannelRead(data)
     }
 
-    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
-        guard let progress = event as? RequestProgress else {
-            context.triggerUserOutboundEvent(event, promise: promise)
-            return
-        }
-        switch progress {
-        case .headReceived:
-            waitingForHead = false
-            deadline?.cancel()
-            deadline = nil
-        case .requestEnded:
-            waitingForHead = true
-        }
-        promise?.succeed()
+    func headReceived() {
+        waitingForHead = false
+        headDeadline?.cancel()
+        headDeadline = nil
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        deadline?.cancel()
+    /// The next bytes start a new head.
+    func requestEnded() {
+        waitingForHead = true
+    }
+
+    private func scheduleIdleCheck(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        // One timer per connection, moved on when it fires rather than re-armed on every read.
+        idleCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            let due = lastRead + idleTimeout
+            if due <= .now(), !isBusy() {
+                context.close(promise: nil)
+            } else {
+                scheduleIdleCheck(context, at: max(due, .now() + .nanoseconds(idleTimeout.nanoseconds / 10)))
+            }
+        }
     }
 }
 
@@ -112,6 +130,7 @@ final class RESTHandler: ChannelDuplexHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let router: RESTRouter
+    private let timeouts: ConnectionTimeouts
     private let maxBodyBytes: Int
     private let maxPipelined: Int
     private var head: HTTPRequestHead?
@@ -133,8 +152,9 @@ final class RESTHandler: ChannelDuplexHandler {
     private var calls: [InferenceCore.Call] = []
     private var mailbox: ResponseMailbox?
 
-    init(router: RESTRouter, maxBodyBytes: Int, maxPipelined: Int = 64) {
+    init(router: RESTRouter, timeouts: ConnectionTimeouts, maxBodyBytes: Int, maxPipelined: Int = 64) {
         self.router = router
+        self.timeouts = timeouts
         self.maxBodyBytes = maxBodyBytes
         self.maxPipelined = maxPipelined
     }
@@ -143,7 +163,7 @@ final class RESTHandler: ChannelDuplexHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             guard !closing else { return }
-            context.triggerUserOutboundEvent(RequestProgress.headReceived, promise: nil)
+            timeouts.headReceived()
             self.head = head
             body = nil
             refused = false
@@ -163,7 +183,7 @@ final class RESTHandler: ChannelDuplexHandler {
             }
             if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
         case .end:
-            context.triggerUserOutboundEvent(RequestProgress.requestEnded, promise: nil)
+            timeouts.requestEnded()
             guard let head, !refused else { return }
             self.head = nil
             let request = RESTRequest(method: head.method, uri: head.uri, headers: head.headers, body: body ?? ByteBuffer())
@@ -173,7 +193,11 @@ final class RESTHandler: ChannelDuplexHandler {
             bufferedBytes += request.body.readableBytes
             if !head.isKeepAlive { closing = true }
             let mailbox = self.mailbox!
-            router.answer(request, calls: &calls) { response in mailbox.post(sequence, response) }
+            // Not `&calls`: an answer given at once may resume reading, and ByteToMessageHandler
+            // then delivers the next buffered request re-entrantly.
+            var decoded: [InferenceCore.Call] = []
+            router.answer(request, calls: &decoded) { response in mailbox.post(sequence, response) }
+            calls += decoded
         }
     }
 
@@ -189,6 +213,7 @@ final class RESTHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         mailbox = ResponseMailbox(NIOLoopBound((self, context), eventLoop: context.eventLoop))
+        timeouts.isBusy = { [unowned self] in !queue.isEmpty || head != nil }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -212,8 +237,6 @@ final class RESTHandler: ChannelDuplexHandler {
         if event is ServerDrainEvent {
             draining = true
             closing = true
-            if queue.isEmpty, head == nil { context.close(promise: nil) }
-        } else if event is IdleStateHandler.IdleStateEvent {
             if queue.isEmpty, head == nil { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
@@ -274,7 +297,7 @@ final class RESTHandler: ChannelDuplexHandler {
 
     private func write(_ context: ChannelHandlerContext, _ response: RESTResponse, for request: HTTPRequestHead, keepAlive: Bool) {
         var headers = response.headers
-        headers.replaceOrAdd(name: "content-length", value: String(response.body.readableBytes))
+        headers.add(name: "content-length", value: String(response.body.readableBytes))
         if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
         let status = HTTPResponseStatus(statusCode: response.status)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)

@@ -62,14 +62,22 @@ struct RESTRouter: Sendable {
     /// Inference calls are added to `calls` for the caller to submit with the others of its read
     /// cycle, one hop per model, as the gRPC frontend does.
     func answer(_ request: RESTRequest, calls: inout [InferenceCore.Call], respond: @escaping Respond) {
-        let path = request.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? request.uri
-        let parts = path.split(separator: "/").map { $0.contains("%") ? ($0.removingPercentEncoding ?? String($0)) : String($0) }
+        let path = request.uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(request.uri[..<$0]) } ?? request.uri
+        // Foundation only for the rare percent-escaped segment: its `contains` and string
+        // search cost more than the rest of a request's routing.
+        let parts = path.split(separator: "/").map { segment in
+            segment.utf8.contains(UInt8(ascii: "%")) ? (segment.removingPercentEncoding ?? String(segment)) : String(segment)
+        }
+        let openAI = parts.first == "v1"
         guard let route = Route(parts, predictModel: predictModel) else {
-            return respond(.error(404, "no route for \(request.method.rawValue) \(path)"))
+            let error = InferenceError(.notFound, "no route for \(request.method.rawValue) \(path)")
+            return respond(openAI ? OpenAIEmbeddings.error(error) : .error(error))
         }
         guard route.methods.contains(request.method) else {
             let allowed = route.methods.map(\.rawValue).joined(separator: ", ")
-            var response = RESTResponse.error(405, "\(path) takes \(allowed), not \(request.method.rawValue)")
+            let message = "\(path) takes \(allowed), not \(request.method.rawValue)"
+            var response = openAI ? OpenAIEmbeddings.error(InferenceError(.unimplemented, message)) : RESTResponse.error(405, message)
+            response.status = 405
             response.headers.add(name: "allow", value: allowed)
             return respond(response)
         }
@@ -78,6 +86,16 @@ struct RESTRouter: Sendable {
             infer(name, version, request, calls: &calls, respond: respond)
         case .predict(let name):
             predict(name, request.body, calls: &calls, respond: respond)
+        case .embeddings:
+            do throws(InferenceError) {
+                let decoded = try request.body.withUnsafeReadableBytes { body throws(InferenceError) in try OpenAIEmbeddings.decode(body) }
+                let dimensions = try request.body.withUnsafeReadableBytes { body throws(InferenceError) in try Self.dimensions(body) }
+                calls += try OpenAIEmbeddings.calls(for: decoded, dimensions: dimensions, core: core, respond: respond)
+            } catch {
+                respond(OpenAIEmbeddings.error(error))
+            }
+        case .openAIModels:
+            respond(.json(200, OpenAIEmbeddings.models(core)))
         case .load(let name), .unload(let name):
             let load = if case .load = route { true } else { false }
             Task {
@@ -186,10 +204,16 @@ struct RESTRouter: Sendable {
             return .json(200, KServeDocuments.statistics(try core.statistics(name, version)))
         case .index:
             return .json(200, KServeDocuments.index(core.index(readyOnly: try Self.readyOnly(request.body))))
-        case .infer, .predict, .load, .unload:
-            // answer(_:respond:) takes these before they reach here.
+        case .infer, .predict, .load, .unload, .embeddings, .openAIModels:
+            // answer(_:calls:respond:) takes these before they reach here.
             throw InferenceError(.internal, "\(route) is answered asynchronously")
         }
+    }
+
+    /// The embeddings request's optional `dimensions`.
+    private static func dimensions(_ body: UnsafeRawBufferPointer) throws(InferenceError) -> Int64? {
+        guard let value = (try? JSONReader.parse(body))?["dimensions"], value != .null else { return nil }
+        return value.number?.int64
     }
 
     /// The index request's optional `{"ready": true}`.
@@ -218,48 +242,64 @@ struct RESTRouter: Sendable {
         case load(String)
         case unload(String)
         case predict(String?)
+        case embeddings
+        case openAIModels
 
+        /// Compares segments in place: array-literal patterns would build an array per case
+        /// for every request.
         init?(_ parts: [String], predictModel: String?) {
-            if parts.first == "predict" {
-                switch parts.count {
-                case 1: self = .predict(predictModel)
-                case 2: self = .predict(parts[1])
-                default: return nil
-                }
+            let n = parts.count
+            func at(_ index: Int, _ word: String) -> Bool { index < n && parts[index] == word }
+            if at(0, "predict") {
+                guard n <= 2 else { return nil }
+                self = .predict(n == 2 ? parts[1] : predictModel)
                 return
             }
-            guard parts.first == "v2" else { return nil }
-            let rest = Array(parts.dropFirst())
-            switch rest {
-            case []: self = .serverMetadata
-            case ["health", "live"]: self = .live
-            case ["health", "ready"]: self = .ready
-            case ["models", "stats"]: self = .statistics("", "")
-            case ["repository", "index"]: self = .index
-            case let r where r.count == 4 && r[0] == "repository" && r[1] == "models" && r[3] == "load": self = .load(r[2])
-            case let r where r.count == 4 && r[0] == "repository" && r[1] == "models" && r[3] == "unload": self = .unload(r[2])
-            default:
-                guard rest.count >= 2, rest[0] == "models" else { return nil }
-                var tail = Array(rest.dropFirst(2))
-                var version = ""
-                if tail.count >= 2, tail[0] == "versions" {
-                    version = tail[1]
-                    tail.removeFirst(2)
-                }
-                switch tail {
-                case []: self = .modelMetadata(rest[1], version)
-                case ["ready"]: self = .modelReady(rest[1], version)
-                case ["config"]: self = .modelConfig(rest[1], version)
-                case ["stats"]: self = .statistics(rest[1], version)
-                case ["infer"]: self = .infer(rest[1], version)
+            if at(0, "v1") {
+                guard n == 2 else { return nil }
+                if parts[1] == "embeddings" { self = .embeddings; return }
+                if parts[1] == "models" { self = .openAIModels; return }
+                return nil
+            }
+            guard at(0, "v2") else { return nil }
+            if n == 1 { self = .serverMetadata; return }
+            if n == 3, parts[1] == "health" {
+                if parts[2] == "live" { self = .live; return }
+                if parts[2] == "ready" { self = .ready; return }
+                return nil
+            }
+            if n == 3, parts[1] == "repository", parts[2] == "index" { self = .index; return }
+            if n == 5, parts[1] == "repository", parts[2] == "models" {
+                if parts[4] == "load" { self = .load(parts[3]); return }
+                if parts[4] == "unload" { self = .unload(parts[3]); return }
+                return nil
+            }
+            guard at(1, "models"), n >= 3 else { return nil }
+            if n == 3, parts[2] == "stats" { self = .statistics("", ""); return }
+            let name = parts[2]
+            var next = 3
+            var version = ""
+            if at(3, "versions"), n >= 5 {
+                version = parts[4]
+                next = 5
+            }
+            switch n - next {
+            case 0: self = .modelMetadata(name, version)
+            case 1:
+                switch parts[next] {
+                case "infer": self = .infer(name, version)
+                case "ready": self = .modelReady(name, version)
+                case "config": self = .modelConfig(name, version)
+                case "stats": self = .statistics(name, version)
                 default: return nil
                 }
+            default: return nil
             }
         }
 
         var methods: [HTTPMethod] {
             switch self {
-            case .infer, .predict, .index, .load, .unload: [.POST]
+            case .infer, .predict, .index, .load, .unload, .embeddings: [.POST]
             default: [.GET, .HEAD]
             }
         }
