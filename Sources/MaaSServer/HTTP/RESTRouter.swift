@@ -63,17 +63,19 @@ struct RESTRouter: Sendable {
     /// cycle, one hop per model, as the gRPC frontend does.
     func answer(_ request: RESTRequest, calls: inout [InferenceCore.Call], respond: @escaping Respond) {
         let path = request.uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(request.uri[..<$0]) } ?? request.uri
-        // Foundation only for the rare percent-escaped segment: its `contains` and string
-        // search cost more than the rest of a request's routing.
-        let parts = path.split(separator: "/").map { segment in
-            segment.utf8.contains(UInt8(ascii: "%")) ? (segment.removingPercentEncoding ?? String(segment)) : String(segment)
+        // Split as bytes: splitting Characters runs grapheme breaking, and Foundation (only for
+        // the rare percent-escaped segment) searches strings slowly; either cost more than the
+        // rest of a request's routing.
+        let parts = path.utf8.split(separator: UInt8(ascii: "/")).map { bytes in
+            let segment = String(Substring(bytes))
+            return bytes.contains(UInt8(ascii: "%")) ? (segment.removingPercentEncoding ?? segment) : segment
         }
         let openAI = parts.first == "v1"
         guard let route = Route(parts, predictModel: predictModel) else {
             let error = InferenceError(.notFound, "no route for \(request.method.rawValue) \(path)")
             return respond(openAI ? OpenAIEmbeddings.error(error) : .error(error))
         }
-        guard route.methods.contains(request.method) else {
+        guard route.allows(request.method) else {
             let allowed = route.methods.map(\.rawValue).joined(separator: ", ")
             let message = "\(path) takes \(allowed), not \(request.method.rawValue)"
             var response = openAI ? OpenAIEmbeddings.error(InferenceError(.unimplemented, message)) : RESTResponse.error(405, message)
@@ -294,6 +296,13 @@ struct RESTRouter: Sendable {
                 default: return nil
                 }
             default: return nil
+            }
+        }
+
+        func allows(_ method: HTTPMethod) -> Bool {
+            switch self {
+            case .infer, .predict, .index, .load, .unload, .embeddings: method == .POST
+            default: method == .GET || method == .HEAD
             }
         }
 
