@@ -1,3 +1,4 @@
+import CoreMetrics
 public import MaaSCompute
 public import MaaSCore
 
@@ -13,14 +14,19 @@ public final class ModelVersion: Sendable {
     /// Tokenizer and pooling, for a model that takes text (config.json's `text_input`).
     public let text: TextPipeline?
 
-    init(name: String, version: Int64, config: ModelConfig, compiled: CompiledModel, text: TextPipeline? = nil, clock: any BatchingClock) {
+    init(
+        name: String, version: Int64, config: ModelConfig, compiled: CompiledModel, text: TextPipeline? = nil, clock: any BatchingClock,
+        metrics: any MetricsFactory = MetricsSystem.factory
+    ) {
         self.text = text
         self.name = name
         self.version = version
         self.config = config
         self.outputNames = config.outputs.map(\.name)
         self.compiled = compiled
-        self.batcher = DynamicBatcher(model: compiled, config: config, label: "\(name):\(version)", clock: clock)
+        self.batcher = DynamicBatcher(
+            model: compiled, config: config, label: "\(name):\(version)",
+            statistics: ModelStatistics(model: name, version: version, factory: metrics), clock: clock)
     }
 
     /// Inputs and outputs as ModelMetadata reports them (batch dimension included as -1).
