@@ -18,6 +18,8 @@ public enum HTTPFrontend {
         public var maxBodyBytes = 64 << 20
         /// The model `POST /predict` runs; nil answers 404 naming the option.
         public var predictModel: String?
+        /// What `GET /metrics` serves; nil answers 404.
+        public var metrics: MetricsEndpoint?
 
         public init() {}
     }
@@ -28,7 +30,7 @@ public enum HTTPFrontend {
         try sync.addHandler(SlowHeadGuard(timeout: limits.headerTimeout))
         try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
         try sync.addHandler(IdleStateHandler(readTimeout: limits.idleTimeout))
-        try sync.addHandler(RESTHandler(router: RESTRouter(core: core, predictModel: limits.predictModel), maxBodyBytes: limits.maxBodyBytes))
+        try sync.addHandler(RESTHandler(router: RESTRouter(core: core, predictModel: limits.predictModel, metrics: limits.metrics), maxBodyBytes: limits.maxBodyBytes))
     }
 }
 

@@ -31,6 +31,8 @@ struct RESTRouter: Sendable {
     let core: InferenceCore
     /// The model `POST /predict` runs (`--predict-model`; the built-in seed by default).
     let predictModel: String?
+    /// What `/metrics` serves; nil answers 404.
+    var metrics: MetricsEndpoint? = nil
 
     /// Answers through `respond`, at once or when an inference completes (on a pool thread).
     func answer(_ head: HTTPRequestHead, body: ByteBuffer, respond: @escaping @Sendable (RESTResponse) -> Void) {
@@ -44,6 +46,7 @@ struct RESTRouter: Sendable {
             }
             return predict(parts.count == 2 ? parts[1] : predictModel, body: body, respond: respond)
         }
+        if MetricsRoute.matches(parts) { return respond(MetricsRoute.answer(head, endpoint: metrics)) }
         if let route = Route(parts), case .infer(let name, let version) = route, head.method == .POST {
             let headerLength = head.headers.first(name: "inference-header-content-length").map { Int($0) ?? -1 }
             return infer(name, version, body: body, headerLength: headerLength, respond: respond)
