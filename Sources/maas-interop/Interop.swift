@@ -61,6 +61,7 @@ struct ServeModels: AsyncParsableCommand {
         var logger = Logger(label: "maas-interop")
         logger.logLevel = .warning
         var options = ModelServer.Options()
+        options.metricsExporter = PrometheusBackend.bootstrap()
         options.http.headerTimeout = .milliseconds(Int64(httpHeaderTimeout * 1000))
         options.grpc.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
         options.http.predictModel = predictModel
