@@ -218,6 +218,7 @@ let package = Package(
                 "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSTestSupport", "MaaSProto", "MaaSModels", "MaaSCompute",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strictSettings
