@@ -68,7 +68,9 @@ public final class ModelStatistics: Sendable {
         let now = UInt64(max(0, clock_realtime_nanos()))
         let count = UInt64(items)
         let micros = state.withLock { s -> (success: Int64, queue: Int64, input: Int64, infer: Int64, output: Int64) in
-            let before = s
+            // Only the totals: a copy of the snapshot would make the batches table copy itself
+            // (an allocation per batch) when it is written below.
+            let before = (s.success.nanoseconds, s.queue.nanoseconds, s.computeInput.nanoseconds, s.computeInfer.nanoseconds, s.computeOutput.nanoseconds)
             s.executionCount += 1
             s.inferenceCount += UInt64(size)
             s.computeInput.add(input * items, count: count)
@@ -82,11 +84,11 @@ public final class ModelStatistics: Sendable {
             s.lastInference = now
             s.pending -= items
             return (
-                Self.micros(from: before.success.nanoseconds, to: s.success.nanoseconds),
-                Self.micros(from: before.queue.nanoseconds, to: s.queue.nanoseconds),
-                Self.micros(from: before.computeInput.nanoseconds, to: s.computeInput.nanoseconds),
-                Self.micros(from: before.computeInfer.nanoseconds, to: s.computeInfer.nanoseconds),
-                Self.micros(from: before.computeOutput.nanoseconds, to: s.computeOutput.nanoseconds))
+                Self.micros(from: before.0, to: s.success.nanoseconds),
+                Self.micros(from: before.1, to: s.queue.nanoseconds),
+                Self.micros(from: before.2, to: s.computeInput.nanoseconds),
+                Self.micros(from: before.3, to: s.computeInfer.nanoseconds),
+                Self.micros(from: before.4, to: s.computeOutput.nanoseconds))
         }
         metrics.success.increment(by: items)
         metrics.inferenceCount.increment(by: size)

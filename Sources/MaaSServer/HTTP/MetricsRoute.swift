@@ -17,7 +17,9 @@ public struct MetricsEndpoint: Sendable {
 }
 
 /// `GET /metrics` in Prometheus text format, or OpenMetrics 1.0 when the scrape's `Accept`
-/// prefers `application/openmetrics-text` (as Prometheus itself asks).
+/// prefers `application/openmetrics-text` (as Prometheus itself asks). Answered on the event
+/// loop: sampling reads two small `/proc` files and one directory, and the text is a few KB
+/// per model version.
 enum MetricsRoute {
     static let prometheusType = "text/plain; version=0.0.4; charset=utf-8"
     static let openMetricsType = "application/openmetrics-text; version=1.0.0; charset=utf-8"
