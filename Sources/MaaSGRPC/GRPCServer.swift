@@ -80,6 +80,12 @@ public final class GRPCServer: Service, Sendable {
         }
     }
 
+    /// Connections open now, by protocol: HTTP/2 (gRPC, and REST over h2c), HTTP/1.1, and
+    /// accepted ones whose first bytes have not decided yet.
+    public var openConnections: (http2: Int, http1: Int, undecided: Int) {
+        state.withLockedValue { ($0.connections.count, $0.http1.count, $0.undecided.count) }
+    }
+
     public func run() async throws {
         let channel: any Channel
         do {

@@ -91,7 +91,7 @@ public final class DynamicBatcher: Sendable {
     let padding: ModelConfig.PaddedBatching?
     let paddedInputs: Set<String>
     private let state = Mutex(State())
-    public let statistics = ModelStatistics()
+    public let statistics: ModelStatistics
 
     private struct State {
         var pending = Deque<QueuedItem>()
@@ -107,8 +107,9 @@ public final class DynamicBatcher: Sendable {
         var isIdle: Bool { pending.isEmpty && batchesInFlight == 0 }
     }
 
-    init(model: CompiledModel, config: ModelConfig, label: String, clock: any BatchingClock = .system) {
+    init(model: CompiledModel, config: ModelConfig, label: String, statistics: ModelStatistics, clock: any BatchingClock = .system) {
         self.model = model
+        self.statistics = statistics
         self.label = label
         self.clock = clock
         maxBatchSize = config.maxBatchSize
@@ -145,8 +146,9 @@ public final class DynamicBatcher: Sendable {
             }
             return state.stopped
         }
+        statistics.recordQueued(queued.count - rejected.count)
         for item in rejected {
-            statistics.recordFailure(queued: .zero)
+            statistics.recordRefused(.rejected)
             let message = stopped
                 ? "model '\(label)' is unloading and takes no new requests"
                 : "model queue is full (\(maxQueueItems) requests waiting)"
@@ -211,7 +213,6 @@ public final class DynamicBatcher: Sendable {
         for queued in expired {
             let item = queued.item
             let waited = now - queued.enqueued
-            statistics.recordFailure(queued: waited)
             let error: InferenceError
             if item.cancellation?.isCancelled ?? false {
                 error = InferenceError(.cancelled, "request cancelled while queued")
@@ -220,6 +221,7 @@ public final class DynamicBatcher: Sendable {
             } else {
                 error = InferenceError(.unavailable, "request timed out in the model's queue after \(waited) (default_queue_policy)")
             }
+            statistics.recordFailure(queued: waited, reason: error.code == .unavailable ? .rejected : .canceled)
             item.complete(.failure(error))
         }
         for waiter in drained { waiter.resume() }
@@ -329,7 +331,7 @@ public final class DynamicBatcher: Sendable {
             }
         case .failure(let error):
             for queued in batch {
-                statistics.recordFailure(queued: start - queued.enqueued)
+                statistics.recordFailure(queued: start - queued.enqueued, reason: .backend)
                 queued.item.complete(.failure(error))
             }
         }

@@ -1,3 +1,4 @@
+public import CoreMetrics
 import Dispatch
 import Foundation
 import MaaSText
@@ -34,6 +35,8 @@ public final class ModelRepository: Sendable {
     let pool: ComputePool
     private let logger: Logger?
     let clock: any BatchingClock
+    /// Where each loaded version's metrics are made.
+    let metrics: any MetricsFactory
     private let lifecycles = Mutex<[String: ModelLifecycle]>([:])
     private let builtIn: [String: (ModelGraph, ModelConfig?)]
     /// Compiling reads files and keeps a core busy: it runs here, not on Swift's few
@@ -45,10 +48,13 @@ public final class ModelRepository: Sendable {
     ///   - builtIn: models that exist without files (the default seed model).
     ///   - clock: the batchers' clock (tests move it by hand).
     ///   - logger: where each compiled model reports its plans' kernel choices (debug level).
+    ///   - metrics: the metrics backend for the versions' `nv_inference_*` metrics (the one the
+    ///     executable bootstrapped, by default).
     public init(
         path: String?, builtIn: [String: (ModelGraph, ModelConfig?)] = [:], pool: ComputePool = .shared,
-        clock: any BatchingClock = .system, logger: Logger? = nil
+        clock: any BatchingClock = .system, logger: Logger? = nil, metrics: any MetricsFactory = MetricsSystem.factory
     ) {
+        self.metrics = metrics
         self.logger = logger
         self.path = path
         self.builtIn = builtIn
@@ -269,7 +275,7 @@ public final class ModelRepository: Sendable {
                 throw .invalidModel("model '\(name)' version \(version): \(settings.tokenizer): \(error.message)")
             }
         }
-        let loaded = ModelVersion(name: name, version: version, config: config, compiled: compiled, text: text, clock: clock)
+        let loaded = ModelVersion(name: name, version: version, config: config, compiled: compiled, text: text, clock: clock, metrics: metrics)
         try warmUp(loaded)
         // Loading read the file, decoded its protobuf and copied every tensor out of it: those
         // buffers are freed but glibc keeps much of them mapped; give them back (MiniLM: 296 MB

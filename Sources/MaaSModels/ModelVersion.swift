@@ -1,4 +1,5 @@
 import Glibc
+import CoreMetrics
 public import MaaSCompute
 public import MaaSCore
 
@@ -16,14 +17,19 @@ public final class ModelVersion: Sendable {
     /// When this version was loaded, in seconds since 1970 (OpenAI's `created`).
     public let loadedAt = Int64(time(nil))
 
-    init(name: String, version: Int64, config: ModelConfig, compiled: CompiledModel, text: TextPipeline? = nil, clock: any BatchingClock) {
+    init(
+        name: String, version: Int64, config: ModelConfig, compiled: CompiledModel, text: TextPipeline? = nil, clock: any BatchingClock,
+        metrics: any MetricsFactory = MetricsSystem.factory
+    ) {
         self.text = text
         self.name = name
         self.version = version
         self.config = config
         self.outputNames = config.outputs.map(\.name)
         self.compiled = compiled
-        self.batcher = DynamicBatcher(model: compiled, config: config, label: "\(name):\(version)", clock: clock)
+        self.batcher = DynamicBatcher(
+            model: compiled, config: config, label: "\(name):\(version)",
+            statistics: ModelStatistics(model: name, version: version, factory: metrics), clock: clock)
     }
 
     /// Inputs and outputs as ModelMetadata reports them (batch dimension included as -1).

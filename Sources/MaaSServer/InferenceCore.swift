@@ -122,7 +122,14 @@ public struct InferenceCore: Sendable {
         for call in calls {
             do throws(InferenceError) {
                 let model = try model(call.request.modelName, call.request.modelVersion)
-                let prepared = try model.prepare(call.request)
+                let prepared: ModelVersion.Prepared
+                do throws(InferenceError) {
+                    prepared = try model.prepare(call.request)
+                } catch {
+                    // A request the model cannot take counts as failed (reason OTHER), as in Triton.
+                    model.batcher.statistics.recordRefused(.other)
+                    throw error
+                }
                 let id = call.request.id
                 let order = prepared.outputs.isEmpty ? model.outputNames : prepared.outputs
                 let respond = call.respond

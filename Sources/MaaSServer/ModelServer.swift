@@ -22,6 +22,9 @@ public final class ModelServer: Service, Sendable {
         public var grpc = GRPCServerConfiguration()
         /// HTTP/1.1 on the same port (KServe REST: health, metadata).
         public var http = HTTPFrontend.Limits()
+        /// Renders the metrics backend's registry as Prometheus text for `GET /metrics` (the
+        /// executable that bootstrapped the backend passes it); nil answers 404 there.
+        public var metricsExporter: (@Sendable () -> [UInt8])?
 
         public init() {}
     }
@@ -44,12 +47,16 @@ public final class ModelServer: Service, Sendable {
         let core = inference.core
         var http = options.http
         if http.predictModel == nil, options.modelRepository == nil { http.predictModel = SeedModel.name }
-        grpc = GRPCServer(
+        let process = options.metricsExporter.map { _ in ProcessMetrics() }
+        if let exporter = options.metricsExporter { http.metrics = MetricsEndpoint(exporter: exporter, process: process) }
+        let grpc = GRPCServer(
             host: options.host, port: options.port,
             services: [HealthService(provider: health), inference],
             configuration: options.grpc, logger: logger,
             http1: { [http] channel in try HTTPFrontend.install(on: channel, core: core, limits: http) },
             plainHTTP: HTTPFrontend.plainHTTPHandler(core: core, limits: http))
+        process?.countConnections { [weak grpc] in grpc?.openConnections ?? (0, 0, 0) }
+        self.grpc = grpc
         self.logger = logger
         self.options = options
     }

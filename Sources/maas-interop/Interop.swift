@@ -64,6 +64,7 @@ struct ServeModels: AsyncParsableCommand {
         var options = ModelServer.Options()
         options.grpc.maxReceiveMessageSize = maxReceiveMessageSize
         options.http.maxBodyBytes = maxReceiveMessageSize
+        options.metricsExporter = PrometheusBackend.bootstrap()
         options.http.headerTimeout = .milliseconds(Int64(httpHeaderTimeout * 1000))
         options.grpc.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
         options.http.predictModel = predictModel

@@ -47,6 +47,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let logger = global.bootstrapLogging()
         var options = ModelServer.Options()
+        options.metricsExporter = PrometheusBackend.bootstrap()
         options.host = host
         options.port = port
         options.modelRepository = modelRepository

@@ -26,6 +26,8 @@ public enum HTTPFrontend {
         public var maxHeaderBytes = 16 << 10
         /// The model `POST /predict` runs; nil answers 404 naming the option.
         public var predictModel: String?
+        /// What `GET /metrics` serves; nil answers 404.
+        public var metrics: MetricsEndpoint?
 
         public init() {}
     }
@@ -40,13 +42,13 @@ public enum HTTPFrontend {
         decoderLimits.maxHeaderFieldSize = limits.maxHeaderBytes
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: decoderLimits)))
         try sync.addHandler(RESTHandler(
-            router: RESTRouter(core: core, predictModel: limits.predictModel), timeouts: timeouts,
+            router: RESTRouter(core: core, predictModel: limits.predictModel, metrics: limits.metrics), timeouts: timeouts,
             maxBodyBytes: limits.maxBodyBytes, maxHeaderBytes: limits.maxHeaderBytes, maxPipelined: limits.maxPipelined))
     }
 
     /// REST over h2c: the HTTP/2 requests of the serving port that are not gRPC calls.
     public static func plainHTTPHandler(core: InferenceCore, limits: Limits = Limits()) -> PlainHTTPHandler {
-        let router = RESTRouter(core: core, predictModel: limits.predictModel)
+        let router = RESTRouter(core: core, predictModel: limits.predictModel, metrics: limits.metrics)
         return { request, respond in
             var headers = HTTPHeaders()
             for (name, value) in request.headers { headers.add(name: name, value: value) }

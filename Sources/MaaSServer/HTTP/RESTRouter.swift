@@ -55,6 +55,8 @@ struct RESTRouter: Sendable {
     let core: InferenceCore
     /// The model `POST /predict` runs (`--predict-model`; the built-in seed by default).
     let predictModel: String?
+    /// What `/metrics` serves; nil answers 404.
+    var metrics: MetricsEndpoint? = nil
 
     typealias Respond = @Sendable (RESTResponse) -> Void
 
@@ -70,6 +72,7 @@ struct RESTRouter: Sendable {
             let segment = String(Substring(bytes))
             return bytes.contains(UInt8(ascii: "%")) ? (segment.removingPercentEncoding ?? segment) : segment
         }
+        if MetricsRoute.matches(parts) { return respond(MetricsRoute.answer(request.method, request.headers, endpoint: metrics)) }
         let openAI = parts.first == "v1"
         guard let route = Route(parts, predictModel: predictModel) else {
             let error = InferenceError(.notFound, "no route for \(request.method.rawValue) \(path)")
