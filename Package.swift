@@ -203,6 +203,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "MaaSClientTests",
+            dependencies: ["MaaSCore", "MaaSClient"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "MaaSServerTests",
             dependencies: [
                 "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSTestSupport", "MaaSProto", "MaaSModels", "MaaSCompute",

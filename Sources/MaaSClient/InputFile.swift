@@ -58,11 +58,11 @@ public enum InputFile {
     static func csv(_ text: String, type: DataType, source: String) throws(InferenceError) -> Tensor {
         var lines: [(number: Int, fields: [Substring])] = []
         var number = 0
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // "\r\n" is one Character in Swift, so it is a separator of its own.
+        for line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) {
             number += 1
-            let trimmed = line.hasSuffix("\r") ? line.dropLast() : line
-            if trimmed.allSatisfy({ $0 == " " || $0 == "\t" }) { continue }
-            lines.append((number, trimmed.split(separator: ",", omittingEmptySubsequences: false).map(trim)))
+            if line.allSatisfy({ $0 == " " || $0 == "\t" }) { continue }
+            lines.append((number, line.split(separator: ",", omittingEmptySubsequences: false).map(trim)))
         }
         if let first = lines.first, first.fields.contains(where: { Double($0) == nil && Bool(String($0)) == nil }) {
             lines.removeFirst()  // a header row
