@@ -9,8 +9,8 @@ import NIOHTTP1
 /// tensors' raw bytes, both ways).
 extension RESTClient {
     /// `GET /v2/models/{model}[/versions/{v}]`.
-    public func metadata(model: String, version: String = "") async throws(RESTError) -> KServe.ModelMetadata {
-        let object = try await json(.GET, Self.modelPath(model, version))
+    public func metadata(model: String, version: String = "", timeout: Duration? = nil) async throws(RESTError) -> KServe.ModelMetadata {
+        let object = try await json(.GET, Self.modelPath(model, version), timeout: timeout)
         func tensors(_ key: String) -> [TensorMetadata] {
             (object[key] as? [[String: Any]] ?? []).map { entry in
                 TensorMetadata(
@@ -24,14 +24,16 @@ extension RESTClient {
     }
 
     /// `max_batch_size` from `GET /v2/models/{model}/config`; nil when the server does not serve it.
-    public func maxBatchSize(model: String, version: String = "") async -> Int? {
-        guard let object = try? await json(.GET, Self.modelPath(model, version) + "/config") else { return nil }
+    public func maxBatchSize(model: String, version: String = "", timeout: Duration? = nil) async -> Int? {
+        guard let object = try? await json(.GET, Self.modelPath(model, version) + "/config", timeout: timeout) else { return nil }
         return (object["max_batch_size"] as? NSNumber)?.intValue
     }
 
     /// `POST /v2/models/{model}/infer` with every input as binary data and every output asked
     /// for as binary data (`outputs` empty: all of them, via `binary_data_output`).
-    public func infer(model: String, version: String = "", inputs: [(name: String, tensor: Tensor)], outputs: [String] = []) async throws(RESTError) -> InferenceResponse {
+    public func infer(
+        model: String, version: String = "", inputs: [(name: String, tensor: Tensor)], outputs: [String] = [], timeout: Duration? = nil
+    ) async throws(RESTError) -> InferenceResponse {
         let header: [String: Any] = [
             "inputs": inputs.map { input -> [String: Any] in
                 ["name": input.name, "datatype": input.tensor.dataType.kserveName, "shape": input.tensor.shape,
@@ -53,7 +55,7 @@ extension RESTClient {
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "application/octet-stream")
         headers.add(name: "inference-header-content-length", value: String(json.count))
-        let response = try await request(.POST, Self.modelPath(model, version) + "/infer", headers: headers, body: body)
+        let response = try await request(.POST, Self.modelPath(model, version) + "/infer", headers: headers, body: body, timeout: timeout)
         guard response.status == 200 else { throw Self.error(response) }
         do throws(InferenceError) {
             return try Self.decodeInferResponse(response)
@@ -101,8 +103,8 @@ extension RESTClient {
             id: object["id"] as? String ?? "", outputs: outputs)
     }
 
-    private func json(_ method: HTTPMethod, _ path: String) async throws(RESTError) -> [String: Any] {
-        let response = try await request(method, path)
+    private func json(_ method: HTTPMethod, _ path: String, timeout: Duration?) async throws(RESTError) -> [String: Any] {
+        let response = try await request(method, path, timeout: timeout)
         guard response.status == 200 else { throw Self.error(response) }
         guard let object = (try? JSONSerialization.jsonObject(with: Data(response.body.readableBytesView))) as? [String: Any] else {
             throw RESTError(status: response.status, message: "\(path) did not answer a JSON object")

@@ -54,12 +54,22 @@ public final class RESTClient: Sendable {
 
     /// Sends one request and waits for its answer (any status: the caller decides what is an error).
     /// Throws ``RESTError`` with status 0 when the connection fails or closes first.
-    public func request(_ method: HTTPMethod, _ path: String, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) async throws(RESTError) -> Response {
+    /// - Parameter timeout: with no answer by then the connection is closed (an HTTP/1.1 request
+    ///   cannot be withdrawn alone), failing every request in flight on it.
+    public func request(
+        _ method: HTTPMethod, _ path: String, headers: HTTPHeaders = [:], body: ByteBuffer? = nil, timeout: Duration? = nil
+    ) async throws(RESTError) -> Response {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
         head.headers.replaceOrAdd(name: "host", value: authority)
         if let body { head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes)) }
         let promise = channel.eventLoop.makePromise(of: Response.self)
         channel.writeAndFlush(PipelinedRequest(head: head, body: body, promise: promise), promise: nil)
+        let timer = timeout.map { limit in
+            channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(limit.inSeconds * 1e9))) { [channel] in
+                channel.pipeline.fireErrorCaught(RESTError(status: 0, message: "\(method) \(path): no answer within \(limit.inSeconds) s"))
+            }
+        }
+        defer { timer?.cancel() }
         do {
             return try await withTaskCancellationHandler {
                 try await promise.futureResult.get()
@@ -147,7 +157,7 @@ final class PipelinedRequestHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        failAll(context, "\(error)")
+        failAll(context, (error as? RESTError)?.message ?? "\(error)")
     }
 
     private func failAll(_ context: ChannelHandlerContext, _ message: String) {

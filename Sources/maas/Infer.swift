@@ -70,9 +70,10 @@ struct Infer: AsyncParsableCommand {
         defer { connection.close() }
         Terminal.stderr("\(model): \(prepared.runner.rows) rows in \(prepared.runner.requestCount) requests of \(prepared.runner.batchSize) rows, \(concurrency) in flight over \(connection.transport)\n")
 
-        // SIGINT cancels the run; the partial files are removed before anything is printed.
+        // SIGINT (and SIGTERM) cancel the run; the partial files are removed before anything is printed.
         signal(SIGINT, SIG_IGN)
-        let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        signal(SIGTERM, SIG_IGN)
+        let interrupts = [SIGINT, SIGTERM].map { DispatchSource.makeSignalSource(signal: $0, queue: .global()) }
         let directory = outputDir, runner = prepared.runner
         let work = Task { () -> Outcome in
             let files = try OutputFiles(directory: directory)
@@ -98,9 +99,11 @@ struct Infer: AsyncParsableCommand {
                 throw error
             }
         }
-        interrupt.setEventHandler { work.cancel() }
-        interrupt.resume()
-        defer { interrupt.cancel() }
+        for interrupt in interrupts {
+            interrupt.setEventHandler { work.cancel() }
+            interrupt.resume()
+        }
+        defer { for interrupt in interrupts { interrupt.cancel() } }
 
         let outcome: Outcome
         do {

@@ -64,7 +64,7 @@ enum ServerConnection: Sendable {
     func metadata(model: String, version: String, timeout: Duration) async throws -> KServe.ModelMetadata {
         switch self {
         case .grpc(let client): try await InferenceClient(client).metadata(model: model, version: version, timeout: timeout)
-        case .rest(let client, _, _): try await client.metadata(model: model, version: version)
+        case .rest(let client, _, _): try await client.metadata(model: model, version: version, timeout: timeout)
         }
     }
 
@@ -75,7 +75,7 @@ enum ServerConnection: Sendable {
         case .grpc(let client):
             return try? await InferenceClient(client).config(model: model, version: version, timeout: timeout).maxBatchSize
         case .rest(let client, let host, let port):
-            if let size = await client.maxBatchSize(model: model, version: version) { return size }
+            if let size = await client.maxBatchSize(model: model, version: version, timeout: timeout) { return size }
             guard let grpc = try? await GRPCClient.connect(host: host, port: port) else { return nil }
             defer { grpc.close() }
             return try? await InferenceClient(grpc).config(model: model, version: version, timeout: .seconds(2)).maxBatchSize
@@ -87,7 +87,7 @@ enum ServerConnection: Sendable {
         case .grpc(let client):
             try await InferenceClient(client).infer(model: model, version: version, inputs: inputs, outputs: outputs, timeout: timeout)
         case .rest(let client, _, _):
-            try await client.infer(model: model, version: version, inputs: inputs, outputs: outputs)
+            try await client.infer(model: model, version: version, inputs: inputs, outputs: outputs, timeout: timeout)
         }
     }
 }
