@@ -125,6 +125,8 @@ let package = Package(
             dependencies: [
                 "MaaSCore", "MaaSProto", "MaaSGRPC",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
@@ -220,6 +222,11 @@ let package = Package(
         .testTarget(
             name: "MaaSProtoTests",
             dependencies: ["MaaSCore", "MaaSProto"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "MaaSClientTests",
+            dependencies: ["MaaSCore", "MaaSClient"],
             swiftSettings: strictSettings
         ),
         .testTarget(

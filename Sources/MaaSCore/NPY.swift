@@ -59,18 +59,32 @@ public enum NPY {
 
     /// Writes a version 1.0 file, header padded so the data starts 64-byte aligned.
     public static func encode(_ tensor: Tensor) throws(InferenceError) -> [UInt8] {
-        guard let descr = descr(for: tensor.dataType) else {
-            throw .unsupported("cannot write \(tensor.dataType) to .npy")
-        }
-        let shape = tensor.shape.count == 1 ? "(\(tensor.shape[0]),)" : "(\(tensor.shape.map(String.init).joined(separator: ", ")))"
-        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }"
-        let unpadded = 10 + header.utf8.count + 1
-        header += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
-        var bytes: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0]
-        let length = header.utf8.count
-        bytes += [UInt8(length & 0xFF), UInt8(length >> 8)]
-        bytes += Array(header.utf8)
+        var bytes = try header(tensor.dataType, shape: tensor.shape)
         tensor.withUnsafeBytes { bytes += $0 }
+        return bytes
+    }
+
+    /// The magic, version and header of a version 1.0 file: what precedes the data.
+    /// - Parameters:
+    ///   - length: the total to pad to (a multiple of 64), so that a writer streaming rows can
+    ///     reserve room first and rewrite the header with the final shape in place; nil pads to
+    ///     the next multiple of 64.
+    public static func header(_ dataType: DataType, shape: [Int], length: Int? = nil) throws(InferenceError) -> [UInt8] {
+        guard let descr = descr(for: dataType) else {
+            throw .unsupported("cannot write \(dataType) to .npy")
+        }
+        let dims = shape.count == 1 ? "(\(shape[0]),)" : "(\(shape.map(String.init).joined(separator: ", ")))"
+        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(dims), }"
+        let unpadded = 10 + header.utf8.count + 1
+        let total = length ?? (unpadded + 63) / 64 * 64
+        guard total >= unpadded, total - 10 <= Int(UInt16.max) else {
+            throw .invalidInput(".npy header for shape \(shape) needs \(unpadded) bytes, more than the \(total) reserved")
+        }
+        header += String(repeating: " ", count: total - unpadded) + "\n"
+        var bytes: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0]
+        let count = header.utf8.count
+        bytes += [UInt8(count & 0xFF), UInt8(count >> 8)]
+        bytes += Array(header.utf8)
         return bytes
     }
 

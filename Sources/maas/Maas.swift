@@ -6,7 +6,7 @@ struct Maas: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "maas",
         abstract: "swift-maas: serve models over gRPC (KServe v2 / Triton API).",
-        subcommands: [Serve.self, Run.self, Train.self, HealthCheck.self]
+        subcommands: [Serve.self, Run.self, Train.self, HealthCheck.self, Infer.self, Models.self]
     )
 }
 

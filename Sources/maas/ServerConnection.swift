@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import MaaSClient
+import MaaSCore
+import MaaSGRPC
+import MaaSProto
+
+/// `--server HOST:PORT`, shared by the client subcommands.
+struct ServerOptions: ParsableArguments {
+    @Option(help: "The server, HOST:PORT (gRPC and HTTP share the port).")
+    var server = "127.0.0.1:8001"
+
+    @Option(help: "Seconds to wait for each answer.")
+    var timeout: Double = 60
+
+    func validate() throws {
+        _ = try address()
+        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+    }
+
+    func address() throws -> (host: String, port: Int) {
+        guard let colon = server.lastIndex(of: ":"), let port = Int(server[server.index(after: colon)...]), (1...65535).contains(port) else {
+            throw ValidationError("--server takes HOST:PORT, got '\(server)'")
+        }
+        var host = String(server[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "127.0.0.1" : host, port)
+    }
+
+    var duration: Duration { .milliseconds(Int64(timeout * 1000)) }
+}
+
+/// One connection to a KServe v2 server, over gRPC or HTTP/1.1 REST.
+enum ServerConnection: Sendable {
+    case grpc(GRPCClient)
+    case rest(RESTClient, host: String, port: Int)
+
+    static func connect(_ options: ServerOptions, http: Bool) async throws -> ServerConnection {
+        let (host, port) = try options.address()
+        do {
+            if http { return .rest(try await RESTClient.connect(host: host, port: port), host: host, port: port) }
+            var configuration = GRPCClientConfiguration()
+            configuration.maxReceiveMessageSize = 1 << 30
+            return .grpc(try await GRPCClient.connect(host: host, port: port, configuration: configuration))
+        } catch {
+            throw CLIError("cannot connect to \(options.server): \(error)")
+        }
+    }
+
+    var transport: String {
+        switch self {
+        case .grpc: "gRPC (HTTP/2)"
+        case .rest: "KServe REST (HTTP/1.1, binary data)"
+        }
+    }
+
+    func close() {
+        switch self {
+        case .grpc(let client): client.close()
+        case .rest(let client, _, _): client.close()
+        }
+    }
+
+    func metadata(model: String, version: String, timeout: Duration) async throws -> KServe.ModelMetadata {
+        switch self {
+        case .grpc(let client): try await InferenceClient(client).metadata(model: model, version: version, timeout: timeout)
+        case .rest(let client, _, _): try await client.metadata(model: model, version: version, timeout: timeout)
+        }
+    }
+
+    /// The model's max_batch_size; nil when the server does not say. Over REST, a server
+    /// without `GET …/config` is asked over gRPC on the same port (ours serves both there).
+    func maxBatchSize(model: String, version: String, timeout: Duration) async -> Int? {
+        switch self {
+        case .grpc(let client):
+            return try? await InferenceClient(client).config(model: model, version: version, timeout: timeout).maxBatchSize
+        case .rest(let client, let host, let port):
+            if let size = await client.maxBatchSize(model: model, version: version, timeout: timeout) { return size }
+            guard let grpc = try? await GRPCClient.connect(host: host, port: port) else { return nil }
+            defer { grpc.close() }
+            return try? await InferenceClient(grpc).config(model: model, version: version, timeout: .seconds(2)).maxBatchSize
+        }
+    }
+
+    func infer(model: String, version: String, inputs: [(name: String, tensor: Tensor)], outputs: [String], timeout: Duration) async throws -> InferenceResponse {
+        switch self {
+        case .grpc(let client):
+            try await InferenceClient(client).infer(model: model, version: version, inputs: inputs, outputs: outputs, timeout: timeout)
+        case .rest(let client, _, _):
+            try await client.infer(model: model, version: version, inputs: inputs, outputs: outputs, timeout: timeout)
+        }
+    }
+}
+
+/// A failure the client subcommands report as `error: MESSAGE` and exit 1.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+enum Terminal {
+    static func error(_ message: String) {
+        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+    }
+
+    static func stderr(_ text: String) {
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+}
