@@ -113,6 +113,7 @@ let package = Package(
             dependencies: [
                 "MaaSCore", "MaaSProto", "MaaSGRPC", "MaaSModels", "MaaSJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),

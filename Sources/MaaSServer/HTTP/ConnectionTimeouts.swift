@@ -5,6 +5,9 @@ import NIOCore
 /// `headTimeout` (slowloris clients hold a connection only that long), and a connection with
 /// nothing to read for `idleTimeout` and no request in progress is closed. The REST handler
 /// tells it directly when a head has arrived and a request has ended (same event loop).
+///
+/// One timer per connection checks both, every quarter of the shorter limit: arming a timer for
+/// each request's head and cancelling it when the head arrives cost more than parsing the head.
 final class ConnectionTimeouts: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -12,8 +15,9 @@ final class ConnectionTimeouts: ChannelInboundHandler, RemovableChannelHandler {
     private let headTimeout: TimeAmount
     private let idleTimeout: TimeAmount
     private var waitingForHead = true
-    private var headDeadline: Scheduled<Void>?
-    private var idleCheck: Scheduled<Void>?
+    /// When the first byte of the head being read arrived.
+    private var headStartedAt: NIODeadline?
+    private var check: Scheduled<Void>?
     private var lastRead = NIODeadline.now()
     /// Whether a request is being read or answered: an idle connection is closed only between requests.
     var isBusy: () -> Bool = { false }
@@ -25,27 +29,22 @@ final class ConnectionTimeouts: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         lastRead = .now()
-        scheduleIdleCheck(context, at: lastRead + idleTimeout)
+        scheduleCheck(context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        headDeadline?.cancel()
-        idleCheck?.cancel()
+        check?.cancel()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         lastRead = .now()
-        if waitingForHead, headDeadline == nil {
-            let channel = context.channel
-            headDeadline = context.eventLoop.scheduleTask(in: headTimeout) { channel.close(promise: nil) }
-        }
+        if waitingForHead, headStartedAt == nil { headStartedAt = lastRead }
         context.fireChannelRead(data)
     }
 
     func headReceived() {
         waitingForHead = false
-        headDeadline?.cancel()
-        headDeadline = nil
+        headStartedAt = nil
     }
 
     /// The next bytes start a new head.
@@ -53,14 +52,16 @@ final class ConnectionTimeouts: ChannelInboundHandler, RemovableChannelHandler {
         waitingForHead = true
     }
 
-    private func scheduleIdleCheck(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
-        // One timer per connection, moved on when it fires rather than re-armed on every read.
-        idleCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
-            let due = lastRead + idleTimeout
-            if due <= .now(), !isBusy() {
+    private func scheduleCheck(_ context: ChannelHandlerContext) {
+        let interval = TimeAmount.nanoseconds(min(headTimeout.nanoseconds, idleTimeout.nanoseconds) / 4)
+        check = context.eventLoop.assumeIsolated().scheduleTask(in: interval) { [self] in
+            let now = NIODeadline.now()
+            if let started = headStartedAt, now - started >= headTimeout {
+                context.close(promise: nil)
+            } else if now - lastRead >= idleTimeout, !isBusy() {
                 context.close(promise: nil)
             } else {
-                scheduleIdleCheck(context, at: max(due, .now() + .nanoseconds(idleTimeout.nanoseconds / 10)))
+                scheduleCheck(context)
             }
         }
     }

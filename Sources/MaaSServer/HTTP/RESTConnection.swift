@@ -95,7 +95,7 @@ final class RESTHandler: ChannelDuplexHandler {
         if !calls.isEmpty {
             var taken: [InferenceCore.Call] = []
             swap(&taken, &calls)
-            router.core.infer(taken)
+            CallCoalescer.current().submit(taken, to: router.core, on: context.eventLoop)
             calls.reserveCapacity(taken.count)
         }
         context.fireChannelReadComplete()
