@@ -14,6 +14,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import ROOT, RunningProcess, binary, wait_for
+from tolerance import check_against_onnxruntime
 
 SEED = ROOT / "Tests" / "MaaSComputeTests" / "Fixtures" / "onnx" / "seed_mlp.torchscript.op17.onnx"
 
@@ -277,3 +278,80 @@ def test_kserve_infer_bad_bodies_name_the_problem(server, body, headers, message
         headers["Inference-Header-Content-Length"] = str(len(body) - 2)
     response, data = get(server, "/v2/models/seed_mlp/infer", method="POST", body=body, headers=headers)
     assert response.status == 400 and message in json.loads(data)["error"], (response.status, data)
+
+
+def _predict_request(row, close=False):
+    body = json.dumps({"input": [row]}).encode()
+    return (b"POST /predict/seed_mlp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + (b"Connection: close\r\n" if close else b"") + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def _responses(data):
+    """Splits pipelined HTTP/1.1 responses (each with content-length) into (status, body)."""
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head).group(1))
+        answers.append((int(head.split(b" ")[1]), rest[:length]))
+        data = rest[length:]
+    return answers
+
+
+def test_pipelined_inferences_run_together_and_answer_in_order(server):
+    """32 pipelined /predict requests in one write: they reach the batcher together (fewer
+    executions than requests) and each answer is its own request's, in order."""
+    stats = grpcclient.InferenceServerClient(server.address)
+    before = stats.get_inference_statistics("seed_mlp").model_stats[0]
+    rows = np.random.default_rng(12).standard_normal((32, 10)).astype(np.float32)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"".join(_predict_request(row.tolist(), close=i == 31) for i, row in enumerate(rows)))
+        data = b""
+        while chunk := s.recv(1 << 20):
+            data += chunk
+    answers = _responses(data)
+    assert [status for status, _ in answers] == [200] * 32
+    outputs = np.array([json.loads(body)["output"][0] for _, body in answers], dtype=np.float32)
+    check_against_onnxruntime(SEED, {"input": rows}, {"output": outputs})
+    after = stats.get_inference_statistics("seed_mlp").model_stats[0]
+    assert after.inference_count - before.inference_count == 32
+    assert after.execution_count - before.execution_count < 32, "pipelined requests were batched"
+
+
+def test_chunked_request_bodies(server):
+    body = b'{"input": [[1,2,3,4,5,6,7,8,9,10]]}'
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:7], body[7:20], body[20:])) + b"0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /predict/seed_mlp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunks)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    [(status, answer)] = _responses(data)
+    assert status == 200 and len(json.loads(answer)["output"][0]) == 10
+
+
+def _rss(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def test_a_client_that_never_reads_is_paused_not_buffered(server):
+    """Pipelined requests from a client that reads none of the answers: once the socket's send
+    buffer and the server's outbound high-water mark fill, the server stops reading it, so its
+    memory stays bounded while other clients are served."""
+    request = b"GET /v2/models/seed_mlp HTTP/1.1\r\nHost: x\r\n\r\n"
+    baseline = _rss(server.proc.pid)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stuck:
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.setblocking(False)
+        sent, deadline = 0, time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                sent += stuck.send(request * 256)
+            except BlockingIOError:
+                time.sleep(0.05)
+        # The server took only what its limits allow: far less than the client tried to send.
+        print(f"sent {sent} bytes before the server stopped reading")
+        assert sent < 64 << 20
+        assert get(server, "/v2/health/live")[0].status == 200
+        grown = _rss(server.proc.pid) - baseline
+        assert grown < 64 << 20, f"server grew {grown} bytes for a client that does not read"
