@@ -355,3 +355,25 @@ def test_a_client_that_never_reads_is_paused_not_buffered(server):
         assert get(server, "/v2/health/live")[0].status == 200
         grown = _rss(server.proc.pid) - baseline
         assert grown < 64 << 20, f"server grew {grown} bytes for a client that does not read"
+
+
+def test_a_truncated_body_is_refused_and_loses_nothing(server):
+    """A body shorter than its Content-Length, then end of input: 400 naming it, nothing else lost."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /predict/seed_mlp HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b'{"input": [[1,')
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400") and b"malformed HTTP/1.1 request" in data, data
+    assert get(server, "/v2/health/ready")[0].status == 200
+
+
+def test_a_client_that_half_closes_after_its_requests_gets_every_answer(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"".join(_predict_request([float(i)] * 10) for i in range(3)))
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert [status for status, _ in _responses(data)] == [200, 200, 200]

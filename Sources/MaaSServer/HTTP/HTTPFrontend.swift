@@ -35,6 +35,8 @@ public enum HTTPFrontend {
     /// Adds the HTTP/1.1 handlers to `channel` (on its event loop).
     public static func install(on channel: any Channel, core: InferenceCore, limits: Limits = Limits()) throws {
         let sync = channel.pipeline.syncOperations
+        // A client that half-closes after its requests still gets its answers.
+        try channel.syncOptions?.setOption(ChannelOptions.allowRemoteHalfClosure, value: true)
         let timeouts = ConnectionTimeouts(headTimeout: limits.headerTimeout, idleTimeout: limits.idleTimeout)
         try sync.addHandler(timeouts)
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()

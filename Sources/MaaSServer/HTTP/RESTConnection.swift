@@ -128,6 +128,12 @@ final class RESTHandler: ChannelDuplexHandler {
             draining = true
             closing = true
             if queue.isEmpty, head == nil { context.close(promise: nil) }
+        } else if case ChannelEvent.inputClosed = event {
+            // The client has sent all it will (`printf ... | nc`, or a half-close after its
+            // requests): what it sent is answered, then the connection closes. An unfinished
+            // request was refused by errorCaught already (the decoder's end-of-input error).
+            closing = true
+            if queue.isEmpty, head == nil { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
