@@ -19,6 +19,8 @@ public struct JSONReader {
     private var position = 0
     /// A list, not a set: one or two names, compared without hashing every key.
     private let deferring: [String]
+    /// Nesting of the pull API's objects and arrays, bounded like the tree's.
+    private var pullNesting = 0
 
     public init(_ bytes: UnsafeRawBufferPointer, deferring: [String] = []) {
         self.bytes = bytes
@@ -310,6 +312,36 @@ public struct JSONReader {
 
     private func memcmpEqual(_ raw: UnsafeRawBufferPointer, _ word: StaticString) -> Bool {
         word.withUTF8Buffer { $0.elementsEqual(raw) }
+    }
+
+    // MARK: For the pull API (JSONReader+Pull.swift)
+
+    var offset: Int { position }
+    var currentByte: UInt8? { position < bytes.count ? bytes[position] : nil }
+    func byte(at index: Int) -> UInt8? { index < bytes.count ? bytes[index] : nil }
+    func slice(_ range: Range<Int>) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[range]) }
+    mutating func moveTo(_ index: Int) { position = index }
+    mutating func advance() { position += 1 }
+    mutating func skipWhitespaceForPull() { skipWhitespace() }
+    /// Consumes `byte` if it is next after whitespace.
+    mutating func consume(_ byte: UInt8) -> Bool {
+        skipWhitespace()
+        return peek(byte)
+    }
+    mutating func enterNesting() throws(JSONError) {
+        guard pullNesting < Self.maxDepth else { throw error("nested deeper than \(Self.maxDepth) levels") }
+        pullNesting += 1
+    }
+    mutating func leaveNesting() { pullNesting -= 1 }
+    mutating func valueForPull() throws(JSONError) -> JSONValue { try value(depth: pullNesting) }
+    mutating func skipValueForPull() throws(JSONError) { try skipValue(depth: pullNesting) }
+    mutating func stringForPull() throws(JSONError) -> String { try string() }
+    func describeNextForPull() -> String { describeNext() }
+
+    /// After the pull API has read the document's value: only whitespace may follow.
+    public mutating func finish() throws(JSONError) {
+        skipWhitespace()
+        guard position == bytes.count else { throw error("unexpected \(describeNext()) after the document") }
     }
 
     // MARK: Helpers

@@ -158,3 +158,62 @@ private func failure(_ text: String) -> JSONError? {
         #expect(String(decoding: writer.bytes, as: UTF8.self) == "[NaN,Infinity,-Infinity]")
     }
 }
+
+@Suite struct JSONPullReaderTests {
+    @Test func readsObjectsArraysAndRawRangesInOnePass() throws {
+        let text = #"{"name": "x", "skip": {"deep": [1, {"a": null}]}, "da\u0074a": [[1, 2], [3]], "list": [true, 2.5]}"#
+        let bytes = Array(text.utf8)
+        var name = "", raw = "", keys: [String] = [], list: [JSONValue] = []
+        try bytes.withUnsafeBytes { buffer in
+            var reader = JSONReader(buffer)
+            try reader.readObject { reader, key in
+                keys.append(key.string)
+                if key == "name" {
+                    name = try reader.readValue().string ?? ""
+                } else if key == "data" {
+                    raw = String(decoding: bytes[try reader.readRaw()], as: UTF8.self)
+                } else if key == "list" {
+                    try reader.readArray { reader, _ in list.append(try reader.readValue()) }
+                } else {
+                    _ = try reader.readRaw()
+                }
+            }
+            try reader.finish()
+        }
+        #expect(keys == ["name", "skip", "data", "list"])
+        #expect(name == "x" && raw == "[[1, 2], [3]]" && list == [.bool(true), .number(.double(2.5))])
+    }
+
+    @Test func malformedInputIsAJSONError() {
+        for text in [#"{"a" 1}"#, #"{"a": [1 2]}"#, #"{"a": 1} x"#, "[", #"{"a": {"b": }}"#] {
+            let bytes = Array(text.utf8)
+            #expect(throws: JSONError.self, "\(text)") {
+                try bytes.withUnsafeBytes { buffer in
+                    var reader = JSONReader(buffer)
+                    try reader.readObject { reader, _ in
+                        if reader.nextKind() == .array {
+                            try reader.readArray { reader, _ in _ = try reader.readValue() }
+                        } else {
+                            _ = try reader.readRaw()
+                        }
+                    }
+                    try reader.finish()
+                }
+            }
+        }
+    }
+
+    @Test func nestingIsBoundedAsInTheTree() {
+        let deep = String(repeating: "[", count: JSONReader.maxDepth + 1) + String(repeating: "]", count: JSONReader.maxDepth + 1)
+        let bytes = Array(deep.utf8)
+        func descend(_ reader: inout JSONReader) throws {
+            try reader.readArray { reader, _ in try descend(&reader) }
+        }
+        #expect(throws: JSONError.self) {
+            try bytes.withUnsafeBytes { buffer in
+                var reader = JSONReader(buffer)
+                try descend(&reader)
+            }
+        }
+    }
+}

@@ -17,38 +17,24 @@ enum KServeJSON {
         guard jsonEnd >= 0, jsonEnd <= body.count else {
             throw .invalidInput("Inference-Header-Content-Length \(jsonEnd) is larger than the body (\(body.count) bytes)")
         }
-        let root: JSONValue
-        do {
-            root = try JSONReader.parse(UnsafeRawBufferPointer(rebasing: body[..<jsonEnd]), deferring: ["data"])
-        } catch {
-            throw .invalidInput("the inference request is not valid JSON: \(error)")
-        }
-        guard root.members != nil else { throw .invalidInput("the inference request must be a JSON object, got \(root.kind)") }
-        guard let inputs = root["inputs"]?.array, !inputs.isEmpty else {
-            throw .invalidInput("the inference request needs 'inputs', a list of tensors")
-        }
-        var id = ""
-        if let value = root["id"] {
-            guard let text = value.string else { throw .invalidInput("the request's id must be a string, got \(value.kind)") }
-            id = text
-        }
-        var request = InferenceRequest(modelName: model, modelVersion: version, id: id,
-                                       parameters: try parameters(root["parameters"], "parameters"), inputs: [])
+        let header = try Header.read(UnsafeRawBufferPointer(rebasing: body[..<jsonEnd]))
+        var request = InferenceRequest(modelName: model, modelVersion: version, id: header.id,
+                                       parameters: try parameters(header.parameters, "parameters"), inputs: [])
+        guard !header.inputs.isEmpty else { throw .invalidInput("the inference request needs 'inputs', a list of tensors") }
         var binaryOffset = jsonEnd
-        for (index, input) in inputs.enumerated() {
-            guard input.members != nil else { throw .invalidInput("inputs[\(index)] must be an object, got \(input.kind)") }
-            guard let name = input["name"]?.string else { throw .invalidInput("inputs[\(index)] needs a name") }
-            guard let datatype = input["datatype"]?.string, let type = DataType(kserveName: datatype) else {
-                throw .invalidInput("input '\(name)' needs a datatype (FP32, INT64, BYTES, ...), got \(describe(input["datatype"]))")
+        for (index, input) in header.inputs.enumerated() {
+            guard let name = input.name else { throw .invalidInput("inputs[\(index)] needs a name") }
+            guard let datatype = input.datatype?.string, let type = DataType(kserveName: datatype) else {
+                throw .invalidInput("input '\(name)' needs a datatype (FP32, INT64, BYTES, ...), got \(describe(input.datatype))")
             }
-            let shape = try Self.shape(input["shape"], name)
+            let shape = try Self.shape(input.shape, name)
             let count: Int
             do {
                 count = try Shape.elementCount(shape.map(Int.init))
             } catch {
                 throw .invalidInput("input '\(name)' shape \(shape) has too many elements")
             }
-            let parameters = try Self.parameters(input["parameters"], "input '\(name)' parameters")
+            let parameters = try Self.parameters(input.parameters, "input '\(name)' parameters")
             let bytes: [UInt8]
             if let size = parameters["binary_data_size"] {
                 guard case .int64(let size) = size, size >= 0 else {
@@ -60,7 +46,7 @@ enum KServeJSON {
                 bytes = Array(body[binaryOffset..<binaryOffset + Int(size)])
                 binaryOffset += Int(size)
             } else {
-                guard case .deferred(let range)? = input["data"] else {
+                guard let range = input.data else {
                     throw .invalidInput("input '\(name)' has neither data nor binary_data_size")
                 }
                 var decoder = TensorData(name: name, type: type, expected: count, bodyBytes: range.count)
@@ -83,17 +69,87 @@ enum KServeJSON {
             throw .invalidInput("\(body.count - binaryOffset) bytes of binary data follow the inputs that no input claims")
         }
         var binary = Set<String>()
-        if let outputs = root["outputs"] {
-            guard let list = outputs.array else { throw .invalidInput("'outputs' must be a list, got \(outputs.kind)") }
-            for (index, output) in list.enumerated() {
-                guard let name = output["name"]?.string else { throw .invalidInput("outputs[\(index)] needs a name") }
-                request.outputs.append(name)
-                if case .bool(true)? = try Self.parameters(output["parameters"], "output '\(name)' parameters")["binary_data"] { binary.insert(name) }
-            }
+        for (index, output) in header.outputs.enumerated() {
+            guard let name = output.name else { throw .invalidInput("outputs[\(index)] needs a name") }
+            request.outputs.append(name)
+            if case .bool(true)? = try Self.parameters(output.parameters, "output '\(name)' parameters")["binary_data"] { binary.insert(name) }
         }
         var all = false
         if case .bool(true)? = request.parameters["binary_data_output"] { all = true }
         return Request(request: request, binaryOutputs: binary, allOutputsBinary: all)
+    }
+
+    /// The JSON part of a request, read in one pass without a tree: tensor `data` is kept as its
+    /// byte range, and fields we do not know are skipped (checked, not built).
+    private struct Header {
+        struct Tensor {
+            var name: String?
+            var datatype: JSONValue?
+            var shape: JSONValue?
+            var parameters: JSONValue?
+            var data: Range<Int>?
+        }
+
+        var id = ""
+        var parameters: JSONValue?
+        var inputs: [Tensor] = []
+        var outputs: [Tensor] = []
+
+        static func read(_ bytes: UnsafeRawBufferPointer) throws(InferenceError) -> Header {
+            var header = Header()
+            var reader = JSONReader(bytes)
+            do {
+                guard reader.nextKind() == .object else {
+                    let value = try reader.readValue()
+                    try reader.finish()
+                    throw InferenceError.invalidInput("the inference request must be a JSON object, got \(value.kind)")
+                }
+                try reader.readObject { reader, key in
+                    if key == "inputs" {
+                        guard reader.nextKind() == .array else { throw InferenceError.invalidInput("the inference request needs 'inputs', a list of tensors") }
+                        try reader.readArray { reader, index in header.inputs.append(try tensor(&reader, "inputs[\(index)]")) }
+                    } else if key == "outputs" {
+                        guard reader.nextKind() == .array else { throw InferenceError.invalidInput("'outputs' must be a list, got \(try reader.readValue().kind)") }
+                        try reader.readArray { reader, index in header.outputs.append(try tensor(&reader, "outputs[\(index)]")) }
+                    } else if key == "id" {
+                        let value = try reader.readValue()
+                        guard let text = value.string else { throw InferenceError.invalidInput("the request's id must be a string, got \(value.kind)") }
+                        header.id = text
+                    } else if key == "parameters" {
+                        header.parameters = try reader.readValue()
+                    } else {
+                        _ = try reader.readRaw()
+                    }
+                }
+                try reader.finish()
+            } catch let error as InferenceError {
+                throw error
+            } catch {
+                throw .invalidInput("the inference request is not valid JSON: \(error)")
+            }
+            return header
+        }
+
+        private static func tensor(_ reader: inout JSONReader, _ path: String) throws -> Tensor {
+            guard reader.nextKind() == .object else { throw InferenceError.invalidInput("\(path) must be an object, got \(try reader.readValue().kind)") }
+            var tensor = Tensor()
+            try reader.readObject { reader, key in
+                if key == "name" {
+                    tensor.name = try reader.readValue().string
+                } else if key == "datatype" {
+                    tensor.datatype = try reader.readValue()
+                } else if key == "shape" {
+                    tensor.shape = try reader.readValue()
+                } else if key == "parameters" {
+                    tensor.parameters = try reader.readValue()
+                } else if key == "data" {
+                    tensor.data = try reader.readRaw()
+                } else {
+                    _ = try reader.readRaw()
+                }
+            }
+            return tensor
+        }
     }
 
     private static func shape(_ value: JSONValue?, _ name: String) throws(InferenceError) -> [Int64] {
