@@ -222,10 +222,7 @@ struct Models: AsyncParsableCommand {
         var model: String
 
         func run() async throws {
-            try await options.withClient { client in
-                try await client.load(model: model, timeout: options.server.duration)
-                if options.json { options.printJSON(["name": model, "loaded": true]) } else { print("\(model): loaded") }
-            }
+            try await control(load: true, model: model, options: options)
         }
     }
 
@@ -238,10 +235,20 @@ struct Models: AsyncParsableCommand {
         var model: String
 
         func run() async throws {
-            try await options.withClient { client in
+            try await control(load: false, model: model, options: options)
+        }
+    }
+
+    /// RepositoryModelLoad or Unload, reported as a line or as `{"name", "loaded"|"unloaded": true}`.
+    private static func control(load: Bool, model: String, options: Options) async throws {
+        try await options.withClient { client in
+            if load {
+                try await client.load(model: model, timeout: options.server.duration)
+            } else {
                 try await client.unload(model: model, timeout: options.server.duration)
-                if options.json { options.printJSON(["name": model, "unloaded": true]) } else { print("\(model): unloaded") }
             }
+            let done = load ? "loaded" : "unloaded"
+            if options.json { options.printJSON(["name": model, done: true]) } else { print("\(model): \(done)") }
         }
     }
 }
