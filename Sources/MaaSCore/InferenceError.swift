@@ -3,10 +3,14 @@
 public struct InferenceError: Error, Sendable, Hashable, CustomStringConvertible {
     public var code: StatusCode
     public var message: String
+    /// For a request shed under load: when a retry may succeed (gRPC's `grpc-retry-pushback-ms`,
+    /// HTTP's `Retry-After`).
+    public var retryAfter: Duration?
 
-    public init(_ code: StatusCode, _ message: String) {
+    public init(_ code: StatusCode, _ message: String, retryAfter: Duration? = nil) {
         self.code = code
         self.message = message
+        self.retryAfter = retryAfter
     }
 
     /// The model (file, graph or config) is unusable.

@@ -102,6 +102,8 @@ public final class DynamicBatcher: Sendable {
         var batchesInFlight = 0
         var timerArmed = false
         var stopped = false
+        /// How long the last batch took, for telling shed requests when to come back.
+        var lastBatchTime = Duration.zero
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
 
         var isIdle: Bool { pending.isEmpty && batchesInFlight == 0 }
@@ -135,7 +137,7 @@ public final class DynamicBatcher: Sendable {
         let now = clock.now
         let queued = items.map { QueuedItem($0, enqueued: now, padded: paddedInputs) }
         var rejected: [BatchItem] = []
-        let stopped = state.withLock { state in
+        let (stopped, drainTime) = state.withLock { state in
             for item in queued {
                 if state.stopped || state.pending.count >= maxQueueItems {
                     rejected.append(item.item)
@@ -144,15 +146,20 @@ public final class DynamicBatcher: Sendable {
                     state.pendingRows += item.rows
                 }
             }
-            return state.stopped
+            // The queue empties in about this long: the batches it holds at the last batch's pace.
+            let batches = (state.pendingRows + targetRows - 1) / max(targetRows, 1)
+            return (state.stopped, state.lastBatchTime * batches + maxDelay)
         }
         statistics.recordQueued(queued.count - rejected.count)
         for item in rejected {
             statistics.recordRefused(.rejected)
-            let message = stopped
-                ? "model '\(label)' is unloading and takes no new requests"
-                : "model queue is full (\(maxQueueItems) requests waiting)"
-            item.complete(.failure(InferenceError(.unavailable, message)))
+            if stopped {
+                item.complete(.failure(InferenceError(.unavailable, "model '\(label)' is unloading and takes no new requests")))
+            } else {
+                let retry = min(max(drainTime, .milliseconds(1)), .seconds(60))
+                item.complete(.failure(InferenceError(
+                    .unavailable, "model '\(label)' is overloaded: its queue is full (\(maxQueueItems) requests waiting)", retryAfter: retry)))
+            }
         }
         dispatchIfReady()
     }
@@ -313,7 +320,11 @@ public final class DynamicBatcher: Sendable {
         }
         // The next batch starts before this one's responses are encoded, so that encoding
         // overlaps the next forward pass instead of delaying it.
-        state.withLock { $0.executing = false }
+        let took = clock.now - start
+        state.withLock {
+            $0.executing = false
+            $0.lastBatchTime = took
+        }
         dispatchIfReady()
         switch result {
         case .success(let outputs):

@@ -205,6 +205,11 @@ public struct InferenceService: RPCService {
 extension RPCError {
     /// The core's error as a gRPC status: the code it carries, its message unchanged.
     init(_ error: InferenceError) {
-        self.init(error.code == .ok ? .internal : error.code, error.message)
+        var metadata: Metadata = [:]
+        if let retry = error.retryAfter {
+            // gRPC's retry pushback: clients with a retry policy wait this long, others see it.
+            metadata.add("grpc-retry-pushback-ms", String(max(Int((retry.inSeconds * 1000).rounded(.up)), 1)))
+        }
+        self.init(error.code == .ok ? .internal : error.code, error.message, metadata: metadata)
     }
 }

@@ -213,6 +213,8 @@ enum OpenAIEmbeddings {
         if status == 404 { json.string("model_not_found") } else { json.null() }
         json.endObject()
         json.endObject()
-        return .json(status, json.bytes)
+        var response = RESTResponse.json(status, json.bytes)
+        response.addRetryAfter(error)
+        return response
     }
 }

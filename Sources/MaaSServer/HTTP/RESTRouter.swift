@@ -30,7 +30,15 @@ struct RESTResponse {
     }
 
     static func error(_ error: InferenceError) -> RESTResponse {
-        .error(error.code.httpStatus, error.message)
+        var response = RESTResponse.error(error.code.httpStatus, error.message)
+        response.addRetryAfter(error)
+        return response
+    }
+
+    /// `Retry-After` in whole seconds (at least 1) for a request shed under load.
+    mutating func addRetryAfter(_ error: InferenceError) {
+        guard let retry = error.retryAfter else { return }
+        headers.add(name: "retry-after", value: String(max(1, Int(retry.inSeconds.rounded(.up)))))
     }
 
     static func json(_ status: Int, _ value: JSONValue) -> RESTResponse {
