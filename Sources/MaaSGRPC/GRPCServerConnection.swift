@@ -29,6 +29,10 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     @exclusivity(unchecked) private var pendingCalls: [UnaryCall] = []
     @exclusivity(unchecked) private var pendingMethods: [RegisteredMethod] = []
     private var inReadCycle = false
+    /// nghttp2 is parsing received bytes (its callbacks are running).
+    private var parsing = false
+    /// Answers given while parsing, applied once the bytes are all parsed.
+    private var deferredEvents: [StreamEvent] = []
     private var pendingRead = false
     private var closing = false
     private var bufferedInboundBytes = 0
@@ -80,7 +84,8 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
             (H2SettingID.maxConcurrentStreams, configuration.maxConcurrentStreams),
             (H2SettingID.initialWindowSize, configuration.initialStreamWindow),
             (H2SettingID.maxHeaderListSize, configuration.maxHeaderListSize),
-            (H2SettingID.noRFC7540Priorities, 1),
+            // No SETTINGS_NO_RFC7540_PRIORITIES: with it nghttp2 keeps no closed streams, so
+            // frames on them (RFC 9113 5.1: STREAM_CLOSED) and bad PRIORITY frames went unanswered.
             (H2SettingID.enablePush, 0),
         ])
         session.setConnectionWindow(configuration.connectionWindow)
@@ -99,6 +104,8 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         let bytes = unwrapInboundIn(data)
         inReadCycle = true
         do {
+            parsing = true
+            defer { parsing = false }
             try bytes.withUnsafeReadableBytes { try session.receive($0) }
         } catch {
             logger.debug("closing connection after HTTP/2 protocol error", metadata: ["error": "\(error)"])
@@ -106,6 +113,11 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
             closing = true
             flush()
             context.close(promise: nil)
+        }
+        if !deferredEvents.isEmpty {
+            var events: [StreamEvent] = []
+            swap(&events, &deferredEvents)
+            for event in events { apply(event) }
         }
     }
 
@@ -203,6 +215,14 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     }
 
     func apply(_ event: StreamEvent) {
+        if parsing {
+            // Answered while nghttp2 is still parsing this read's frames (a REST request answered
+            // at once): held until the read is parsed, so that what the later frames call for (a
+            // GOAWAY for a protocol error, a RST_STREAM for a stream that is closed) goes first,
+            // as RFC 9113 has the endpoint act on frames in order.
+            deferredEvents.append(event)
+            return
+        }
         switch event {
         case .unaryResponse(let id, let response, let trailers):
             guard let stream = streams[id], !stream.finished else { return }

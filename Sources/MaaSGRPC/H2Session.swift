@@ -51,9 +51,13 @@ final class H2Session {
 
     private let session: OpaquePointer
     private unowned(unsafe) let delegate: any H2SessionDelegate
+    private let role: Role
+    /// The highest stream id the peer has opened with HEADERS (servers track their clients').
+    private var highestPeerStream: Int32 = 0
 
     init(role: Role, delegate: any H2SessionDelegate) {
         self.delegate = delegate
+        self.role = role
         var created: OpaquePointer?
         let status: Int32
         let callbacks = H2Session.callbacks.pointer
@@ -169,6 +173,22 @@ final class H2Session {
     }
 
     /// The first of a two-step graceful shutdown: a GOAWAY that still lets in-flight requests land.
+    /// RFC 9113 5.1.1: a client's new stream must have a higher id than any it opened before.
+    /// nghttp2 ignores HEADERS on a lower id it no longer knows (it cannot tell a forgotten
+    /// closed stream from one never opened); a lower id on a stream it does not know is either,
+    /// and both are connection errors, so the session ends with PROTOCOL_ERROR.
+    fileprivate func checkStreamOrder(_ header: nghttp2_frame_hd) -> Int32 {
+        guard role == .server, header.type == UInt8(NGHTTP2_HEADERS.rawValue), header.stream_id & 1 == 1 else { return 0 }
+        if header.stream_id > highestPeerStream {
+            highestPeerStream = header.stream_id
+            return 0
+        }
+        guard nghttp2_session_find_stream(session, header.stream_id) == nil else { return 0 }
+        // The GOAWAY goes out with the next write; nghttp2 reads nothing more from the peer.
+        nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR.rawValue)
+        return 0
+    }
+
     func submitShutdownNotice() {
         nghttp2_submit_shutdown_notice(session)
     }
@@ -232,6 +252,10 @@ extension H2Session {
         var table: OpaquePointer?
         nghttp2_session_callbacks_new(&table)
 
+        nghttp2_session_callbacks_set_on_begin_frame_callback(table) { _, header, userData in
+            let this = Unmanaged<H2Session>.fromOpaque(userData!).takeUnretainedValue()
+            return this.checkStreamOrder(header!.pointee)
+        }
         nghttp2_session_callbacks_set_on_begin_headers_callback(table) { _, frame, userData in
             let this = Unmanaged<H2Session>.fromOpaque(userData!).takeUnretainedValue()
             this.delegate.sessionBeginHeaders(streamID: frame!.pointee.hd.stream_id)
