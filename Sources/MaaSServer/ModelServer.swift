@@ -25,6 +25,9 @@ public final class ModelServer: Service, Sendable {
         /// Renders the metrics backend's registry as Prometheus text for `GET /metrics` (the
         /// executable that bootstrapped the backend passes it); nil answers 404 there.
         public var metricsExporter: (@Sendable () -> [UInt8])?
+        /// Bearer tokens with scopes on every gRPC method and REST route (`--auth-tokens`);
+        /// nil serves everyone.
+        public var auth: AccessPolicy?
 
         public init() {}
     }
@@ -49,9 +52,20 @@ public final class ModelServer: Service, Sendable {
         if http.predictModel == nil, options.modelRepository == nil { http.predictModel = SeedModel.name }
         let process = options.metricsExporter.map { _ in ProcessMetrics() }
         if let exporter = options.metricsExporter { http.metrics = MetricsEndpoint(exporter: exporter, process: process) }
+        http.access = options.auth
+        let healthService = HealthService(provider: health)
+        let services: [any RPCService] =
+            if let policy = options.auth {
+                [
+                    AuthorizedService(healthService, policy: policy) { _ in .health },
+                    AuthorizedService(inference, policy: policy, requirement: InferenceService.requirement(of:)),
+                ]
+            } else {
+                [healthService, inference]
+            }
         let grpc = GRPCServer(
             host: options.host, port: options.port,
-            services: [HealthService(provider: health), inference],
+            services: services,
             configuration: options.grpc, logger: logger,
             http1: { [http] channel in try HTTPFrontend.install(on: channel, core: core, limits: http) },
             plainHTTP: HTTPFrontend.plainHTTPHandler(core: core, limits: http))

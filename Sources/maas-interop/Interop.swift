@@ -57,10 +57,14 @@ struct ServeModels: AsyncParsableCommand {
     @Option(help: "Seconds a connection may wait before deciding its protocol.") var handshakeTimeout = 10.0
     @Option var predictModel: String?
     @Option(help: "Largest gRPC message and HTTP request body, in bytes.") var maxReceiveMessageSize = 64 << 20
+    @Option(help: "Bearer tokens file, re-read on SIGHUP.") var authTokens: String?
+    @Flag var authHealth = false
+    @Flag var authMetrics = false
+    @Option(help: "trace, debug, info, notice, warning, error, critical.") var logLevel = "warning"
 
     func run() async throws {
         var logger = Logger(label: "maas-interop")
-        logger.logLevel = .warning
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
         var options = ModelServer.Options()
         options.grpc.maxReceiveMessageSize = maxReceiveMessageSize
         options.http.maxBodyBytes = maxReceiveMessageSize
@@ -73,6 +77,16 @@ struct ServeModels: AsyncParsableCommand {
         options.controlMode = InferenceService.ControlMode(rawValue: modelControlMode) ?? .none
         options.pollInterval = .seconds(repositoryPollSecs)
         options.startupModels = loadModel
+        var reloading: Task<Void, Never>?
+        if let authTokens {
+            let tokens = try TokenStore(path: authTokens)
+            options.auth = AccessPolicy(tokens: tokens, health: authHealth, metrics: authMetrics)
+            let hangups = await UnixSignalsSequence(trapping: .sighup)
+            reloading = Task { [logger] in
+                for await _ in hangups { tokens.reload(logger: logger) }
+            }
+        }
+        defer { reloading?.cancel() }
         let server = ModelServer(options: options, logger: logger)
         try await runAnnouncingPort(server, listening: { try await server.listeningAddress }, logger: logger)
     }

@@ -35,11 +35,23 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "In explicit mode, a model to load at start (repeatable; * for all).")
     var loadModel: [String] = []
 
+    @Option(help: "Bearer tokens: one 'SHA256HEX NAME SCOPES' line each (scopes among infer, read, admin). Re-read on SIGHUP.")
+    var authTokens: String?
+
+    @Flag(help: "With --auth-tokens, health and readiness need a token too.")
+    var authHealth = false
+
+    @Flag(help: "With --auth-tokens, GET /metrics needs a token with the read scope.")
+    var authMetrics = false
+
     func validate() throws {
         guard InferenceService.ControlMode(rawValue: modelControlMode) != nil else {
             throw ValidationError("--model-control-mode must be none, poll or explicit, got '\(modelControlMode)'")
         }
         guard repositoryPollSecs >= 1 else { throw ValidationError("--repository-poll-secs must be >= 1") }
+        guard authTokens != nil || (!authHealth && !authMetrics) else {
+            throw ValidationError("--auth-health and --auth-metrics need --auth-tokens")
+        }
     }
 
     @OptionGroup var global: GlobalOptions
@@ -56,6 +68,17 @@ struct Serve: AsyncParsableCommand {
         options.startupModels = loadModel
         options.http.predictModel = predictModel
         options.grpc.maxReceiveMessageSize = maxReceiveMessageSize
+        // After the metrics bootstrap: the per-token counters are made with the tokens.
+        var reloading: Task<Void, Never>?
+        if let authTokens {
+            let tokens = try TokenStore(path: authTokens)
+            options.auth = AccessPolicy(tokens: tokens, health: authHealth, metrics: authMetrics)
+            let hangups = await UnixSignalsSequence(trapping: .sighup)
+            reloading = Task { [logger] in
+                for await _ in hangups { tokens.reload(logger: logger) }
+            }
+        }
+        defer { reloading?.cancel() }
         let server = ModelServer(options: options, logger: logger)
         let group = ServiceGroup(
             configuration: .init(

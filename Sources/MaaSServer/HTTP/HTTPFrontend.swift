@@ -28,6 +28,8 @@ public enum HTTPFrontend {
         public var predictModel: String?
         /// What `GET /metrics` serves; nil answers 404.
         public var metrics: MetricsEndpoint?
+        /// Tokens and scopes for every route; nil serves everyone.
+        public var access: AccessPolicy?
 
         public init() {}
     }
@@ -44,13 +46,13 @@ public enum HTTPFrontend {
         decoderLimits.maxHeaderFieldSize = limits.maxHeaderBytes
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: decoderLimits)))
         try sync.addHandler(RESTHandler(
-            router: RESTRouter(core: core, predictModel: limits.predictModel, metrics: limits.metrics), timeouts: timeouts,
+            router: RESTRouter(core: core, predictModel: limits.predictModel, metrics: limits.metrics, access: limits.access), timeouts: timeouts,
             maxBodyBytes: limits.maxBodyBytes, maxHeaderBytes: limits.maxHeaderBytes, maxPipelined: limits.maxPipelined))
     }
 
     /// REST over h2c: the HTTP/2 requests of the serving port that are not gRPC calls.
     public static func plainHTTPHandler(core: InferenceCore, limits: Limits = Limits()) -> PlainHTTPHandler {
-        let router = RESTRouter(core: core, predictModel: limits.predictModel, metrics: limits.metrics)
+        let router = RESTRouter(core: core, predictModel: limits.predictModel, metrics: limits.metrics, access: limits.access)
         return { request, respond in
             var headers = HTTPHeaders()
             for (name, value) in request.headers { headers.add(name: name, value: value) }

@@ -210,7 +210,12 @@ enum OpenAIEmbeddings {
         json.key("param")
         json.null()
         json.key("code")
-        if status == 404 { json.string("model_not_found") } else { json.null() }
+        switch status {
+        case 401: json.string("invalid_api_key")
+        case 403: json.string("insufficient_permissions")
+        case 404: json.string("model_not_found")
+        default: json.null()
+        }
         json.endObject()
         json.endObject()
         var response = RESTResponse.json(status, json.bytes)

@@ -65,6 +65,8 @@ struct RESTRouter: Sendable {
     let predictModel: String?
     /// What `/metrics` serves; nil answers 404.
     var metrics: MetricsEndpoint? = nil
+    /// Tokens and scopes; nil serves everyone.
+    var access: AccessPolicy? = nil
 
     typealias Respond = @Sendable (RESTResponse) -> Void
 
@@ -80,9 +82,15 @@ struct RESTRouter: Sendable {
             let segment = String(Substring(bytes))
             return bytes.contains(UInt8(ascii: "%")) ? (segment.removingPercentEncoding ?? segment) : segment
         }
-        if MetricsRoute.matches(parts) { return respond(MetricsRoute.answer(request.method, request.headers, endpoint: metrics)) }
+        if MetricsRoute.matches(parts) {
+            if let refused = refusal(.metrics, request.headers, openAI: false) { return respond(refused) }
+            return respond(MetricsRoute.answer(request.method, request.headers, endpoint: metrics))
+        }
         let openAI = parts.first == "v1"
-        guard let route = Route(parts, predictModel: predictModel) else {
+        let route = Route(parts, predictModel: predictModel)
+        // Before 404 and 405, so that what exists is told only to someone who may ask.
+        if let refused = refusal(route?.requirement ?? .authenticated, request.headers, openAI: openAI) { return respond(refused) }
+        guard let route else {
             let error = InferenceError(.notFound, "no route for \(request.method.rawValue) \(path)")
             return respond(openAI ? OpenAIEmbeddings.error(error) : .error(error))
         }
@@ -126,6 +134,18 @@ struct RESTRouter: Sendable {
                 respond(.error(error))
             }
         }
+    }
+
+    /// The 401 or 403 for a request the policy refuses (the OpenAI error shape under `/v1`),
+    /// with its `WWW-Authenticate` challenge; nil when it may go on.
+    private func refusal(_ requirement: AccessRequirement, _ headers: HTTPHeaders, openAI: Bool) -> RESTResponse? {
+        guard let access else { return nil }
+        let decision = access.check(requirement, headers: headers)
+        guard let refusal = decision.refusal else { return nil }
+        let error = InferenceError(refusal.code, refusal.message)
+        var response = openAI ? OpenAIEmbeddings.error(error) : RESTResponse.error(error)
+        if let challenge = decision.challenge { response.headers.add(name: "www-authenticate", value: challenge) }
+        return response
     }
 
     /// KServe v2 REST inference, JSON or with Triton's binary data extension.
@@ -307,6 +327,16 @@ struct RESTRouter: Sendable {
                 default: return nil
                 }
             default: return nil
+            }
+        }
+
+        /// What the route needs under ``AccessPolicy``.
+        var requirement: AccessRequirement {
+            switch self {
+            case .live, .ready, .modelReady: .health
+            case .infer, .predict, .embeddings: .scope(.infer)
+            case .serverMetadata, .modelMetadata, .modelConfig, .statistics, .index, .openAIModels: .scope(.read)
+            case .load, .unload: .scope(.admin)
             }
         }
 
