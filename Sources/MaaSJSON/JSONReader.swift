@@ -299,7 +299,12 @@ public struct JSONReader {
         }
         // Swift's parser is correctly rounded and locale-independent; the grammar was checked above.
         let literal = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
-        return .double(Double(literal) ?? .nan)
+        // RFC 8259 lets a reader limit the range; past a double's, a number would silently
+        // become an infinity that JSON cannot even write back.
+        guard let value = Double(literal), value.isFinite else {
+            throw JSONError(message: "the number \(literal.prefix(32)) is out of range", offset: start)
+        }
+        return .double(value)
     }
 
     private mutating func literal(_ word: StaticString) throws(JSONError) {

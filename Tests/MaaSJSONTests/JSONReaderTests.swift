@@ -35,7 +35,9 @@ private func failure(_ text: String) -> JSONError? {
         #expect(try parse("2.5").number?.int64 == nil)
         #expect(try parse("-0") == .number(.int(0)))
         #expect(try parse("0.1") == .number(.double(0.1)))
-        #expect(try parse("1e400").number?.double == .infinity)
+        #expect(failure("1e400")?.description == "the number 1e400 is out of range at byte 0")
+        #expect(failure("[-4e4444]")?.message == "the number -4e4444 is out of range")
+        #expect(try parse("1.7976931348623157e308").number?.double == .greatestFiniteMagnitude)
     }
 
     @Test func stringsDecodeEscapesAndSurrogates() throws {

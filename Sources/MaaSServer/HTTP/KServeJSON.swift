@@ -232,7 +232,9 @@ enum KServeJSON {
             switch type {
             case .float32:
                 guard let number = value.number else { throw refuse("a number") }
-                append(Float(number.double))
+                let float = Float(number.double)
+                guard float.isFinite else { throw refuse("a number within FP32's range") }
+                append(float)
             case .float64:
                 guard let number = value.number else { throw refuse("a number") }
                 append(number.double)

@@ -75,7 +75,9 @@ enum PredictRoute {
             }
             guard path.count == rank else { throw InferenceError.invalidInput("expected an array at \(Self.name(path)), got a number") }
             guard values.count < maxValues else { throw InferenceError.invalidInput("input has more than \(maxValues) values") }
-            values.append(Float(number.double))
+            let value = Float(number.double)
+            guard value.isFinite else { throw InferenceError.invalidInput("\(Self.name(path)) is out of FP32's range") }
+            values.append(value)
         }
 
         static func name(_ path: [Int]) -> String {
