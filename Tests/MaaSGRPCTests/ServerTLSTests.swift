@@ -34,6 +34,16 @@ struct TestPair {
     func remove() { try? FileManager.default.removeItem(at: directory) }
 }
 
+/// The error `body` throws, nil when it throws none.
+func setupError(_ body: () throws -> Void) -> TLSSetupError? {
+    do {
+        try body()
+        return nil
+    } catch {
+        return error as? TLSSetupError
+    }
+}
+
 let opensslAvailable = FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl")
 
 @Suite("Server TLS files and the first byte of a TLS port")
@@ -42,21 +52,16 @@ struct ServerTLSTests {
     func unreadableFiles() throws {
         let missing = "/nonexistent/maas/server.pem"
         #expect(throws: TLSSetupError.self) { try ServerTLS(files: ServerTLSFiles(certificateChain: missing, privateKey: missing)) }
-        do {
-            _ = try ServerTLS(files: ServerTLSFiles(certificateChain: missing, privateKey: missing))
-        } catch let error as TLSSetupError {
-            #expect(error.code == .unreadable)
-            #expect(error.description.hasPrefix(missing))
-        }
+        let missingError = setupError { _ = try ServerTLS(files: ServerTLSFiles(certificateChain: missing, privateKey: missing)) }
+        let error = try #require(missingError)
+        #expect(error.code == .unreadable)
+        #expect(error.description.hasPrefix(missing))
         let garbage = FileManager.default.temporaryDirectory.appendingPathComponent("maas-garbage-\(UUID().uuidString).pem").path
         try Data("not a certificate\n".utf8).write(to: URL(fileURLWithPath: garbage))
         defer { try? FileManager.default.removeItem(atPath: garbage) }
-        do {
-            _ = try ServerTLS(files: ServerTLSFiles(certificateChain: garbage, privateKey: garbage))
-            Issue.record("a file without a certificate was accepted")
-        } catch let error as TLSSetupError {
-            #expect(error.code == .unreadable || error.code == .noCertificate)
-        }
+        let garbageResult = setupError { _ = try ServerTLS(files: ServerTLSFiles(certificateChain: garbage, privateKey: garbage)) }
+        let garbageError = try #require(garbageResult)
+        #expect(garbageError.code == .unreadable || garbageError.code == .noCertificate)
     }
 
     @Test("a client certificate without its key is refused")
@@ -82,12 +87,9 @@ struct ServerTLSTests {
         // The other pair's key with this certificate: BoringSSL refuses the mismatch.
         try FileManager.default.removeItem(atPath: work.key)
         try FileManager.default.copyItem(atPath: second.key, toPath: work.key)
-        do {
-            try tls.reload()
-            Issue.record("a key of another certificate was accepted")
-        } catch let error as TLSSetupError {
-            #expect(error.code == .rejected)
-        }
+        let mismatchResult = setupError { try tls.reload() }
+        let mismatch = try #require(mismatchResult)
+        #expect(mismatch.code == .rejected)
         #expect(tls.certificate == served)
 
         try FileManager.default.removeItem(atPath: work.certificate)
