@@ -1,7 +1,10 @@
 import MaaSCore
+public import MaaSGRPC
+import NIOConcurrencyHelpers
 public import NIOCore
 public import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// An HTTP/1.1 client over one keep-alive connection (swift-nio's `HTTPClientCodec`).
 ///
@@ -31,19 +34,37 @@ public final class RESTClient: Sendable {
         self.authority = authority
     }
 
-    /// Connects to `host:port`.
-    public static func connect(host: String, port: Int, eventLoopGroup: (any EventLoopGroup)? = nil) async throws -> RESTClient {
+    /// Connects to `host:port`; with `tls`, over TLS (ALPN `http/1.1`), the handshake completed.
+    /// - Throws: `TLSSetupError` for unusable TLS files, `TLSHandshakeError` when the handshake
+    ///   fails, or the connect error.
+    public static func connect(
+        host: String, port: Int, tls: ClientTLSConfiguration? = nil, eventLoopGroup: (any EventLoopGroup)? = nil
+    ) async throws -> RESTClient {
+        let tlsContext = try tls?.makeContext(applicationProtocols: ["http/1.1"])
+        let handshake = NIOLockedValueBox<EventLoopFuture<Void>?>(nil)
         let channel = try await ClientBootstrap(group: eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls, let tlsContext {
+                        let done = try tls.addHandlers(context: tlsContext, host: host, to: channel.pipeline.syncOperations, eventLoop: channel.eventLoop)
+                        handshake.withLockedValue { $0 = done }
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(PipelinedRequestHandler())
                 }
             }
             .connect(host: host, port: port)
             .get()
+        if let done = handshake.withLockedValue({ $0 }) {
+            do {
+                try await done.get()
+            } catch {
+                channel.close(promise: nil)
+                throw error
+            }
+        }
         return RESTClient(channel: channel, authority: "\(host):\(port)")
     }
 

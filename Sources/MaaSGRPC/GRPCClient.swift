@@ -13,6 +13,8 @@ public struct GRPCClientConfiguration: Sendable {
     public var connectionWindow: Int32 = 16 << 20
     /// The `:authority` sent with every call; defaults to `host:port`.
     public var authority = ""
+    /// TLS (ALPN `h2`); nil speaks cleartext HTTP/2 (prior knowledge).
+    public var tls: ClientTLSConfiguration?
 
     public init() {}
 }
@@ -46,7 +48,9 @@ public final class GRPCClient: Sendable {
         self.configuration = configuration
     }
 
-    /// Connects to `host:port`.
+    /// Connects to `host:port`, and completes the TLS handshake when the configuration has TLS.
+    /// - Throws: ``TLSSetupError`` for unusable TLS files, ``TLSHandshakeError`` when the
+    ///   handshake fails, or the connect error.
     public static func connect(
         host: String,
         port: Int,
@@ -56,21 +60,39 @@ public final class GRPCClient: Sendable {
         var configuration = configuration
         if configuration.authority.isEmpty { configuration.authority = "\(host):\(port)" }
         let settings = configuration
+        let tlsContext = try configuration.tls?.makeContext(applicationProtocols: ["h2"])
+        let handshake = NIOLockedValueBox<EventLoopFuture<Void>?>(nil)
         let channel = try await ClientBootstrap(group: eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls = settings.tls, let tlsContext {
+                        let done = try tls.addHandlers(
+                            context: tlsContext, host: host, to: channel.pipeline.syncOperations, eventLoop: channel.eventLoop)
+                        handshake.withLockedValue { $0 = done }
+                    }
                     try channel.pipeline.syncOperations.addHandler(GRPCClientConnection(configuration: settings))
                 }
             }
             .connect(host: host, port: port)
             .get()
+        if let done = handshake.withLockedValue({ $0 }) {
+            do {
+                try await done.get()
+            } catch {
+                channel.close(promise: nil)
+                throw error
+            }
+        }
         let connection = try await channel.eventLoop.submit {
             NIOLoopBound(try channel.pipeline.syncOperations.handler(type: GRPCClientConnection.self), eventLoop: channel.eventLoop)
         }.get()
         return GRPCClient(channel: channel, connection: connection, configuration: configuration)
     }
+
+    /// Whether the connection is TLS.
+    public var isTLS: Bool { configuration.tls != nil }
 
     /// Sends GOAWAY and closes the connection; open calls fail with UNAVAILABLE.
     public func close() {

@@ -100,7 +100,7 @@ final class GRPCClientConnection: ChannelInboundHandler, RemovableChannelHandler
         }
         var headers = HeaderBlock()
         headers.add(":method", "POST")
-        headers.add(":scheme", "http")
+        headers.add(":scheme", configuration.tls == nil ? "http" : "https")
         headers.add(":path", call.path)
         headers.add(":authority", configuration.authority)
         headers.add("content-type", "application/grpc")

@@ -6,7 +6,9 @@ public import ServiceLifecycle
 
 /// A gRPC server: HTTP/2 by nghttp2 over SwiftNIO sockets, one event loop per core. Given
 /// `http1`, the same port also takes HTTP/1.1: a connection's first bytes decide. Given
-/// `plainHTTP`, HTTP/2 requests that are not gRPC go to it.
+/// `plainHTTP`, HTTP/2 requests that are not gRPC go to it. Given `tls`, connections are TLS
+/// first (ALPN `h2` or `http/1.1` then decides), and cleartext ones are refused unless
+/// ``ServerTLS/allowCleartext``.
 ///
 /// ```swift
 /// let server = GRPCServer(host: "127.0.0.1", port: 8001, services: [health], logger: logger)
@@ -27,6 +29,8 @@ public final class GRPCServer: Service, Sendable {
     private let http1: (@Sendable (any Channel) throws -> Void)?
     /// Answers HTTP/2 requests that are not gRPC (REST over h2c).
     private let plainHTTP: PlainHTTPHandler?
+    /// TLS for every connection (or only those that start with a ClientHello, when cleartext is allowed).
+    public let tls: ServerTLS?
     private let state = NIOLockedValueBox(State())
 
     private struct State {
@@ -51,9 +55,11 @@ public final class GRPCServer: Service, Sendable {
         logger: Logger,
         eventLoopGroup: (any EventLoopGroup)? = nil,
         http1: (@Sendable (any Channel) throws -> Void)? = nil,
-        plainHTTP: PlainHTTPHandler? = nil
+        plainHTTP: PlainHTTPHandler? = nil,
+        tls: ServerTLS? = nil
     ) {
         self.http1 = http1
+        self.tls = tls
         self.plainHTTP = plainHTTP
         self.host = host
         self.port = port
@@ -107,7 +113,12 @@ public final class GRPCServer: Service, Sendable {
             return (state.addressWaiters, state.shutdownRequested)
         }
         for waiter in waiters { waiter.resume(returning: address) }
-        logger.info("gRPC server listening", metadata: ["address": "\(address)"])
+        var metadata: Logger.Metadata = ["address": "\(address)"]
+        if let tls {
+            metadata["tls"] = "\(tls.allowCleartext ? "on, cleartext allowed" : "on")"
+            metadata["certificate"] = "\(tls.certificate)"
+        }
+        logger.info("gRPC server listening", metadata: metadata)
         if stopAtOnce { beginGracefulShutdown() }
 
         try await withGracefulShutdownHandler {
@@ -155,7 +166,7 @@ public final class GRPCServer: Service, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
             .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelInitializer { [http1, plainHTTP] channel in
+            .childChannelInitializer { [http1, plainHTTP, tls] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let id = ObjectIdentifier(channel)
                     let refused = state.withLockedValue { state -> Bool in
@@ -196,6 +207,9 @@ public final class GRPCServer: Service, Sendable {
                                 if draining { channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ServerDrainEvent()) } }
                             }
                         })
+                    // TLS (or the first byte's choice between TLS and cleartext) comes first; the
+                    // sniffer's deadline covers the handshake too.
+                    if let tls { try channel.pipeline.syncOperations.addHandler(TLSSniffer(tls: tls)) }
                     try channel.pipeline.syncOperations.addHandler(sniffer)
                 }
             }

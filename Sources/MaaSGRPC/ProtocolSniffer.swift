@@ -1,9 +1,11 @@
 import NIOCore
+import NIOTLS
 
-/// The first handler of every accepted connection: its first bytes decide what it speaks. The
-/// HTTP/2 client preface goes to nghttp2 (gRPC); anything else to the server's HTTP/1.1
-/// frontend, or is closed when there is none. Removes itself once it has decided, handing on
-/// the bytes it held.
+/// The first handler of every accepted connection (after TLS, when the port has it): its first
+/// bytes decide what it speaks. The HTTP/2 client preface goes to nghttp2 (gRPC); anything else
+/// to the server's HTTP/1.1 frontend, or is closed when there is none. Over TLS the protocol
+/// ALPN negotiated decides (`h2` or `http/1.1`), and the bytes only when the client offered
+/// none. Removes itself once it has decided, handing on the bytes it held.
 final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -32,6 +34,16 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
         deadline?.cancel()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        context.fireUserInboundEventTriggered(event)
+        guard case .handshakeCompleted(let negotiated)? = event as? TLSUserEvent else { return }
+        switch negotiated {
+        case "h2"?: decide(context: context, http2: true)
+        case "http/1.1"?: decide(context: context, http2: false)
+        default: break  // no ALPN: the first bytes decide
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         if var held = self.held {
@@ -43,9 +55,13 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
         let seen = held!.readableBytesView.prefix(Self.http2Preface.count)
         let isPrefix = seen.elementsEqual(Self.http2Preface.prefix(seen.count))
         if isPrefix && seen.count < Self.http2Preface.count { return }  // wait for the rest
+        decide(context: context, http2: isPrefix)
+    }
+
+    private func decide(context: ChannelHandlerContext, http2: Bool) {
         do {
-            if isPrefix {
-                try http2(context)
+            if http2 {
+                try self.http2(context)
             } else if let http1 {
                 try http1(context)
             } else {
@@ -57,10 +73,11 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         deadline?.cancel()
-        let first = held!
-        held = nil
-        context.fireChannelRead(wrapInboundOut(first))
-        context.fireChannelReadComplete()
+        if let first = held {
+            held = nil
+            context.fireChannelRead(wrapInboundOut(first))
+            context.fireChannelReadComplete()
+        }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }

@@ -20,6 +20,8 @@ public final class ModelServer: Service, Sendable {
         /// Explicit mode: models to load at start ("*" for all).
         public var startupModels: [String] = []
         public var grpc = GRPCServerConfiguration()
+        /// TLS on the port (with mTLS when its files name a client CA); nil serves cleartext.
+        public var tls: ServerTLS?
         /// HTTP/1.1 on the same port (KServe REST: health, metadata).
         public var http = HTTPFrontend.Limits()
         /// Renders the metrics backend's registry as Prometheus text for `GET /metrics` (the
@@ -68,7 +70,8 @@ public final class ModelServer: Service, Sendable {
             services: services,
             configuration: options.grpc, logger: logger,
             http1: { [http] channel in try HTTPFrontend.install(on: channel, core: core, limits: http) },
-            plainHTTP: HTTPFrontend.plainHTTPHandler(core: core, limits: http))
+            plainHTTP: HTTPFrontend.plainHTTPHandler(core: core, limits: http),
+            tls: options.tls)
         process?.countConnections { [weak grpc] in grpc?.openConnections ?? (0, 0, 0) }
         self.grpc = grpc
         self.logger = logger

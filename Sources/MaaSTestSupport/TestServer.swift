@@ -12,9 +12,11 @@ public struct TestServer: Sendable {
     public static func start(
         services: [any RPCService],
         configuration: GRPCServerConfiguration = GRPCServerConfiguration(),
-        logger: Logger = Logger(label: "maas.test", factory: { _ in SwiftLogNoOpLogHandler() })
+        logger: Logger = Logger(label: "maas.test", factory: { _ in SwiftLogNoOpLogHandler() }),
+        tls: ServerTLS? = nil
     ) async throws -> TestServer {
-        let server = GRPCServer(host: "127.0.0.1", port: 0, services: services, configuration: configuration, logger: logger)
+        let server = GRPCServer(
+            host: "127.0.0.1", port: 0, services: services, configuration: configuration, logger: logger, tls: tls)
         let task = Task { try await server.run() }
         let address = try await server.listeningAddress
         return TestServer(server: server, port: address.port!, task: task)

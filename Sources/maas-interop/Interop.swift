@@ -61,6 +61,10 @@ struct ServeModels: AsyncParsableCommand {
     @Flag var authHealth = false
     @Flag var authMetrics = false
     @Option(help: "trace, debug, info, notice, warning, error, critical.") var logLevel = "warning"
+    @Option(help: "PEM server certificate chain: TLS on the port (SIGHUP re-reads it).") var tlsCert: String?
+    @Option(help: "PEM private key of --tls-cert.") var tlsKey: String?
+    @Option(help: "PEM CA of client certificates: mTLS.") var tlsClientCa: String?
+    @Flag(help: "With TLS, also take cleartext connections.") var allowCleartext = false
 
     func run() async throws {
         var logger = Logger(label: "maas-interop")
@@ -87,17 +91,23 @@ struct ServeModels: AsyncParsableCommand {
             }
         }
         defer { reloading?.cancel() }
+        if let tlsCert, let tlsKey {
+            options.tls = try ServerTLS(
+                files: ServerTLSFiles(certificateChain: tlsCert, privateKey: tlsKey, clientCA: tlsClientCa), allowCleartext: allowCleartext)
+        }
         let server = ModelServer(options: options, logger: logger)
-        try await runAnnouncingPort(server, listening: { try await server.listeningAddress }, logger: logger)
+        try await runAnnouncingPort(
+            server, also: options.tls.map { [TLSReloadService(tls: $0, logger: logger)] } ?? [],
+            listening: { try await server.listeningAddress }, logger: logger)
     }
 }
 
-/// Runs `service` until SIGTERM/SIGINT and prints `listening on PORT` once it listens:
-/// tests start these servers on port 0 and read the port from that line.
+/// Runs `service` (then `also`) until SIGTERM/SIGINT and prints `listening on PORT` once it
+/// listens: tests start these servers on port 0 and read the port from that line.
 private func runAnnouncingPort(
-    _ service: some Service, listening: () async throws -> SocketAddress, logger: Logger
+    _ service: any Service, also: [any Service] = [], listening: () async throws -> SocketAddress, logger: Logger
 ) async throws {
-    let group = ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    let group = ServiceGroup(services: [service] + also, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     async let running: Void = group.run()
     print("listening on \(try await listening().port!)")
     fflush(nil)  // stdout is a pipe in tests: make the line visible now

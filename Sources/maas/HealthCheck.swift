@@ -23,8 +23,18 @@ struct HealthCheck: AsyncParsableCommand {
     @Option(help: "Seconds to wait for the answer.")
     var timeout: Double = 5
 
+    @OptionGroup var tls: TLSClientOptions
+
     func run() async throws {
-        let client = try await GRPCClient.connect(host: host, port: port)
+        var configuration = GRPCClientConfiguration()
+        configuration.tls = tls.configuration
+        let client: GRPCClient
+        do {
+            client = try await GRPCClient.connect(host: host, port: port, configuration: configuration)
+        } catch {
+            print("error: cannot connect to \(host):\(port): \(error)")
+            throw ExitCode(2)
+        }
         defer { client.close() }
         do {
             let status = try await HealthClient(client).check(service: service, timeout: .milliseconds(Int64(timeout * 1000)))

@@ -8,7 +8,12 @@ import UnixSignals
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start the gRPC server.",
-        discussion: "SIGINT or SIGTERM stop it gracefully: GOAWAY to every client, in-flight calls finish."
+        discussion: """
+            SIGINT or SIGTERM stop it gracefully: GOAWAY to every client, in-flight calls finish.
+            With --tls-cert and --tls-key the port speaks TLS (1.2+; ALPN h2 for gRPC and REST over
+            HTTP/2, http/1.1 for REST); SIGHUP re-reads both files, new handshakes use the new pair,
+            and a pair that cannot serve is refused with a log line while the old one stays.
+            """
     )
 
     @Option(help: "Address to listen on.")
@@ -43,8 +48,23 @@ struct Serve: AsyncParsableCommand {
 
     @Flag(help: "With --auth-tokens, GET /metrics needs a token with the read scope.")
     var authMetrics = false
+    @Option(help: "PEM certificate chain of the server (enables TLS; needs --tls-key).")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key of --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "PEM CA certificates for client certificates: every client must present one (mTLS).")
+    var tlsClientCa: String?
+
+    @Flag(help: "With TLS, also take cleartext connections on the same port (the first byte tells them apart).")
+    var allowCleartext = false
 
     func validate() throws {
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        guard tlsCert != nil || (tlsClientCa == nil && !allowCleartext) else {
+            throw ValidationError("--tls-client-ca and --allow-cleartext need --tls-cert and --tls-key")
+        }
         guard InferenceService.ControlMode(rawValue: modelControlMode) != nil else {
             throw ValidationError("--model-control-mode must be none, poll or explicit, got '\(modelControlMode)'")
         }
@@ -79,12 +99,23 @@ struct Serve: AsyncParsableCommand {
             }
         }
         defer { reloading?.cancel() }
+        if let tlsCert, let tlsKey {
+            do {
+                options.tls = try ServerTLS(
+                    files: ServerTLSFiles(certificateChain: tlsCert, privateKey: tlsKey, clientCA: tlsClientCa),
+                    allowCleartext: allowCleartext)
+            } catch {
+                throw CLIError("TLS: \(error)")
+            }
+        }
         let server = ModelServer(options: options, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)
+        ]
+        // Listed after the server, so it stops first; trapping SIGHUP only when there is TLS.
+        if let tls = options.tls { services.append(.init(service: TLSReloadService(tls: tls, logger: logger))) }
         let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -13,6 +13,8 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Seconds to wait for each answer.")
     var timeout: Double = 60
 
+    @OptionGroup var tls: TLSClientOptions
+
     func validate() throws {
         _ = try address()
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
@@ -30,17 +32,47 @@ struct ServerOptions: ParsableArguments {
     var duration: Duration { .milliseconds(Int64(timeout * 1000)) }
 }
 
+/// `--tls`, `--tls-ca`, `--tls-cert`, `--tls-key`, `--tls-server-name`: TLS to the server.
+struct TLSClientOptions: ParsableArguments {
+    @Flag(help: "Connect over TLS, trusting the system's CA certificates (implied by the other --tls options).")
+    var tls = false
+
+    @Option(help: "PEM CA certificates that may sign the server's certificate (implies --tls).")
+    var tlsCa: String?
+
+    @Option(help: "PEM client certificate, for a server that requires one (mTLS; needs --tls-key).")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key of --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "The name the server's certificate must carry, also sent as SNI (default: the host).")
+    var tlsServerName: String?
+
+    func validate() throws {
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+    }
+
+    /// Nil when no TLS option is given: cleartext.
+    var configuration: ClientTLSConfiguration? {
+        guard tls || tlsCa != nil || tlsCert != nil || tlsServerName != nil else { return nil }
+        return ClientTLSConfiguration(trustRoots: tlsCa, certificateChain: tlsCert, privateKey: tlsKey, serverHostname: tlsServerName)
+    }
+}
+
 /// One connection to a KServe v2 server, over gRPC or HTTP/1.1 REST.
 enum ServerConnection: Sendable {
     case grpc(GRPCClient)
-    case rest(RESTClient, host: String, port: Int)
+    case rest(RESTClient, host: String, port: Int, tls: ClientTLSConfiguration?)
 
     static func connect(_ options: ServerOptions, http: Bool) async throws -> ServerConnection {
         let (host, port) = try options.address()
+        let tls = options.tls.configuration
         do {
-            if http { return .rest(try await RESTClient.connect(host: host, port: port), host: host, port: port) }
+            if http { return .rest(try await RESTClient.connect(host: host, port: port, tls: tls), host: host, port: port, tls: tls) }
             var configuration = GRPCClientConfiguration()
             configuration.maxReceiveMessageSize = 1 << 30
+            configuration.tls = tls
             return .grpc(try await GRPCClient.connect(host: host, port: port, configuration: configuration))
         } catch {
             throw CLIError("cannot connect to \(options.server): \(error)")
@@ -49,22 +81,22 @@ enum ServerConnection: Sendable {
 
     var transport: String {
         switch self {
-        case .grpc: "gRPC (HTTP/2)"
-        case .rest: "KServe REST (HTTP/1.1, binary data)"
+        case .grpc(let client): client.isTLS ? "gRPC (HTTP/2 over TLS)" : "gRPC (HTTP/2)"
+        case .rest(_, _, _, let tls): tls == nil ? "KServe REST (HTTP/1.1, binary data)" : "KServe REST (HTTP/1.1 over TLS, binary data)"
         }
     }
 
     func close() {
         switch self {
         case .grpc(let client): client.close()
-        case .rest(let client, _, _): client.close()
+        case .rest(let client, _, _, _): client.close()
         }
     }
 
     func metadata(model: String, version: String, timeout: Duration) async throws -> KServe.ModelMetadata {
         switch self {
         case .grpc(let client): try await InferenceClient(client).metadata(model: model, version: version, timeout: timeout)
-        case .rest(let client, _, _): try await client.metadata(model: model, version: version, timeout: timeout)
+        case .rest(let client, _, _, _): try await client.metadata(model: model, version: version, timeout: timeout)
         }
     }
 
@@ -74,9 +106,11 @@ enum ServerConnection: Sendable {
         switch self {
         case .grpc(let client):
             return try? await InferenceClient(client).config(model: model, version: version, timeout: timeout).maxBatchSize
-        case .rest(let client, let host, let port):
+        case .rest(let client, let host, let port, let tls):
             if let size = await client.maxBatchSize(model: model, version: version, timeout: timeout) { return size }
-            guard let grpc = try? await GRPCClient.connect(host: host, port: port) else { return nil }
+            var configuration = GRPCClientConfiguration()
+            configuration.tls = tls
+            guard let grpc = try? await GRPCClient.connect(host: host, port: port, configuration: configuration) else { return nil }
             defer { grpc.close() }
             return try? await InferenceClient(grpc).config(model: model, version: version, timeout: .seconds(2)).maxBatchSize
         }
@@ -86,7 +120,7 @@ enum ServerConnection: Sendable {
         switch self {
         case .grpc(let client):
             try await InferenceClient(client).infer(model: model, version: version, inputs: inputs, outputs: outputs, timeout: timeout)
-        case .rest(let client, _, _):
+        case .rest(let client, _, _, _):
             try await client.infer(model: model, version: version, inputs: inputs, outputs: outputs, timeout: timeout)
         }
     }
