@@ -57,14 +57,7 @@ public final class RESTClient: Sendable {
             }
             .connect(host: host, port: port)
             .get()
-        if let done = handshake.withLockedValue({ $0 }) {
-            do {
-                try await done.get()
-            } catch {
-                channel.close(promise: nil)
-                throw error
-            }
-        }
+        try await ClientTLSConfiguration.awaitHandshake(handshake.withLockedValue { $0 }, on: channel)
         return RESTClient(channel: channel, authority: "\(host):\(port)")
     }
 

@@ -76,6 +76,18 @@ public struct ClientTLSConfiguration: Sendable, Hashable {
         try pipeline.addHandler(waiter)
         return waiter.promise.futureResult
     }
+
+    /// Waits for the handshake that ``addHandlers(context:host:to:eventLoop:)`` started, if one
+    /// did; a failed one closes `channel` and throws.
+    package static func awaitHandshake(_ handshake: EventLoopFuture<Void>?, on channel: any Channel) async throws {
+        guard let handshake else { return }
+        do {
+            try await handshake.get()
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+    }
 }
 
 /// The TLS handshake with the server failed: its certificate was not trusted or did not name

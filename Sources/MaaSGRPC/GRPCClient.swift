@@ -77,14 +77,7 @@ public final class GRPCClient: Sendable {
             }
             .connect(host: host, port: port)
             .get()
-        if let done = handshake.withLockedValue({ $0 }) {
-            do {
-                try await done.get()
-            } catch {
-                channel.close(promise: nil)
-                throw error
-            }
-        }
+        try await ClientTLSConfiguration.awaitHandshake(handshake.withLockedValue { $0 }, on: channel)
         let connection = try await channel.eventLoop.submit {
             NIOLoopBound(try channel.pipeline.syncOperations.handler(type: GRPCClientConnection.self), eventLoop: channel.eventLoop)
         }.get()

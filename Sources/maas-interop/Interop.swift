@@ -83,12 +83,9 @@ struct ServeModels: AsyncParsableCommand {
         options.startupModels = loadModel
         var reloading: Task<Void, Never>?
         if let authTokens {
-            let tokens = try TokenStore(path: authTokens)
+            let (tokens, task) = try await TokenStore.reloadingOnHangup(path: authTokens, logger: logger)
             options.auth = AccessPolicy(tokens: tokens, health: authHealth, metrics: authMetrics)
-            let hangups = await UnixSignalsSequence(trapping: .sighup)
-            reloading = Task { [logger] in
-                for await _ in hangups { tokens.reload(logger: logger) }
-            }
+            reloading = task
         }
         defer { reloading?.cancel() }
         if let tlsCert, let tlsKey {

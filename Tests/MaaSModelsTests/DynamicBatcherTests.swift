@@ -61,7 +61,10 @@ struct DynamicBatcherTests {
             [try item(deadline: clock.now + .milliseconds(5), answers: answers, key: 1, done: done), try item(answers: answers, key: 2, done: done)]
         }
         #expect(answers.all[1] == .failure(InferenceError(.deadlineExceeded, "deadline exceeded while queued (waited 0.2 seconds)")))
-        #expect(answers.all[2] == .failure(InferenceError(.unavailable, "model queue is full (1 requests waiting)")))
+        // Shed with when to retry: the queue's batches at the last batch's pace (none ran yet) plus
+        // the batching delay.
+        #expect(answers.all[2] == .failure(InferenceError(
+            .unavailable, "model 'seed:1' is overloaded: its queue is full (1 requests waiting)", retryAfter: .milliseconds(200))))
         #expect(model.batcher.statistics.snapshot.executionCount == 0)
     }
 

@@ -3,6 +3,7 @@ import Crypto
 public import Logging
 public import MaaSCore
 import Synchronization
+import UnixSignals
 
 /// Why a call was not authenticated. The messages never quote what the client sent.
 public enum AuthenticationFailure: Error, Sendable, Hashable {
@@ -244,5 +245,19 @@ public final class TokenStore: Sendable {
             let hex = String(byte, radix: 16)
             return byte < 16 ? "0" + hex : hex
         }.joined()
+    }
+}
+
+extension TokenStore {
+    /// Reads the tokens at `path` (throwing, with the line, when the file is bad) and re-reads
+    /// them on every SIGHUP until the returned task is cancelled; a bad new file is logged and
+    /// the tokens before it stay. For the executables, which own the process's signals.
+    public static func reloadingOnHangup(path: String, logger: Logger) async throws -> (TokenStore, Task<Void, Never>) {
+        let tokens = try TokenStore(path: path)
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        let task = Task {
+            for await _ in hangups { _ = tokens.reload(logger: logger) }
+        }
+        return (tokens, task)
     }
 }
