@@ -117,6 +117,7 @@ def post(server, path, body, method="POST"):
     (b'{"model": "embedder"}', "'input' is required"),
     (b'{"model": "embedder", "input": 5}', "'input' must be a string or a list of strings"),
     (b'{"model": "embedder", "input": "x", "encoding_format": "int8"}', "'encoding_format' must be \"float\" or \"base64\""),
+    (b'{"model": "embedder", "input": "x", "dimensions": 2.5}', "'dimensions' must be a whole number"),
     (json.dumps({"model": "embedder", "input": ["x"] * 2049}).encode(), "at most 2048 per request"),
 ])
 def test_bad_bodies(server, body, fragment):

@@ -15,6 +15,8 @@ enum OpenAIEmbeddings {
         var model: String
         var texts: [String]
         var base64: Bool
+        /// `dimensions`, checked against the model once it is known (see ``calls(for:core:respond:)``).
+        var dimensions: Int64?
     }
 
     static func decode(_ body: UnsafeRawBufferPointer) throws(InferenceError) -> Request {
@@ -52,17 +54,18 @@ enum OpenAIEmbeddings {
             default: throw .invalidInput("'encoding_format' must be \"float\" or \"base64\", got \(KServeJSON.describe(format))")
             }
         }
-        if let dimensions = root["dimensions"], dimensions != .null {
-            // Checked against the model once it is known; see calls(for:).
-            guard dimensions.number?.int64 != nil else { throw .invalidInput("'dimensions' must be a whole number") }
+        var dimensions: Int64?
+        if let value = root["dimensions"], value != .null {
+            guard let number = value.number?.int64 else { throw .invalidInput("'dimensions' must be a whole number") }
+            dimensions = number
         }
-        return Request(model: model, texts: texts, base64: base64)
+        return Request(model: model, texts: texts, base64: base64, dimensions: dimensions)
     }
 
     /// The inference calls for `request` (as many as the model's batch limit asks), and the
     /// answer once all are back.
     static func calls(
-        for request: Request, dimensions: Int64?, core: InferenceCore, respond: @escaping @Sendable (RESTResponse) -> Void
+        for request: Request, core: InferenceCore, respond: @escaping @Sendable (RESTResponse) -> Void
     ) throws(InferenceError) -> [InferenceCore.Call] {
         let model: ModelVersion
         do {
@@ -73,7 +76,7 @@ enum OpenAIEmbeddings {
         guard let text = model.text, let input = model.config.inputs.first, let output = model.config.outputs.first else {
             throw InferenceError(.invalidArgument, "the model '\(request.model)' does not take text (its config has no text_input)")
         }
-        if let dimensions, let width = output.dims.last, dimensions != width {
+        if let dimensions = request.dimensions, let width = output.dims.last, dimensions != width {
             throw InferenceError(.invalidArgument, "the model '\(request.model)' has \(width) dimensions; 'dimensions' \(dimensions) cannot be served")
         }
         let tokens = request.texts.reduce(0) { $0 + text.tokenCount($1) }

@@ -110,8 +110,7 @@ struct RESTRouter: Sendable {
         case .embeddings:
             do throws(InferenceError) {
                 let decoded = try request.body.withUnsafeReadableBytes { body throws(InferenceError) in try OpenAIEmbeddings.decode(body) }
-                let dimensions = try request.body.withUnsafeReadableBytes { body throws(InferenceError) in try Self.dimensions(body) }
-                calls += try OpenAIEmbeddings.calls(for: decoded, dimensions: dimensions, core: core, respond: respond)
+                calls += try OpenAIEmbeddings.calls(for: decoded, core: core, respond: respond)
             } catch {
                 respond(OpenAIEmbeddings.error(error))
             }
@@ -241,12 +240,6 @@ struct RESTRouter: Sendable {
             // answer(_:calls:respond:) takes these before they reach here.
             throw InferenceError(.internal, "\(route) is answered asynchronously")
         }
-    }
-
-    /// The embeddings request's optional `dimensions`.
-    private static func dimensions(_ body: UnsafeRawBufferPointer) throws(InferenceError) -> Int64? {
-        guard let value = (try? JSONReader.parse(body))?["dimensions"], value != .null else { return nil }
-        return value.number?.int64
     }
 
     /// The index request's optional `{"ready": true}`.
