@@ -10,7 +10,8 @@ enum StreamEvent: Sendable {
 }
 
 /// Carries completions from any thread to a connection's event loop, one hop per batch: the
-/// first event posted schedules a drain, later ones just join the pending list.
+/// first event posted schedules a drain, later ones just join the pending list. Events reach
+/// the connection in the order they were posted, whichever thread posted them.
 final class ConnectionMailbox: Sendable {
     let eventLoop: any EventLoop
     private let pending = NIOLockedValueBox<[StreamEvent]>([])
@@ -30,7 +31,14 @@ final class ConnectionMailbox: Sendable {
 
     func post(_ event: StreamEvent) {
         if eventLoop.inEventLoop {
-            target.value?.apply(event)
+            // Behind events other threads posted and the loop has not drained yet: applied at
+            // once it would overtake them (a stream's end before its last messages).
+            let queued = pending.withLockedValue { pending in
+                guard !pending.isEmpty else { return false }
+                pending.append(event)
+                return true
+            }
+            if !queued { target.value?.apply(event) }
             return
         }
         let first = pending.withLockedValue { pending in
