@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "MaaSModels",
             dependencies: [
-                "MaaSCore", "MaaSProto", "MaaSCompute", "MaaSText",
+                "MaaSCore", "MaaSProto", "MaaSCompute", "MaaSText", "MaaSJSON",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -84,7 +84,7 @@ let package = Package(
         // Hugging Face tokenizer.json (BERT WordPiece) for text inputs; Foundation only for JSON and NFD.
         .target(
             name: "MaaSText",
-            dependencies: ["MaaSCore"],
+            dependencies: ["MaaSCore", "MaaSJSON"],
             swiftSettings: strictSettings
         ),
         .target(
@@ -130,7 +130,7 @@ let package = Package(
         .target(
             name: "MaaSClient",
             dependencies: [
-                "MaaSCore", "MaaSProto", "MaaSGRPC",
+                "MaaSCore", "MaaSProto", "MaaSGRPC", "MaaSJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -150,7 +150,7 @@ let package = Package(
         .executableTarget(
             name: "maas",
             dependencies: [
-                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSProto", "MaaSCompute", "MaaSModels", "MaaSTraining",
+                "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSProto", "MaaSCompute", "MaaSModels", "MaaSTraining", "MaaSJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),

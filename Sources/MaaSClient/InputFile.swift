@@ -1,5 +1,6 @@
-import Foundation
+import FoundationEssentials
 public import MaaSCore
+import MaaSJSON
 
 /// Input files for batch inference: `.npy`, `.csv` and `.json`, read as one tensor whose first
 /// axis is the rows.
@@ -28,14 +29,16 @@ public enum InputFile {
             type = known
         }
         var tensor: Tensor
-        switch (path as NSString).pathExtension.lowercased() {
+        let name = path.split(separator: "/").last ?? ""
+        let fileExtension = name.contains(".") ? name.split(separator: ".").last.map { $0.lowercased() } ?? "" : ""
+        switch fileExtension {
         case "npy":
             tensor = try NPY.decode(Array(data), source: path)
             if let type, type != tensor.dataType { tensor = try converted(tensor, to: type, source: path) }
         case "csv":
             tensor = try csv(String(decoding: data, as: UTF8.self), type: type ?? .float32, source: path)
         case "json":
-            tensor = try json(data, type: type ?? .float32, source: path)
+            tensor = try json(Array(data), type: type ?? .float32, source: path)
         default:
             throw .invalidInput("\(path): expected a .npy, .csv or .json file")
         }
@@ -86,31 +89,31 @@ public enum InputFile {
         }
     }
 
-    static func json(_ data: Data, type: DataType, source: String) throws(InferenceError) -> Tensor {
-        let root: Any
+    static func json(_ data: [UInt8], type: DataType, source: String) throws(InferenceError) -> Tensor {
+        let root: JSONValue
         do {
-            root = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+            root = try data.withUnsafeBytes { (raw) throws(JSONError) in try JSONReader.parse(raw) }
         } catch {
-            throw .invalidInput("\(source): not valid JSON (\(error.localizedDescription))")
+            throw .invalidInput("\(source): not valid JSON (\(error))")
         }
         var shape: [Int] = []
-        var probe: Any = root
-        while let array = probe as? [Any] {
+        var probe = root
+        while let array = probe.array {
             shape.append(array.count)
             guard let first = array.first else { break }
             probe = first
         }
         guard !shape.isEmpty else { throw .invalidInput("\(source): expected nested arrays of numbers, rows outermost") }
-        var leaves: [NSNumber] = []
-        func collect(_ value: Any, depth: Int, path: String) throws(InferenceError) {
+        var leaves: [JSONValue] = []
+        func collect(_ value: JSONValue, depth: Int, path: String) throws(InferenceError) {
             if depth == shape.count {
-                guard let number = value as? NSNumber else {
-                    throw .invalidInput("\(source): expected a number at \(path), got \(value is [Any] ? "an array" : "\(value)")")
+                guard value.number != nil || value.bool != nil else {
+                    throw .invalidInput("\(source): expected a number at \(path), got \(JSONValue.describe(value))")
                 }
-                leaves.append(number)
+                leaves.append(value)
                 return
             }
-            guard let array = value as? [Any], array.count == shape[depth] else {
+            guard let array = value.array, array.count == shape[depth] else {
                 throw .invalidInput("\(source): expected an array of \(shape[depth]) at \(path) (the arrays are not rectangular)")
             }
             for (index, element) in array.enumerated() { try collect(element, depth: depth + 1, path: "\(path)[\(index)]") }
@@ -119,8 +122,8 @@ public enum InputFile {
         return try tensor(numbers: leaves, type: type, shape: shape, source: source)
     }
 
-    /// JSON numbers as a tensor of `type` and `shape` (which the count must fill).
-    static func tensor(numbers: [NSNumber], type: DataType, shape: [Int], source: String) throws(InferenceError) -> Tensor {
+    /// JSON numbers (or booleans) as a tensor of `type` and `shape` (which the count must fill).
+    static func tensor(numbers: [JSONValue], type: DataType, shape: [Int], source: String) throws(InferenceError) -> Tensor {
         guard try Shape.elementCount(shape) == numbers.count else {
             throw .invalidInput("\(source): \(numbers.count) values for shape \(shape)")
         }
@@ -154,12 +157,15 @@ public enum InputFile {
             }
         }
 
-        init(_ number: NSNumber, as type: DataType) {
-            switch type {
-            case .bool: self = .bool(number.boolValue)
-            case .uint8, .uint16, .uint32, .uint64: self = .uint(number.uint64Value)
-            case .int8, .int16, .int32, .int64: self = .int(number.int64Value)
-            default: self = .double(number.doubleValue)
+        /// A JSON number or boolean (checked by the caller) as its literal was: exact integers stay
+        /// integers, so INT64 and UINT64 values past 2^53 are not rounded.
+        init(_ value: JSONValue, as type: DataType) {
+            switch value {
+            case .bool(let flag): self = .bool(flag)
+            case .number(.int(let number)): self = .int(number)
+            case .number(.uint(let number)): self = .uint(number)
+            case .number(.double(let number)): self = .double(number)
+            default: self = .double(.nan)
             }
         }
 

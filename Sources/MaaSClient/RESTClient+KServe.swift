@@ -1,5 +1,6 @@
-import Foundation
 public import MaaSCore
+import MaaSGRPC
+import MaaSJSON
 public import MaaSProto
 import NIOCore
 import NIOHTTP1
@@ -12,21 +13,21 @@ extension RESTClient {
     public func metadata(model: String, version: String = "", timeout: Duration? = nil) async throws(RESTError) -> KServe.ModelMetadata {
         let object = try await json(.GET, Self.modelPath(model, version), timeout: timeout)
         func tensors(_ key: String) -> [TensorMetadata] {
-            (object[key] as? [[String: Any]] ?? []).map { entry in
+            (object[key]?.array ?? []).map { entry in
                 TensorMetadata(
-                    name: entry["name"] as? String ?? "", datatype: entry["datatype"] as? String ?? "",
-                    shape: (entry["shape"] as? [NSNumber] ?? []).map(\.int64Value))
+                    name: entry["name"]?.string ?? "", datatype: entry["datatype"]?.string ?? "",
+                    shape: (entry["shape"]?.array ?? []).map { $0.number?.int64 ?? -1 })
             }
         }
         return KServe.ModelMetadata(
-            name: object["name"] as? String ?? model, versions: object["versions"] as? [String] ?? [],
-            platform: object["platform"] as? String ?? "", inputs: tensors("inputs"), outputs: tensors("outputs"))
+            name: object["name"]?.string ?? model, versions: (object["versions"]?.array ?? []).compactMap(\.string),
+            platform: object["platform"]?.string ?? "", inputs: tensors("inputs"), outputs: tensors("outputs"))
     }
 
     /// `max_batch_size` from `GET /v2/models/{model}/config`; nil when the server does not serve it.
     public func maxBatchSize(model: String, version: String = "", timeout: Duration? = nil) async -> Int? {
         guard let object = try? await json(.GET, Self.modelPath(model, version) + "/config", timeout: timeout) else { return nil }
-        return (object["max_batch_size"] as? NSNumber)?.intValue
+        return object["max_batch_size"]?.number?.int64.flatMap { Int(exactly: $0) }
     }
 
     /// `POST /v2/models/{model}/infer` with every input as binary data and every output asked
@@ -34,20 +35,17 @@ extension RESTClient {
     public func infer(
         model: String, version: String = "", inputs: [(name: String, tensor: Tensor)], outputs: [String] = [], timeout: Duration? = nil
     ) async throws(RESTError) -> InferenceResponse {
-        let header: [String: Any] = [
-            "inputs": inputs.map { input -> [String: Any] in
-                ["name": input.name, "datatype": input.tensor.dataType.kserveName, "shape": input.tensor.shape,
-                 "parameters": ["binary_data_size": input.tensor.byteCount]]
-            },
-            outputs.isEmpty ? "parameters" : "outputs":
-                outputs.isEmpty ? ["binary_data_output": true] as [String: Any] : outputs.map { ["name": $0, "parameters": ["binary_data": true]] } as Any,
-        ]
-        let json: Data
-        do {
-            json = try JSONSerialization.data(withJSONObject: header)
-        } catch {
-            throw RESTError(status: 0, message: "cannot encode the request header: \(error)")
+        let inputObjects: [JSONValue] = inputs.map { input in
+            ["name": .string(input.name), "datatype": .string(input.tensor.dataType.kserveName),
+             "shape": .array(input.tensor.shape.map { .int($0) }),
+             "parameters": ["binary_data_size": .int(input.tensor.byteCount)]]
         }
+        let header: JSONValue = outputs.isEmpty
+            ? ["inputs": .array(inputObjects), "parameters": ["binary_data_output": true]]
+            : ["inputs": .array(inputObjects), "outputs": .array(outputs.map { ["name": .string($0), "parameters": ["binary_data": true]] })]
+        var writer = JSONWriter()
+        writer.value(header)
+        let json = writer.bytes
         var body = ByteBuffer()
         body.reserveCapacity(json.count + inputs.reduce(0) { $0 + $1.tensor.byteCount })
         body.writeBytes(json)
@@ -70,18 +68,28 @@ extension RESTClient {
         guard headerLength >= 0, headerLength <= bytes.count else {
             throw InferenceError(.internal, "Inference-Header-Content-Length \(headerLength) but the body has \(bytes.count) bytes")
         }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(bytes[0..<headerLength]))) as? [String: Any] else {
+        let header = bytes.withUnsafeBytes { raw in try? JSONReader.parse(UnsafeRawBufferPointer(rebasing: raw[0..<headerLength])) }
+        guard let object = header, case .object = object else {
             throw InferenceError(.internal, "the JSON header is not an object")
         }
         var offset = headerLength
         var outputs: [(name: String, tensor: Tensor)] = []
-        for entry in object["outputs"] as? [[String: Any]] ?? [] {
-            let name = entry["name"] as? String ?? ""
-            guard let datatype = entry["datatype"] as? String, let type = DataType(kserveName: datatype), type.byteSize != nil else {
-                throw InferenceError(.unimplemented, "output '\(name)' has datatype \(entry["datatype"] ?? "none"), which this client does not decode")
+        for entry in object["outputs"]?.array ?? [] {
+            let name = entry["name"]?.string ?? ""
+            guard let datatype = entry["datatype"]?.string, let type = DataType(kserveName: datatype), type.byteSize != nil else {
+                throw InferenceError(.unimplemented, "output '\(name)' has datatype \(JSONValue.describe(entry["datatype"])), which this client does not decode")
             }
-            let shape = (entry["shape"] as? [NSNumber] ?? []).map(\.intValue)
-            if let size = ((entry["parameters"] as? [String: Any])?["binary_data_size"] as? NSNumber)?.intValue {
+            var shape: [Int] = []
+            for dimension in entry["shape"]?.array ?? [] {
+                guard let value = dimension.number?.int64, let int = Int(exactly: value) else {
+                    throw InferenceError(.internal, "output '\(name)' has shape entry \(JSONValue.describe(dimension)), not an integer")
+                }
+                shape.append(int)
+            }
+            if let sizeValue = entry["parameters"]?["binary_data_size"] {
+                guard let size = sizeValue.number?.int64.flatMap({ Int(exactly: $0) }) else {
+                    throw InferenceError(.internal, "output '\(name)' has binary_data_size \(JSONValue.describe(sizeValue)), not an integer")
+                }
                 guard size >= 0, size <= bytes.count - offset else {
                     throw InferenceError(.internal, "output '\(name)' has binary_data_size \(size), but \(bytes.count - offset) bytes are left")
                 }
@@ -90,23 +98,24 @@ extension RESTClient {
                 }
                 offset += size
                 outputs.append((name, tensor))
-            } else if let data = entry["data"] as? [Any] {
-                let numbers = data.compactMap { $0 as? NSNumber }
-                guard numbers.count == data.count else { throw InferenceError(.internal, "output '\(name)' has data that are not numbers") }
-                outputs.append((name, try InputFile.tensor(numbers: numbers, type: type, shape: shape, source: "output '\(name)'")))
+            } else if let data = entry["data"]?.array {
+                guard data.allSatisfy({ $0.number != nil || $0.bool != nil }) else {
+                    throw InferenceError(.internal, "output '\(name)' has data that are not numbers")
+                }
+                outputs.append((name, try InputFile.tensor(numbers: data, type: type, shape: shape, source: "output '\(name)'")))
             } else {
                 throw InferenceError(.internal, "output '\(name)' has neither data nor binary_data_size")
             }
         }
         return InferenceResponse(
-            modelName: object["model_name"] as? String ?? "", modelVersion: object["model_version"] as? String ?? "",
-            id: object["id"] as? String ?? "", outputs: outputs)
+            modelName: object["model_name"]?.string ?? "", modelVersion: object["model_version"]?.string ?? "",
+            id: object["id"]?.string ?? "", outputs: outputs)
     }
 
-    private func json(_ method: HTTPMethod, _ path: String, timeout: Duration?) async throws(RESTError) -> [String: Any] {
+    private func json(_ method: HTTPMethod, _ path: String, timeout: Duration?) async throws(RESTError) -> JSONValue {
         let response = try await request(method, path, timeout: timeout)
         guard response.status == 200 else { throw Self.error(response) }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(response.body.readableBytesView))) as? [String: Any] else {
+        guard let object = Self.parse(response), case .object = object else {
             throw RESTError(status: response.status, message: "\(path) did not answer a JSON object")
         }
         return object
@@ -114,13 +123,16 @@ extension RESTClient {
 
     /// The server's `{"error": "..."}` message, or the body as text.
     static func error(_ response: Response) -> RESTError {
-        let data = Data(response.body.readableBytesView)
-        let message = ((try? JSONSerialization.jsonObject(with: data)) as? [String: Any])?["error"] as? String
-        return RESTError(status: response.status, message: message ?? String(decoding: data, as: UTF8.self))
+        let message = parse(response)?["error"]?.string
+        return RESTError(status: response.status, message: message ?? String(decoding: response.body.readableBytesView, as: UTF8.self))
+    }
+
+    private static func parse(_ response: Response) -> JSONValue? {
+        response.body.withUnsafeReadableBytes { try? JSONReader.parse($0) }
     }
 
     private static func modelPath(_ model: String, _ version: String) -> String {
-        let name = model.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? model
+        let name = PercentEncoding.encodePathSegment(model)
         return "/v2/models/\(name)" + (version.isEmpty ? "" : "/versions/\(version)")
     }
 }

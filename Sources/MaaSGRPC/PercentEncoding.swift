@@ -1,6 +1,6 @@
 /// The percent-encoding gRPC uses for `grpc-message`: bytes outside printable ASCII and `%`
 /// itself become `%XX`.
-enum PercentEncoding {
+package enum PercentEncoding {
     static func encode(_ message: String) -> String {
         let utf8 = message.utf8
         guard utf8.contains(where: needsEscape) else { return message }
@@ -20,7 +20,7 @@ enum PercentEncoding {
     }
 
     /// Decodes `%XX` sequences; a malformed sequence is kept as it is, as the spec asks.
-    static func decode(_ value: String) -> String {
+    package static func decode(_ value: String) -> String {
         let bytes = Array(value.utf8)
         guard bytes.contains(UInt8(ascii: "%")) else { return value }
         var out: [UInt8] = []
@@ -35,6 +35,26 @@ enum PercentEncoding {
             } else {
                 out.append(bytes[index])
                 index += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// One URL path segment (RFC 3986 `segment`): everything but unreserved characters, the
+    /// sub-delimiters, ':' and '@' becomes `%XX`, '/' included, so a model name stays one segment.
+    package static func encodePathSegment(_ value: String) -> String {
+        let allowed = Array("-._~!$&'()*+,;=:@".utf8)
+        let hex = Array("0123456789ABCDEF".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(value.utf8.count)
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                out.append(byte)
+            case _ where allowed.contains(byte):
+                out.append(byte)
+            default:
+                out += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
             }
         }
         return String(decoding: out, as: UTF8.self)

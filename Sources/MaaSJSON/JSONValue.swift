@@ -96,3 +96,54 @@ public enum JSONNumber: Sendable, Equatable {
         }
     }
 }
+
+extension JSONValue {
+    /// A value as an error message quotes it: short scalars in full (strings cut at 40
+    /// characters), containers by kind, a missing member as "nothing".
+    public static func describe(_ value: JSONValue?) -> String {
+        switch value {
+        case nil: "nothing"
+        case .string(let text)?: text.count > 40 ? "\"\(text.prefix(40))...\"" : "\"\(text)\""
+        case .number(let number)?: number.int64.map(String.init) ?? String(number.double)
+        case .bool(let flag)?: String(flag)
+        case let other?: other.kind
+        }
+    }
+
+    /// The first member name that appears twice, if any: a document that says a field twice is
+    /// refused rather than one of its values silently winning.
+    public var duplicateKey: String? {
+        guard case .object(let members) = self, members.count > 1 else { return nil }
+        var seen = Set<String>()
+        for member in members where !seen.insert(member.key).inserted { return member.key }
+        return nil
+    }
+}
+
+// Literals, so that documents built in code read like the JSON they write.
+extension JSONValue: ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral, ExpressibleByStringLiteral,
+    ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral, ExpressibleByFloatLiteral
+{
+    public init(dictionaryLiteral elements: (String, JSONValue)...) { self = .object(elements.map { (key: $0.0, value: $0.1) }) }
+    public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int64) { self = .number(.int(value)) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(floatLiteral value: Double) { self = .number(.double(value)) }
+
+    public static func int<Integer: BinaryInteger>(_ value: Integer) -> JSONValue {
+        if let exact = Int64(exactly: value) { return .number(.int(exact)) }
+        return .number(.uint(UInt64(clamping: value)))
+    }
+
+    public static func double(_ value: Double) -> JSONValue { .number(.double(value)) }
+
+    /// The same value with every object's members in key order, for output people diff.
+    public func sortingKeys() -> JSONValue {
+        switch self {
+        case .array(let elements): .array(elements.map { $0.sortingKeys() })
+        case .object(let members): .object(members.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value.sortingKeys()) })
+        default: self
+        }
+    }
+}

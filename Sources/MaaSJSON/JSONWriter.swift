@@ -1,11 +1,17 @@
 /// Writes JSON straight into bytes, members in the order given. Commas are placed by the writer:
-/// every value after the first in an array or object gets one.
+/// every value after the first in an array or object gets one. With an indent, each member and
+/// element goes on its own line (files people read and edit); without, nothing is added.
 public struct JSONWriter {
     public private(set) var bytes: [UInt8] = []
     private var needsComma = false
+    private let indent: Int
+    private var depth = 0
+    /// A value right after its key stays on the key's line.
+    private var afterKey = false
 
-    public init(capacity: Int = 256) {
+    public init(capacity: Int = 256, indent: Int = 0) {
         bytes.reserveCapacity(capacity)
+        self.indent = indent
     }
 
     public mutating func beginObject() { open(UInt8(ascii: "{")) }
@@ -18,7 +24,9 @@ public struct JSONWriter {
         separate()
         quoted(name)
         bytes.append(UInt8(ascii: ":"))
+        if indent > 0 { bytes.append(UInt8(ascii: " ")) }
         needsComma = false
+        afterKey = true
     }
 
     public mutating func string(_ value: String) {
@@ -107,16 +115,30 @@ public struct JSONWriter {
     private mutating func open(_ byte: UInt8) {
         separate()
         bytes.append(byte)
+        depth += 1
         needsComma = false
     }
 
     private mutating func close(_ byte: UInt8) {
+        depth -= 1
+        // needsComma is still set when the container had an element: empty ones stay "{}".
+        if indent > 0 && needsComma { newline() }
         bytes.append(byte)
         needsComma = true
     }
 
     private mutating func separate() {
         if needsComma { bytes.append(UInt8(ascii: ",")) }
+        if afterKey {
+            afterKey = false
+        } else if indent > 0 && depth > 0 {
+            newline()
+        }
+    }
+
+    private mutating func newline() {
+        bytes.append(0x0A)
+        bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: depth * indent))
     }
 
     private mutating func nonFinite(_ value: Double) {

@@ -1,4 +1,6 @@
-import Foundation
+import FoundationEssentials
+import Glibc
+internal import MaaSJSON
 public import MaaSCore
 import MaaSProto
 
@@ -25,8 +27,8 @@ public struct RepositoryDeployment: Sendable {
     /// not serve: other input/output names, types or dims, or a version_policy that names
     /// specific versions (the new number would not be among them).
     public func check(_ graph: ModelGraph) throws(InferenceError) {
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: repository, isDirectory: &isDirectory), !isDirectory.boolValue {
+        var isDirectory = false
+        if FileManager.default.fileExists(atPath: repository, isDirectory: &isDirectory), !isDirectory {
             throw .invalidInput("repository \(repository) is not a directory")
         }
         guard let declared = try existingConfig() else { return }
@@ -72,7 +74,7 @@ public struct RepositoryDeployment: Sendable {
             throw error
         } catch {
             if let staging { try? FileManager.default.removeItem(atPath: staging) }
-            throw InferenceError(.internal, "cannot write into \(directory): \(error.localizedDescription)")
+            throw InferenceError(.internal, "cannot write into \(directory): \(error)")
         }
     }
 
@@ -106,25 +108,49 @@ public struct RepositoryDeployment: Sendable {
     /// The config.json for a newly trained model: what the server would derive from the graph
     /// (batching up to 64 rows, 100 µs queue delay), written out so that users can edit it.
     static func configJSON(for graph: ModelGraph, model: String) -> [UInt8] {
-        func tensors(_ infos: [ValueInfo]) -> [[String: Any]] {
-            infos.map { info in
-                let dims = info.shape.dropFirst().map { dimension -> Int in
-                    if case .fixed(let value) = dimension { return value }
-                    return -1
+        var json = JSONWriter(indent: 2)
+        func tensors(_ infos: [ValueInfo]) {
+            json.beginArray()
+            for info in infos {
+                json.beginObject()
+                json.key("data_type")
+                json.string(info.dataType.modelConfigName)
+                json.key("dims")
+                json.beginArray()
+                for dimension in info.shape.dropFirst() {
+                    if case .fixed(let value) = dimension { json.int(value) } else { json.int(-1) }
                 }
-                return ["name": info.name, "data_type": info.dataType.modelConfigName, "dims": dims]
+                json.endArray()
+                json.key("name")
+                json.string(info.name)
+                json.endObject()
             }
+            json.endArray()
         }
-        let config: [String: Any] = [
-            "name": model,
-            "max_batch_size": 64,
-            "input": tensors(graph.inputs),
-            "output": tensors(graph.outputs),
-            "dynamic_batching": ["max_queue_delay_microseconds": 100],
-            "version_policy": ["latest": ["num_versions": 1]],
-        ]
-        // Only strings, numbers, arrays and dictionaries: serialization cannot fail.
-        let data = try! JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
-        return Array(data) + [0x0A]
+        // Keys in sorted order, as the file has always been written.
+        json.beginObject()
+        json.key("dynamic_batching")
+        json.beginObject()
+        json.key("max_queue_delay_microseconds")
+        json.int(100)
+        json.endObject()
+        json.key("input")
+        tensors(graph.inputs)
+        json.key("max_batch_size")
+        json.int(64)
+        json.key("name")
+        json.string(model)
+        json.key("output")
+        tensors(graph.outputs)
+        json.key("version_policy")
+        json.beginObject()
+        json.key("latest")
+        json.beginObject()
+        json.key("num_versions")
+        json.int(1)
+        json.endObject()
+        json.endObject()
+        json.endObject()
+        return json.bytes + [0x0A]
     }
 }

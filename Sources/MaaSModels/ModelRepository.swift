@@ -1,6 +1,7 @@
 public import CoreMetrics
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import MaaSText
 public import Logging
 public import MaaSCompute
@@ -363,8 +364,8 @@ public final class ModelRepository: Sendable {
     }
 
     private func isDirectory(_ path: String) -> Bool {
-        var directory: ObjCBool = false
-        return FileManager.default.fileExists(atPath: path, isDirectory: &directory) && directory.boolValue
+        var directory = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &directory) && directory
     }
 }
 
@@ -374,14 +375,11 @@ extension ModelRepository {
     public func fingerprint(_ name: String) -> [String]? {
         guard let path else { return builtIn[name] != nil ? [] : nil }
         let directory = path + "/" + name
-        guard let enumerator = FileManager.default.enumerator(atPath: directory) else { return nil }
-        var entries: [String] = []
-        while let relative = enumerator.nextObject() as? String {
-            let attributes = try? FileManager.default.attributesOfItem(atPath: directory + "/" + relative)
-            let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
-            let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-            entries.append("\(relative)|\(size)|\(modified)")
-        }
-        return entries.sorted()
+        guard let paths = try? FileManager.default.subpathsOfDirectory(atPath: directory) else { return nil }
+        return paths.map { relative in
+            var info = stat()
+            guard stat(directory + "/" + relative, &info) == 0 else { return "\(relative)|gone" }
+            return "\(relative)|\(info.st_size)|\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
+        }.sorted()
     }
 }

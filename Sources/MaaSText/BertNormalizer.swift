@@ -1,4 +1,7 @@
-internal import Foundation
+// The standard library's own canonical decomposition (what swift-foundation's
+// decomposedStringWithCanonicalMapping calls): Foundation's version would load Foundation and
+// ICU, about 6 MB resident, into a server that otherwise needs neither.
+@_spi(_Unicode) import Swift
 
 /// HF's BertNormalizer: clean_text, then CJK spacing, then strip_accents, then lowercase — the order
 /// `tokenizers/src/normalizers/bert.rs` applies them in, which matters (accents are stripped before
@@ -59,9 +62,8 @@ struct BertNormalizer: Sendable {
     private func decomposeAndStripMarks(_ scalars: inout [Unicode.Scalar]) {
         var text = String.UnicodeScalarView()
         text.append(contentsOf: scalars)
-        let decomposed = String(text).decomposedStringWithCanonicalMapping
         scalars.removeAll(keepingCapacity: true)
-        for scalar in decomposed.unicodeScalars where !BertUnicodeTables.nonspacingMarks.containsScalar(scalar.value) {
+        for scalar in String(text)._nfd where !BertUnicodeTables.nonspacingMarks.containsScalar(scalar.value) {
             scalars.append(scalar)
         }
     }

@@ -1,4 +1,4 @@
-internal import Foundation
+internal import MaaSJSON
 
 /// The parts of a tokenizer.json this module implements, checked field by field so an unsupported
 /// file fails at load with the field's name rather than giving wrong ids later.
@@ -19,17 +19,14 @@ struct TokenizerFile {
     var padID: Int32?
 
     init(json bytes: [UInt8]) throws(TokenizerError) {
-        let root: [String: Any]
+        let root: JSONValue
         do {
-            let value = try JSONSerialization.jsonObject(with: Data(bytes))
-            guard let object = value as? [String: Any] else {
-                throw TokenizerError("tokenizer.json: expected a JSON object at the top level, found \(Self.kind(value))")
-            }
-            root = object
-        } catch let error as TokenizerError {
-            throw error
+            root = try bytes.withUnsafeBytes { (raw) throws(JSONError) in try JSONReader.parse(raw) }
         } catch {
-            throw TokenizerError("tokenizer.json is not valid JSON: \(error.localizedDescription)")
+            throw TokenizerError("tokenizer.json is not valid JSON: \(error)")
+        }
+        guard case .object = root else {
+            throw TokenizerError("tokenizer.json: expected a JSON object at the top level, found \(Self.kind(root))")
         }
 
         let normalizerObject = try Self.typed(root["normalizer"], field: "normalizer", expected: "BertNormalizer")
@@ -45,12 +42,15 @@ struct TokenizerFile {
         _ = try Self.typed(root["pre_tokenizer"], field: "pre_tokenizer", expected: "BertPreTokenizer")
 
         let model = try Self.typed(root["model"], field: "model", expected: "WordPiece")
-        guard let vocab = model["vocab"] as? [String: Any] else {
+        guard let vocab = model["vocab"]?.members else {
             throw TokenizerError("model.vocab: expected an object of token to id, found \(Self.kind(model["vocab"]))")
         }
         vocabulary.reserveCapacity(vocab.count)
         for (token, value) in vocab {
-            vocabulary[token] = try Self.id(value, field: "model.vocab[\"\(token)\"]")
+            let id = try Self.id(value, field: "model.vocab[\"\(token)\"]")
+            guard vocabulary.updateValue(id, forKey: token) == nil else {
+                throw TokenizerError("model.vocab: token \"\(token)\" appears twice")
+            }
         }
         unknownToken = try Self.string(model["unk_token"], field: "model.unk_token", default: "[UNK]")
         continuingSubwordPrefix = try Self.string(
@@ -60,42 +60,42 @@ struct TokenizerFile {
 
         try readAddedTokens(root["added_tokens"])
         try readPostProcessor(root["post_processor"])
-        if let padding = root["padding"] as? [String: Any], let pad = padding["pad_id"], !(pad is NSNull) {
+        if let padding = root["padding"], case .object = padding, let pad = padding["pad_id"], pad != .null {
             padID = try Self.id(pad, field: "padding.pad_id")
         }
     }
 
-    private mutating func readAddedTokens(_ value: Any?) throws(TokenizerError) {
-        guard let value, !(value is NSNull) else { return }
-        guard let list = value as? [Any] else {
+    private mutating func readAddedTokens(_ value: JSONValue?) throws(TokenizerError) {
+        guard let value, value != .null else { return }
+        guard let list = value.array else {
             throw TokenizerError("added_tokens: expected an array, found \(Self.kind(value))")
         }
         for (index, item) in list.enumerated() {
             let field = "added_tokens[\(index)]"
-            guard let object = item as? [String: Any] else {
+            guard case .object = item else {
                 throw TokenizerError("\(field): expected an object, found \(Self.kind(item))")
             }
-            let content = try Self.string(object["content"], field: "\(field).content", default: nil)
+            let content = try Self.string(item["content"], field: "\(field).content", default: nil)
             // Skipped as HF skips them: an empty pattern would match everywhere.
             if content.isEmpty { continue }
             let token = AddedToken(
                 content: Array(content.unicodeScalars),
-                id: try Self.id(object["id"] as Any, field: "\(field).id"),
-                singleWord: try Self.bool(object["single_word"], field: "\(field).single_word", default: false),
-                lstrip: try Self.bool(object["lstrip"], field: "\(field).lstrip", default: false),
-                rstrip: try Self.bool(object["rstrip"], field: "\(field).rstrip", default: false)
+                id: try Self.id(item["id"], field: "\(field).id"),
+                singleWord: try Self.bool(item["single_word"], field: "\(field).single_word", default: false),
+                lstrip: try Self.bool(item["lstrip"], field: "\(field).lstrip", default: false),
+                rstrip: try Self.bool(item["rstrip"], field: "\(field).rstrip", default: false)
             )
-            let normalized = try Self.bool(object["normalized"], field: "\(field).normalized", default: true)
+            let normalized = try Self.bool(item["normalized"], field: "\(field).normalized", default: true)
             addedTokens.append(Added(token: token, normalized: normalized))
         }
     }
 
-    private mutating func readPostProcessor(_ value: Any?) throws(TokenizerError) {
-        guard let value, !(value is NSNull) else { return }
-        guard let object = value as? [String: Any] else {
-            throw TokenizerError("post_processor: expected an object, found \(Self.kind(value))")
+    private mutating func readPostProcessor(_ value: JSONValue?) throws(TokenizerError) {
+        guard let object = value, object != .null else { return }
+        guard case .object = object else {
+            throw TokenizerError("post_processor: expected an object, found \(Self.kind(object))")
         }
-        switch object["type"] as? String {
+        switch object["type"]?.string {
         case "TemplateProcessing":
             try readTemplate(object)
         case "BertProcessing":
@@ -107,24 +107,24 @@ struct TokenizerFile {
         }
     }
 
-    private mutating func readTemplate(_ object: [String: Any]) throws(TokenizerError) {
-        guard let single = object["single"] as? [Any] else {
+    private mutating func readTemplate(_ object: JSONValue) throws(TokenizerError) {
+        guard let single = object["single"]?.array else {
             throw TokenizerError("post_processor.single: expected an array, found \(Self.kind(object["single"]))")
         }
-        let specials = object["special_tokens"] as? [String: Any] ?? [:]
+        let specials = object["special_tokens"] ?? .object([])
         var seenSequence = false
         for (index, item) in single.enumerated() {
             let field = "post_processor.single[\(index)]"
-            if let piece = (item as? [String: Any])?["SpecialToken"] as? [String: Any] {
+            if let piece = item["SpecialToken"], case .object = piece {
                 let name = try Self.string(piece["id"], field: "\(field).SpecialToken.id", default: nil)
-                guard let special = specials[name] as? [String: Any], let ids = special["ids"] as? [Any] else {
+                guard let ids = specials[name]?["ids"]?.array else {
                     throw TokenizerError("\(field): special token \"\(name)\" has no ids in post_processor.special_tokens")
                 }
                 for (position, id) in ids.enumerated() {
                     let value = try Self.id(id, field: "post_processor.special_tokens[\"\(name)\"].ids[\(position)]")
                     if seenSequence { suffixIDs.append(value) } else { prefixIDs.append(value) }
                 }
-            } else if let piece = (item as? [String: Any])?["Sequence"] as? [String: Any] {
+            } else if let piece = item["Sequence"], case .object = piece {
                 let name = try Self.string(piece["id"], field: "\(field).Sequence.id", default: nil)
                 guard name == "A", !seenSequence else {
                     throw TokenizerError("\(field): expected one Sequence A in the single template, found Sequence \(name)")
@@ -139,66 +139,58 @@ struct TokenizerFile {
 
     // MARK: Field readers: each names its field and what it found.
 
-    private static func typed(_ value: Any?, field: String, expected: String) throws(TokenizerError) -> [String: Any] {
-        guard let object = value as? [String: Any] else {
+    private static func typed(_ value: JSONValue?, field: String, expected: String) throws(TokenizerError) -> JSONValue {
+        guard let object = value, case .object = object else {
             throw TokenizerError("\(field): expected \(expected), found \(kind(value))")
         }
-        let type = object["type"] as? String
+        let type = object["type"]?.string
         guard type == expected else {
             throw TokenizerError("\(field).type: expected \(expected), found \(type.map { "\"\($0)\"" } ?? kind(object["type"]))")
         }
         return object
     }
 
-    private static func bool(_ value: Any?, field: String, default fallback: Bool) throws(TokenizerError) -> Bool {
-        guard let value, !(value is NSNull) else { return fallback }
-        guard let bool = value as? Bool else {
+    private static func bool(_ value: JSONValue?, field: String, default fallback: Bool) throws(TokenizerError) -> Bool {
+        guard let value, value != .null else { return fallback }
+        guard let bool = value.bool else {
             throw TokenizerError("\(field): expected true, false or null, found \(kind(value))")
         }
         return bool
     }
 
-    private static func string(_ value: Any?, field: String, default fallback: String?) throws(TokenizerError) -> String {
-        if let string = value as? String { return string }
-        if let fallback, value == nil || value is NSNull { return fallback }
+    private static func string(_ value: JSONValue?, field: String, default fallback: String?) throws(TokenizerError) -> String {
+        if let string = value?.string { return string }
+        if let fallback, value == nil || value == .null { return fallback }
         throw TokenizerError("\(field): expected a string, found \(kind(value))")
     }
 
-    private static func int(_ value: Any?, field: String, default fallback: Int) throws(TokenizerError) -> Int {
-        guard let value, !(value is NSNull) else { return fallback }
-        guard let number = value as? NSNumber, let int = Int(exactly: number.doubleValue), int >= 0 else {
+    private static func int(_ value: JSONValue?, field: String, default fallback: Int) throws(TokenizerError) -> Int {
+        guard let value, value != .null else { return fallback }
+        guard let number = value.number?.int64, let int = Int(exactly: number), int >= 0 else {
             throw TokenizerError("\(field): expected a non-negative integer, found \(kind(value))")
         }
         return int
     }
 
-    private static func id(_ value: Any, field: String) throws(TokenizerError) -> Int32 {
-        guard let number = value as? NSNumber, let id = Int32(exactly: number.doubleValue), id >= 0 else {
+    private static func id(_ value: JSONValue?, field: String) throws(TokenizerError) -> Int32 {
+        guard let number = value?.number?.int64, let id = Int32(exactly: number), id >= 0 else {
             throw TokenizerError("\(field): expected a token id in 0...\(Int32.max), found \(kind(value))")
         }
         return id
     }
 
     /// BertProcessing's `["[CLS]", 101]`.
-    private static func pairID(_ value: Any?, field: String) throws(TokenizerError) -> Int32 {
-        guard let pair = value as? [Any], pair.count == 2, pair[0] is String else {
+    private static func pairID(_ value: JSONValue?, field: String) throws(TokenizerError) -> Int32 {
+        guard let pair = value?.array, pair.count == 2, pair[0].string != nil else {
             throw TokenizerError("\(field): expected [token, id], found \(kind(value))")
         }
         return try id(pair[1], field: "\(field)[1]")
     }
 
     /// A short description of a JSON value for error messages.
-    static func kind(_ value: Any?) -> String {
-        switch value {
-        case nil: return "nothing (missing)"
-        case is NSNull: return "null"
-        case let string as String: return "\"\(string.prefix(40))\""
-        case let number as NSNumber: return "\(number)"
-        case is [Any]: return "an array"
-        case let object as [String: Any]:
-            if let type = object["type"] as? String { return "an object of type \"\(type)\"" }
-            return "an object"
-        default: return "\(type(of: value!))"
-        }
+    static func kind(_ value: JSONValue?) -> String {
+        guard let value else { return "nothing (missing)" }
+        if case .object = value, let type = value["type"]?.string { return "an object of type \"\(type)\"" }
+        return JSONValue.describe(value)
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import MaaSCore
 
 extension TrainingData {
@@ -125,7 +125,7 @@ private struct Table {
             lineNumber += 1
             if trimmed.allSatisfy({ $0 == " " || $0 == "\t" }) { continue }
             let fields = trimmed.split(separator: ",", omittingEmptySubsequences: false).map { field in
-                var value = field.trimmingCharacters(in: .whitespaces)
+                var value = field.trimmingBlanks()
                 if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
                 return value
             }
@@ -157,7 +157,7 @@ private struct Table {
     /// Splits off the target columns, named or indexed in `spec`.
     func split(targetColumns spec: String) throws(TrainingError) -> (features: Table, targets: Table) {
         var targetIndices: [Int] = []
-        for part in spec.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+        for part in spec.split(separator: ",").map({ $0.trimmingBlanks() }) {
             let index: Int
             if let name = header?.firstIndex(of: part) {
                 index = name

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import MaaSClient
 import MaaSCore
 import MaaSProto
@@ -171,12 +172,12 @@ struct Infer: AsyncParsableCommand {
 
     private static func report(_ summary: BatchInference.Summary) -> String {
         let seconds = summary.elapsed.inSeconds
-        func ms(_ value: Duration?) -> String { value.map { String(format: "%.3f ms", $0.inSeconds * 1000) } ?? "-" }
+        func ms(_ value: Duration?) -> String { value.map { cFormat("%.3f ms", $0.inSeconds * 1000) } ?? "-" }
         return """
             rows: \(summary.rows)
             requests: \(summary.requests)
-            seconds: \(String(format: "%.3f", seconds))
-            rows/s: \(seconds > 0 ? String(format: "%.0f", Double(summary.rows) / seconds) : "-")
+            seconds: \(cFormat("%.3f", seconds))
+            rows/s: \(seconds > 0 ? cFormat("%.0f", Double(summary.rows) / seconds) : "-")
             latency p50: \(ms(summary.latency(quantile: 0.5)))
             latency p99: \(ms(summary.latency(quantile: 0.99)))
             retried: \(summary.retried)
@@ -211,11 +212,11 @@ final class ProgressDisplay {
         let rate = seconds > 0 ? Double(progress.rowsDone) / seconds : 0
         let eta = rate > 0 ? Double(progress.totalRows - progress.rowsDone) / rate : 0
         let fraction = progress.totalRows > 0 ? Double(progress.rowsDone) / Double(progress.totalRows) : 1
-        let counts = "\(progress.rowsDone)/\(progress.totalRows) rows, \(String(format: "%.0f", rate)) rows/s, ETA \(Self.clock(eta))"
+        let counts = "\(progress.rowsDone)/\(progress.totalRows) rows, \(cFormat("%.0f", rate)) rows/s, ETA \(Self.clock(eta))"
         if terminal {
             let width = 30, filled = Int(fraction * Double(width))
             let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-            Terminal.stderr("\r\u{1B}[2K[\(bar)] \(String(format: "%3.0f", fraction * 100))% \(counts)")
+            Terminal.stderr("\r\u{1B}[2K[\(bar)] \(cFormat("%3.0f", fraction * 100))% \(counts)")
             drawn = true
         } else {
             Terminal.stderr("progress: \(counts)\n")
@@ -229,6 +230,6 @@ final class ProgressDisplay {
 
     private static func clock(_ seconds: Double) -> String {
         let total = Int(seconds.rounded(.up))
-        return total >= 3600 ? String(format: "%d:%02d:%02d", total / 3600, total / 60 % 60, total % 60) : String(format: "%d:%02d", total / 60, total % 60)
+        return total >= 3600 ? cFormat("%ld:%02ld:%02ld", total / 3600, total / 60 % 60, total % 60) : cFormat("%ld:%02ld", total / 60, total % 60)
     }
 }

@@ -1,5 +1,7 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import MaaSJSON
+import Glibc
 import MaaSClient
 import MaaSCore
 import MaaSGRPC
@@ -44,9 +46,10 @@ struct Models: AsyncParsableCommand {
             }
         }
 
-        func printJSON(_ object: Any) {
-            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data("null".utf8)
-            print(String(decoding: data, as: UTF8.self))
+        func printJSON(_ value: JSONValue) {
+            var writer = JSONWriter(indent: 2)
+            writer.value(value.sortingKeys())
+            print(String(decoding: writer.bytes, as: UTF8.self))
         }
     }
 
@@ -62,7 +65,7 @@ struct Models: AsyncParsableCommand {
             try await options.withClient { client in
                 let index = try await client.repositoryIndex(readyOnly: readyOnly, timeout: options.server.duration)
                 if options.json {
-                    options.printJSON(index.map { ["name": $0.name, "version": $0.version, "state": $0.state, "reason": $0.reason] })
+                    options.printJSON(.array(index.map { ["name": .string($0.name), "version": .string($0.version), "state": .string($0.state), "reason": .string($0.reason)] }))
                 } else {
                     print(Table.render(["MODEL", "VERSION", "STATE", "REASON"], index.map { [$0.name, $0.version, $0.state, $0.reason] }))
                 }
@@ -89,7 +92,7 @@ struct Models: AsyncParsableCommand {
                 if let model {
                     ready = try await client.isModelReady(model, version: modelVersion, timeout: timeout)
                     if options.json {
-                        options.printJSON(["name": model, "version": modelVersion, "ready": ready])
+                        options.printJSON(["name": .string(model), "version": .string(modelVersion), "ready": .bool(ready)])
                     } else {
                         print("\(model)\(modelVersion.isEmpty ? "" : " version \(modelVersion)"): \(ready ? "ready" : "not ready")")
                     }
@@ -97,7 +100,7 @@ struct Models: AsyncParsableCommand {
                     let live = try await client.isServerLive(timeout: timeout)
                     ready = try await client.isServerReady(timeout: timeout)
                     if options.json {
-                        options.printJSON(["live": live, "ready": ready])
+                        options.printJSON(["live": .bool(live), "ready": .bool(ready)])
                     } else {
                         print("server: \(live ? "live" : "not live"), \(ready ? "ready" : "not ready")")
                     }
@@ -140,30 +143,31 @@ struct Models: AsyncParsableCommand {
         }
 
         /// Triton's JSON form of ModelConfig (what its REST `GET …/config` answers), for the fields we have.
-        static func json(_ config: ModelConfig) -> [String: Any] {
-            func tensors(_ list: [ModelConfig.Tensor]) -> [[String: Any]] {
-                list.map { ["name": $0.name, "data_type": $0.dataType.modelConfigName, "dims": $0.dims] }
+        static func json(_ config: ModelConfig) -> JSONValue {
+            func tensors(_ list: [ModelConfig.Tensor]) -> JSONValue {
+                .array(list.map { ["name": .string($0.name), "data_type": .string($0.dataType.modelConfigName), "dims": .array($0.dims.map { .int($0) })] })
             }
-            var object: [String: Any] = [
-                "name": config.name, "platform": config.platform, "backend": config.backend,
-                "max_batch_size": config.maxBatchSize, "input": tensors(config.inputs), "output": tensors(config.outputs),
-                "instance_group": [["count": config.instanceCount, "kind": "KIND_CPU"]],
-                "default_model_filename": config.defaultModelFilename,
-                "parameters": config.parameters.mapValues { ["string_value": $0] },
+            let versionPolicy: JSONValue = switch config.versionPolicy {
+            case .latest(let count): ["latest": ["num_versions": .int(count)]]
+            case .all: ["all": [:]]
+            case .specific(let versions): ["specific": ["versions": .array(versions.map { .int($0) })]]
+            }
+            var members: [(key: String, value: JSONValue)] = [
+                ("name", .string(config.name)), ("platform", .string(config.platform)), ("backend", .string(config.backend)),
+                ("max_batch_size", .int(config.maxBatchSize)), ("input", tensors(config.inputs)), ("output", tensors(config.outputs)),
+                ("instance_group", [["count": .int(config.instanceCount), "kind": "KIND_CPU"]]),
+                ("default_model_filename", .string(config.defaultModelFilename)),
+                ("parameters", .object(config.parameters.map { (key: $0.key, value: ["string_value": .string($0.value)]) })),
+                ("version_policy", versionPolicy),
             ]
-            switch config.versionPolicy {
-            case .latest(let count): object["version_policy"] = ["latest": ["num_versions": count]]
-            case .all: object["version_policy"] = ["all": [String: Any]()]
-            case .specific(let versions): object["version_policy"] = ["specific": ["versions": versions]]
-            }
             if let batching = config.dynamicBatching {
-                object["dynamic_batching"] = [
-                    "preferred_batch_size": batching.preferredBatchSizes,
-                    "max_queue_delay_microseconds": batching.maxQueueDelayMicroseconds,
-                    "preserve_ordering": batching.preserveOrdering,
-                ]
+                members.append(("dynamic_batching", [
+                    "preferred_batch_size": .array(batching.preferredBatchSizes.map { .int($0) }),
+                    "max_queue_delay_microseconds": .int(batching.maxQueueDelayMicroseconds),
+                    "preserve_ordering": .bool(batching.preserveOrdering),
+                ]))
             }
-            return object
+            return .object(members)
         }
     }
 
@@ -182,11 +186,11 @@ struct Models: AsyncParsableCommand {
             try await options.withClient { client in
                 let stats = try await client.statistics(model: model ?? "", version: modelVersion, timeout: options.server.duration)
                 if options.json {
-                    options.printJSON(["model_stats": stats.map(Self.json)])
+                    options.printJSON(["model_stats": .array(stats.map(Self.json))])
                     return
                 }
                 func average(_ d: KServe.Statistics.Duration) -> String {
-                    d.count == 0 ? "-" : String(format: "%.3f", Double(d.nanoseconds) / Double(d.count) / 1e6)
+                    d.count == 0 ? "-" : cFormat("%.3f", Double(d.nanoseconds) / Double(d.count) / 1e6)
                 }
                 print(Table.render(
                     ["MODEL", "VERSION", "REQUESTS", "FAILED", "INFERENCES", "EXECUTIONS", "REQUEST ms", "QUEUE ms", "INFER ms"],
@@ -198,17 +202,17 @@ struct Models: AsyncParsableCommand {
         }
 
         /// Triton's JSON form of one ModelStatistics.
-        static func json(_ s: KServe.Statistics) -> [String: Any] {
-            func duration(_ d: KServe.Statistics.Duration) -> [String: Any] { ["count": d.count, "ns": d.nanoseconds] }
+        static func json(_ s: KServe.Statistics) -> JSONValue {
+            func duration(_ d: KServe.Statistics.Duration) -> JSONValue { ["count": .int(d.count), "ns": .int(d.nanoseconds)] }
             return [
-                "name": s.name, "version": s.version, "last_inference": s.lastInference,
-                "inference_count": s.inferenceCount, "execution_count": s.executionCount,
+                "name": .string(s.name), "version": .string(s.version), "last_inference": .int(s.lastInference),
+                "inference_count": .int(s.inferenceCount), "execution_count": .int(s.executionCount),
                 "inference_stats": [
                     "success": duration(s.success), "fail": duration(s.fail), "queue": duration(s.queue),
                     "compute_input": duration(s.computeInput), "compute_infer": duration(s.computeInfer),
                     "compute_output": duration(s.computeOutput),
                 ],
-                "batch_stats": s.batches.map { ["batch_size": $0.size, "compute_infer": duration($0.computeInfer)] },
+                "batch_stats": .array(s.batches.map { ["batch_size": .int($0.size), "compute_infer": duration($0.computeInfer)] }),
             ]
         }
     }
@@ -248,7 +252,7 @@ struct Models: AsyncParsableCommand {
                 try await client.unload(model: model, timeout: options.server.duration)
             }
             let done = load ? "loaded" : "unloaded"
-            if options.json { options.printJSON(["name": model, done: true]) } else { print("\(model): \(done)") }
+            if options.json { options.printJSON(.object([("name", .string(model)), (done, .bool(true))])) } else { print("\(model): \(done)") }
         }
     }
 }
@@ -260,7 +264,7 @@ enum Table {
         let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
         return all.map { row in
             row.enumerated().map { column, cell in
-                column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                column == row.count - 1 ? cell : cell + String(repeating: " ", count: max(0, widths[column] - cell.count))
             }.joined(separator: "  ")
         }.map { line in String(line.reversed().drop { $0 == " " }.reversed()) }.joined(separator: "\n")
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import MaaSCompute
 import MaaSCore
 import MaaSProto
@@ -49,7 +50,7 @@ struct Run: AsyncParsableCommand {
             print("model \(model): loaded in \(format(loadTime))")
             for info in graph.outputs {
                 let tensor = outputs[info.name]!
-                let path = outputDir + "/" + info.name.replacingOccurrences(of: "/", with: "_") + ".npy"
+                let path = outputDir + "/" + String(info.name.map { $0 == "/" ? "_" : $0 }) + ".npy"
                 try Data(try NPY.encode(tensor)).write(to: URL(fileURLWithPath: path))
                 print("  \(info.name): \(tensor.dataType) \(tensor.shape) -> \(path)")
             }
@@ -59,12 +60,12 @@ struct Run: AsyncParsableCommand {
                 for choice in try compiled.kernelChoices(for: feeds.mapValues(\.shape)) { print("  kernel \(choice)") }
             }
         } catch let error as InferenceError {
-            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+            Terminal.stderr("error: \(error.message)\n")
             throw ExitCode(1)
         }
     }
 
     private func format(_ duration: Duration) -> String {
-        String(format: "%.3f ms", duration.inSeconds * 1000)
+        cFormat("%.3f ms", duration.inSeconds * 1000)
     }
 }

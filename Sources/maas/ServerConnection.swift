@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import MaaSClient
 import MaaSCore
 import MaaSGRPC
@@ -134,10 +135,20 @@ struct CLIError: Error, CustomStringConvertible {
 
 enum Terminal {
     static func error(_ message: String) {
-        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+        stderr("error: \(message)\n")
     }
 
+    /// Unbuffered, as stderr is: progress lines must show while the work runs.
     static func stderr(_ text: String) {
-        FileHandle.standardError.write(Data(text.utf8))
+        var text = text
+        text.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else { return }
+                offset += written
+            }
+        }
     }
 }

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Crypto
 import Dispatch
-import Foundation
+import FoundationEssentials
+import MaaSJSON
+import Glibc
 import MaaSCompute
 import MaaSCore
 import MaaSModels
@@ -112,10 +114,10 @@ struct Train: ParsableCommand {
         do {
             try train()
         } catch let error as TrainingError {
-            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+            Terminal.stderr("error: \(error.message)\n")
             throw ExitCode(1)
         } catch let error as InferenceError {
-            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+            Terminal.stderr("error: \(error.message)\n")
             throw ExitCode(1)
         }
     }
@@ -177,8 +179,9 @@ struct Train: ParsableCommand {
         }
         if let deployment {
             let fields = Dictionary(uniqueKeysWithValues: metadata.map { (String($0.key.dropFirst("training.".count)), $0.value) })
-            let json = try JSONSerialization.data(withJSONObject: fields, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-            let (version, path) = try deployment.deploy(graph, modelBytes: bytes, files: ["training.json": Array(json) + [0x0A]])
+            var json = JSONWriter(indent: 2)
+            json.value(.object(fields.sorted { $0.key < $1.key }.map { (key: $0.key, value: .string($0.value)) }))
+            let (version, path) = try deployment.deploy(graph, modelBytes: bytes, files: ["training.json": json.bytes + [0x0A]])
             print("deployed \(deployment.model) version \(version): \(path)")
         } else if let output {
             try Data(bytes).write(to: URL(fileURLWithPath: output), options: .atomic)
@@ -190,7 +193,7 @@ struct Train: ParsableCommand {
     private func initialModel() throws -> MLP {
         var sizes: [Int]?
         if let layers {
-            let parts = layers.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            let parts = layers.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingBlanks()) }
             guard parts.count >= 2, parts.allSatisfy({ ($0 ?? 0) > 0 }) else {
                 throw TrainingError("--layers must list at least two positive widths, e.g. 10,20,10; got '\(layers)'")
             }
@@ -216,7 +219,7 @@ struct Train: ParsableCommand {
         configuration.nesterov = nesterov
         configuration.weightDecay = weightDecay
         configuration.epsilon = eps
-        let parts = betas.split(separator: ",", omittingEmptySubsequences: false).map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        let parts = betas.split(separator: ",", omittingEmptySubsequences: false).map { Double($0.trimmingBlanks()) }
         guard parts.count == 2, let beta1 = parts[0], let beta2 = parts[1] else {
             throw TrainingError("--betas takes two numbers, e.g. 0.9,0.999; got '\(betas)'")
         }
@@ -226,6 +229,15 @@ struct Train: ParsableCommand {
 
     /// Stored in the ONNX file's metadata_props and in training.json beside a deployed version;
     /// the server reports the `training.*` keys as ModelConfig parameters.
+    /// Now as ISO 8601 / RFC 3339 in UTC to the second ("2026-12-01T19:00:18Z").
+    static func rfc3339Now() -> String {
+        var now = time(nil)
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        return cFormat("%04ld-%02ld-%02ldT%02ld:%02ld:%02ldZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
+                       Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec))
+    }
+
     private func trainingMetadata(
         result: FitResult, validation: Trainer.Evaluation?, seconds: Double, rows: Int, dataHash: String, targetsHash: String?
     ) -> [String: String] {
@@ -244,9 +256,9 @@ struct Train: ParsableCommand {
             "training.seed": String(seed),
             "training.steps": String(result.losses.count),
             "training.completed_epochs": String(result.epochs.count),
-            "training.seconds": String(format: "%.3f", seconds),
+            "training.seconds": cFormat("%.3f", seconds),
             "training.interrupted": String(result.interrupted),
-            "training.trained_at": ISO8601DateFormatter().string(from: Date()),
+            "training.trained_at": Self.rfc3339Now(),
         ]
         if let targets {
             metadata["training.targets"] = targets
@@ -274,7 +286,7 @@ struct Train: ParsableCommand {
 
     private func sha256(of path: String) throws -> String {
         guard let bytes = FileManager.default.contents(atPath: path) else { throw TrainingError("\(path): cannot read the file") }
-        return SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        return SHA256.hash(data: bytes).map { cFormat("%02x", $0) }.joined()
     }
 }
 
@@ -297,10 +309,10 @@ private final class InterruptFlag {
         source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
         source.setEventHandler { [count] in
             if count.value.wrappingAdd(1, ordering: .relaxed).newValue >= 2 {
-                FileHandle.standardError.write(Data("\ninterrupted twice: quitting without writing the model\n".utf8))
+                Terminal.stderr("\ninterrupted twice: quitting without writing the model\n")
                 exit(130)
             }
-            FileHandle.standardError.write(Data("\nstopping after this step (Ctrl-C again to quit without writing)\n".utf8))
+            Terminal.stderr("\nstopping after this step (Ctrl-C again to quit without writing)\n")
         }
         source.resume()
     }
@@ -336,16 +348,16 @@ private final class ProgressPrinter {
             let done = Double((epoch - 1) * steps + step) / Double(epochs * steps)
             let width = 30, filled = Int(done * Double(width))
             let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
-            FileHandle.standardError.write(Data(String(format: "\r[%@] %3.0f%% epoch %d/%d step %d/%d loss %.6f ", bar, done * 100, epoch, epochs, step, steps, value).utf8))
+            Terminal.stderr("\r[\(bar)] " + cFormat("%3.0f%% epoch %ld/%ld step %ld/%ld loss %.6f ", done * 100, epoch, epochs, step, steps, value))
             drawn = true
         case .epoch(let report):
             clear()
-            var line = String(format: "epoch %d/%d  loss %.6f", report.epoch, epochs, report.trainingLoss)
+            var line = cFormat("epoch %ld/%ld  loss %.6f", report.epoch, epochs, report.trainingLoss)
             if let validation = report.validation {
-                line += String(format: "  val_loss %.6f", validation.loss)
-                if let accuracy = validation.accuracy { line += String(format: "  val_accuracy %.4f", accuracy) }
+                line += cFormat("  val_loss %.6f", validation.loss)
+                if let accuracy = validation.accuracy { line += cFormat("  val_accuracy %.4f", accuracy) }
             }
-            line += String(format: "  (%.3f s)", report.seconds)
+            line += cFormat("  (%.3f s)", report.seconds)
             print(line)
             fflush(nil)
         }
@@ -355,7 +367,7 @@ private final class ProgressPrinter {
 
     private func clear() {
         guard drawn else { return }
-        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
+        Terminal.stderr("\r\u{1B}[2K")
         drawn = false
     }
 }

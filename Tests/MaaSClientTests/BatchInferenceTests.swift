@@ -114,15 +114,15 @@ struct FilesTests {
     }
 
     @Test func jsonNestedArraysAndErrors() throws {
-        let tensor = try InputFile.json(Data("[[[1,2]],[[3,4]]]".utf8), type: .float64, source: "x.json")
+        let tensor = try InputFile.json(Array("[[[1,2]],[[3,4]]]".utf8), type: .float64, source: "x.json")
         #expect(tensor.shape == [2, 1, 2] && tensor.scalars(as: Double.self) == [1, 2, 3, 4])
-        let flags = try InputFile.json(Data("[true,false,true]".utf8), type: .bool, source: "x.json")
+        let flags = try InputFile.json(Array("[true,false,true]".utf8), type: .bool, source: "x.json")
         #expect(flags.scalars(as: UInt8.self) == [1, 0, 1])
         #expect(throws: InferenceError.invalidInput("x.json: expected an array of 2 at $[1] (the arrays are not rectangular)")) {
-            try InputFile.json(Data("[[1,2],[3]]".utf8), type: .float32, source: "x.json")
+            try InputFile.json(Array("[[1,2],[3]]".utf8), type: .float32, source: "x.json")
         }
-        #expect(throws: InferenceError.invalidInput("x.json: expected a number at $[1][0], got x")) {
-            try InputFile.json(Data("[[1],[\"x\"]]".utf8), type: .float32, source: "x.json")
+        #expect(throws: InferenceError.invalidInput("x.json: expected a number at $[1][0], got \"x\"")) {
+            try InputFile.json(Array("[[1],[\"x\"]]".utf8), type: .float32, source: "x.json")
         }
     }
 

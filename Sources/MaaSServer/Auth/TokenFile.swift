@@ -1,4 +1,4 @@
-import Foundation
+import Glibc
 
 /// The SHA-256 of a token, as four words so that comparing two costs four XORs.
 public struct TokenDigest: Sendable, Hashable {
@@ -108,21 +108,13 @@ public enum TokenFile {
 
     /// Reads and parses the file at `path`.
     public static func read(path: String) throws(TokenFileError) -> [TokenEntry] {
-        guard let file = FileHandle(forReadingAtPath: path) else {
+        guard let bytes = readPrefix(path: path, count: maxBytes + 1) else {
             throw TokenFileError(path: path, line: 0, "cannot read the token file")
         }
-        defer { try? file.close() }
-        // One byte past the limit tells a file that is too large without reading all of it.
-        let data: Data
-        do {
-            data = try file.read(upToCount: maxBytes + 1) ?? Data()
-        } catch {
-            throw TokenFileError(path: path, line: 0, "cannot read the token file")
-        }
-        guard data.count <= maxBytes else {
+        guard bytes.count <= maxBytes else {
             throw TokenFileError(path: path, line: 0, "the token file is larger than the limit of \(maxBytes) bytes")
         }
-        guard let text = String(data: data, encoding: .utf8) else {
+        guard let text = String(validating: bytes, as: UTF8.self) else {
             throw TokenFileError(path: path, line: 0, "the token file is not UTF-8 text")
         }
         do {
@@ -217,4 +209,22 @@ public enum TokenFile {
         }
         return scopes
     }
+}
+
+/// At most `count` bytes from the start of the file: one byte past a limit tells a file that is
+/// too large without reading all of it.
+private func readPrefix(path: String, count: Int) -> [UInt8]? {
+    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { return nil }
+    defer { close(descriptor) }
+    var bytes = [UInt8](repeating: 0, count: count)
+    var filled = 0
+    while filled < count {
+        let got = bytes.withUnsafeMutableBytes { read(descriptor, $0.baseAddress! + filled, count - filled) }
+        if got < 0 && errno == EINTR { continue }
+        guard got >= 0 else { return nil }
+        if got == 0 { break }
+        filled += got
+    }
+    return Array(bytes.prefix(filled))
 }

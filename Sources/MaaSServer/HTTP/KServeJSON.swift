@@ -182,15 +182,7 @@ enum KServeJSON {
         return result
     }
 
-    static func describe(_ value: JSONValue?) -> String {
-        switch value {
-        case nil: "nothing"
-        case .string(let text)?: "\"\(text)\""
-        case .number(let number)?: "\(number.int64.map(String.init) ?? String(number.double))"
-        case .bool(let flag)?: "\(flag)"
-        case let other?: other.kind
-        }
-    }
+    static func describe(_ value: JSONValue?) -> String { JSONValue.describe(value) }
 
     /// JSON `data` (flat or nested, row-major) as the tensor's bytes in KServe's raw layout
     /// (BYTES elements length-prefixed). Stops at the first value past the shape's count, so a

@@ -1,5 +1,5 @@
-import Foundation
 import MaaSCore
+import MaaSGRPC
 import MaaSJSON
 import MaaSModels
 import NIOCore
@@ -75,12 +75,11 @@ struct RESTRouter: Sendable {
     /// cycle, one hop per model, as the gRPC frontend does.
     func answer(_ request: RESTRequest, calls: inout [InferenceCore.Call], respond: @escaping Respond) {
         let path = request.uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(request.uri[..<$0]) } ?? request.uri
-        // Split as bytes: splitting Characters runs grapheme breaking, and Foundation (only for
-        // the rare percent-escaped segment) searches strings slowly; either cost more than the
+        // Split as bytes: splitting Characters runs grapheme breaking, which costs more than the
         // rest of a request's routing.
         let parts = path.utf8.split(separator: UInt8(ascii: "/")).map { bytes in
             let segment = String(Substring(bytes))
-            return bytes.contains(UInt8(ascii: "%")) ? (segment.removingPercentEncoding ?? segment) : segment
+            return bytes.contains(UInt8(ascii: "%")) ? PercentEncoding.decode(segment) : segment
         }
         if MetricsRoute.matches(parts) {
             if let refused = refusal(.metrics, request.headers, openAI: false) { return respond(refused) }
