@@ -389,3 +389,42 @@ def test_a_path_that_cannot_be_opened_stops_the_server(tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert f"cannot open access log '{missing}'" in result.stderr and "No such file or directory" in result.stderr
+
+
+def test_tls_protocols(tmp_path):
+    from test_tls import PKI, health, secure_channel
+    (tmp_path / "pki").mkdir()
+    pki = PKI(tmp_path / "pki")
+    path = tmp_path / "access.log"
+    port = free_port()
+    with open(tmp_path / "stderr", "w") as stderr:
+        proc = subprocess.Popen([binary("maas"), "serve", "--port", str(port), "--tls-cert", str(pki.server_cert),
+                                 "--tls-key", str(pki.server_key), "--allow-cleartext", "--access-log", str(path)],
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        class Port:
+            pass
+        server = Port()
+        server.port = port
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        assert wait_for(lambda: ready(client), timeout=60), "cleartext is allowed beside TLS"
+        log = Tail(path)
+        time.sleep(0.1)
+        log.seen = len(log.lines())
+        with secure_channel(server, pki) as channel:
+            health(channel)
+        line = log.one()
+        check_shape(line)
+        assert (line["protocol"], line["path"]) == ("grpc+tls", "/grpc.health.v1.Health/Check")
+        for flag, protocol in [("--http1.1", "http/1.1+tls"), ("--http2", "h2")]:
+            run = subprocess.run(["curl", "-sS", "--max-time", "10", "--cacert", str(pki.ca.path), flag, "-o", "/dev/null",
+                                  f"https://localhost:{port}/v2/health/live"], capture_output=True, timeout=20)
+            assert run.returncode == 0, run.stderr
+            line = log.one()
+            check_shape(line)
+            assert (line["protocol"], line["path"], line["status"]) == (protocol, "/v2/health/live", 200)
+        assert rest(server, "GET", "/v2/health/live")[0] == 200
+        assert log.one()["protocol"] == "http/1.1"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
