@@ -1,4 +1,5 @@
 public import Logging
+public import MaaSCore
 import NIOConcurrencyHelpers
 public import NIOCore
 import NIOPosix
@@ -31,6 +32,8 @@ public final class GRPCServer: Service, Sendable {
     private let plainHTTP: PlainHTTPHandler?
     /// TLS for every connection (or only those that start with a ClientHello, when cleartext is allowed).
     public let tls: ServerTLS?
+    /// Told of every answered call and plain HTTP/2 request (the access log); nil records nothing.
+    private let recorder: (any AccessRecorder)?
     private let state = NIOLockedValueBox(State())
 
     private struct State {
@@ -56,8 +59,10 @@ public final class GRPCServer: Service, Sendable {
         eventLoopGroup: (any EventLoopGroup)? = nil,
         http1: (@Sendable (any Channel) throws -> Void)? = nil,
         plainHTTP: PlainHTTPHandler? = nil,
-        tls: ServerTLS? = nil
+        tls: ServerTLS? = nil,
+        recorder: (any AccessRecorder)? = nil
     ) {
+        self.recorder = recorder
         self.http1 = http1
         self.tls = tls
         self.plainHTTP = plainHTTP
@@ -166,7 +171,7 @@ public final class GRPCServer: Service, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
             .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelInitializer { [http1, plainHTTP, tls] channel in
+            .childChannelInitializer { [http1, plainHTTP, tls, recorder] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let id = ObjectIdentifier(channel)
                     let refused = state.withLockedValue { state -> Bool in
@@ -183,7 +188,7 @@ public final class GRPCServer: Service, Sendable {
                         timeout: .init(configuration.handshakeTimeout),
                         http2: { context in
                             let connection = GRPCServerConnection(
-                                configuration: configuration, router: router, plainHTTP: plainHTTP, logger: logger,
+                                configuration: configuration, router: router, plainHTTP: plainHTTP, recorder: recorder, logger: logger,
                                 onClose: { _ = state.withLockedValue { $0.connections.removeValue(forKey: id) } })
                             let draining = state.withLockedValue { state -> Bool in
                                 state.undecided.remove(id)

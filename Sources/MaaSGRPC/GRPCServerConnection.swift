@@ -15,11 +15,15 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     private let configuration: GRPCServerConfiguration
     private let router: Router
     private let plainHTTP: PlainHTTPHandler?
+    /// The access log; with it, `peer` and `tls` are found once per connection.
+    let recorder: (any AccessRecorder)?
+    var peer: String?
+    var tls = false
     private var logger: Logger
     private let onClose: @Sendable () -> Void
 
     private var session: H2Session!
-    private var context: ChannelHandlerContext?
+    private(set) var context: ChannelHandlerContext?
     private(set) var mailbox: ConnectionMailbox!
     // Hot state, only touched on the event loop and never re-entrantly: no dynamic exclusivity check.
     @exclusivity(unchecked) private var streams: [Int32: ServerStream] = [:]
@@ -58,9 +62,11 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         configuration: GRPCServerConfiguration,
         router: Router,
         plainHTTP: PlainHTTPHandler? = nil,
+        recorder: (any AccessRecorder)? = nil,
         logger: Logger,
         onClose: @escaping @Sendable () -> Void
     ) {
+        self.recorder = recorder
         self.configuration = configuration
         self.router = router
         self.plainHTTP = plainHTTP
@@ -78,6 +84,10 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         remoteAddress = context.channel.remoteAddress
         if let remoteAddress {
             logger[metadataKey: "peer"] = "\(remoteAddress)"
+        }
+        if recorder != nil {
+            peer = remoteAddress?.hostPort
+            tls = context.pipeline.syncOperations.hasTLS
         }
         session = H2Session(role: .server, delegate: self)
         session.submitSettings([
@@ -279,6 +289,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
             session.submitResponse(streamID: stream.id, headers: headers, hasBody: true)
         }
         queuedOutboundBytes -= stream.outbound.byteCount
+        stream.bytesOut += message.readableBytes
         stream.outbound.append(message)
         queuedOutboundBytes += stream.outbound.byteCount
         if stream.bodyDeferred {
@@ -292,6 +303,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         guard !stream.finished else { return }
         stream.finished = true
         stream.cancelDeadline()
+        if recorder != nil { recordAccess(stream, status: Int(status.code.rawValue)) }
         var block = HeaderBlock()
         if !stream.responseHeadersSent {
             // Trailers-Only: one HEADERS frame carries the status and ends the stream.
@@ -319,6 +331,10 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         stream.finished = true
         stream.responseHeadersSent = true
         let isHEAD = if case .plain(let method, _, _) = stream.handler { method == "HEAD" } else { false }
+        if recorder != nil {
+            stream.bytesOut = isHEAD ? 0 : response.body.readableBytes
+            recordAccess(stream, status: response.status)
+        }
         if response.body.readableBytes == 0 || isHEAD {
             session.submitResponse(streamID: stream.id, headers: response.headerBlock, hasBody: false)
         } else {
@@ -344,6 +360,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         guard !stream.finished else { return }
         stream.finished = true
         stream.cancelDeadline()
+        if recorder != nil { recordCancelled(stream, error) }
         stream.context?.cancellation.cancel()
         stream.onCancel?(error)
         releaseCallbacks(stream)
@@ -368,6 +385,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         appendStatus(error.status, error.metadata, to: &block)
         stream.responseHeadersSent = true
         session.submitResponse(streamID: stream.id, headers: block, hasBody: false)
+        if recorder != nil { recordAccess(stream, status: Int(error.code.rawValue)) }
         logger.debug("rejected call", metadata: ["stream": "\(stream.id)", "status": "\(error)"])
     }
 
@@ -456,12 +474,14 @@ extension GRPCServerConnection: Sendable {}
 
 extension GRPCServerConnection: H2SessionDelegate {
     func sessionBeginHeaders(streamID: Int32) {
-        headerBlockStartedAt = context?.eventLoop.now
+        let now = context?.eventLoop.now
+        headerBlockStartedAt = now
         if let existing = streams[streamID] {  // request trailers
             headerStream = existing
             return
         }
         let stream = ServerStream(id: streamID, connection: self, maxMessageSize: configuration.maxReceiveMessageSize)
+        if let now { stream.startedAt = now }
         streams[streamID] = stream
         headerStream = stream
         idleSince = nil
@@ -542,7 +562,7 @@ extension GRPCServerConnection: H2SessionDelegate {
             stream.plainBody = nil
             bufferedInboundBytes -= body.readableBytes
             let mailbox = self.mailbox!
-            plainHTTP?(PlainHTTPRequest(method: method, path: path, headers: headers, body: body)) { response in
+            plainHTTP?(PlainHTTPRequest(method: method, path: path, headers: headers, body: body, notes: stream.notes)) { response in
                 mailbox.post(.plainResponse(streamID, response))
             }
         case .pending, .rejected:
@@ -564,6 +584,7 @@ extension GRPCServerConnection: H2SessionDelegate {
         }
         if stream.plainBody == nil { stream.plainBody = context!.channel.allocator.buffer(capacity: bytes.count) }
         stream.plainBody!.writeBytes(bytes)
+        stream.bytesIn += bytes.count
         bufferedInboundBytes += bytes.count
     }
 
@@ -621,6 +642,10 @@ extension GRPCServerConnection: H2SessionDelegate {
     private func start(_ stream: ServerStream) {
         let headers = stream.requestHeaders
         stream.requestHeaders = RequestHeaders()
+        if recorder != nil {
+            stream.path = headers.path
+            stream.notes = RequestNotes()
+        }
         if !headers.isGRPCContentType, plainHTTP != nil, let path = headers.path, !isGRPCPath(path) {
             // REST over h2c. A gRPC method's path keeps gRPC's own refusals (405, 415).
             var fields = headers.metadata.wireHeaders
@@ -662,7 +687,7 @@ extension GRPCServerConnection: H2SessionDelegate {
         let deadline = timeoutNanos.map { context!.eventLoop.now + .nanoseconds($0) }
         stream.context = ServerContext(
             path: path, metadata: headers.metadata, deadline: deadline,
-            eventLoop: context!.eventLoop, remoteAddress: remoteAddress)
+            eventLoop: context!.eventLoop, remoteAddress: remoteAddress, notes: stream.notes)
         if let deadline, let timeoutNanos {
             // Cancelled when the stream finishes or closes, which breaks the cycle.
             stream.deadlineTask = context!.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
@@ -706,6 +731,7 @@ extension GRPCServerConnection: H2SessionDelegate {
     }
 
     private func deliver(_ message: ByteBuffer, to stream: ServerStream) {
+        stream.bytesIn += message.readableBytes
         switch stream.handler {
         case .unary:
             if stream.unaryRequest != nil {

@@ -1,3 +1,4 @@
+public import MaaSCore
 public import NIOCore
 
 /// A request on an HTTP/2 connection that is not a gRPC call (its content-type is not
@@ -9,6 +10,8 @@ public struct PlainHTTPRequest: Sendable {
     /// Every regular header field, lower-case, as received (content-length aside).
     public var headers: [(name: String, value: String)]
     public var body: ByteBuffer
+    /// What the handler tells the access log (model, token name); nil when there is none.
+    public var notes: RequestNotes?
 }
 
 /// The answer to a ``PlainHTTPRequest``. Connection-specific fields (`connection`,

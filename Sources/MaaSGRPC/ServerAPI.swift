@@ -11,20 +11,25 @@ public struct ServerContext: Sendable {
         let cancellation = CancellationSignal()
         let eventLoop: any EventLoop
         let remoteAddress: SocketAddress?
+        let notes: RequestNotes?
 
-        init(path: String, metadata: Metadata, deadline: NIODeadline?, eventLoop: any EventLoop, remoteAddress: SocketAddress?) {
+        init(path: String, metadata: Metadata, deadline: NIODeadline?, eventLoop: any EventLoop, remoteAddress: SocketAddress?, notes: RequestNotes?) {
             self.path = path
             self.metadata = metadata
             self.deadline = deadline
             self.eventLoop = eventLoop
             self.remoteAddress = remoteAddress
+            self.notes = notes
         }
     }
 
     private let storage: Storage
 
-    init(path: String, metadata: Metadata, deadline: NIODeadline?, eventLoop: any EventLoop, remoteAddress: SocketAddress?) {
-        storage = Storage(path: path, metadata: metadata, deadline: deadline, eventLoop: eventLoop, remoteAddress: remoteAddress)
+    init(
+        path: String, metadata: Metadata, deadline: NIODeadline?, eventLoop: any EventLoop, remoteAddress: SocketAddress?,
+        notes: RequestNotes? = nil
+    ) {
+        storage = Storage(path: path, metadata: metadata, deadline: deadline, eventLoop: eventLoop, remoteAddress: remoteAddress, notes: notes)
     }
 
     /// `/package.Service/Method`.
@@ -38,6 +43,9 @@ public struct ServerContext: Sendable {
     /// The connection's event loop.
     public var eventLoop: any EventLoop { storage.eventLoop }
     public var remoteAddress: SocketAddress? { storage.remoteAddress }
+    /// What handlers tell the access log about this call (model, token name); nil when the
+    /// server keeps no access log.
+    public var notes: RequestNotes? { storage.notes }
 }
 
 /// One unary call whose request has fully arrived.

@@ -39,6 +39,16 @@ public final class ServerStream {
     var endsWithBody = false
     var deadlineTask: Scheduled<Void>?
 
+    // For the access log: counted always (two additions), reported only when it is on.
+    /// When the first header block began.
+    var startedAt = NIODeadline.uptimeNanoseconds(0)
+    /// `:path`, kept from the headers when the access log is on (refusals happen before the
+    /// call's context exists).
+    var path: String?
+    var bytesIn = 0
+    var bytesOut = 0
+    var notes: RequestNotes?
+
     enum Kind {
         case pending
         case unary(RegisteredMethod)

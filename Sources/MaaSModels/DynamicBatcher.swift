@@ -20,14 +20,19 @@ public struct BatchItem: Sendable {
     /// pool thread that ran the batch.
     public let finish: (@Sendable ([String: Tensor]) throws(InferenceError) -> [String: Tensor])?
     public let complete: @Sendable (Result<[String: Tensor], InferenceError>) -> Void
+    /// Where the queue and compute times go for the access log (nil when it is off); written
+    /// before ``complete`` is called.
+    public let notes: RequestNotes?
 
     public init(
         inputs: [String: Tensor], rows: Int, outputs: [String], deadline: ContinuousClock.Instant?,
         cancellation: CancellationSignal?, queueTimeout: Duration? = nil,
         finish: (@Sendable ([String: Tensor]) throws(InferenceError) -> [String: Tensor])? = nil,
+        notes: RequestNotes? = nil,
         complete: @escaping @Sendable (Result<[String: Tensor], InferenceError>) -> Void
     ) {
         self.queueTimeout = queueTimeout
+        self.notes = notes
         self.finish = finish
         self.inputs = inputs
         self.rows = rows
@@ -229,6 +234,7 @@ public final class DynamicBatcher: Sendable {
                 error = InferenceError(.unavailable, "request timed out in the model's queue after \(waited) (default_queue_policy)")
             }
             statistics.recordFailure(queued: waited, reason: error.code == .unavailable ? .rejected : .canceled)
+            item.notes?.batched(queued: waited, compute: nil)
             item.complete(.failure(error))
         }
         for waiter in drained { waiter.resume() }
@@ -332,7 +338,9 @@ public final class DynamicBatcher: Sendable {
                 size: batch.reduce(0) { $0 + $1.rows }, items: batch.count,
                 input: timing.input, infer: timing.infer, output: timing.output,
                 queued: batch.map { start - $0.enqueued })
-            for (item, output) in zip(items, outputs) {
+            for (queued, output) in zip(batch, outputs) {
+                let item = queued.item
+                item.notes?.batched(queued: start - queued.enqueued, compute: took)
                 do throws(InferenceError) {
                     let finished = try item.finish?(output) ?? output
                     item.complete(.success(item.outputs.isEmpty ? finished : finished.filter { item.outputs.contains($0.key) }))
@@ -343,6 +351,7 @@ public final class DynamicBatcher: Sendable {
         case .failure(let error):
             for queued in batch {
                 statistics.recordFailure(queued: start - queued.enqueued, reason: .backend)
+                queued.item.notes?.batched(queued: start - queued.enqueued, compute: took)
                 queued.item.complete(.failure(error))
             }
         }

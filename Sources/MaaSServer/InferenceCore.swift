@@ -102,12 +102,16 @@ public struct InferenceCore: Sendable {
         public var deadline: ContinuousClock.Instant?
         public var cancellation: CancellationSignal?
         public var respond: @Sendable (Result<InferenceResponse, InferenceError>) -> Void
+        /// The access log's notes of the request this call serves (nil when the log is off).
+        public var notes: RequestNotes?
 
         public init(
             request: InferenceRequest, deadline: ContinuousClock.Instant?, cancellation: CancellationSignal?,
+            notes: RequestNotes? = nil,
             respond: @escaping @Sendable (Result<InferenceResponse, InferenceError>) -> Void
         ) {
             self.request = request
+            self.notes = notes
             self.deadline = deadline
             self.cancellation = cancellation
             self.respond = respond
@@ -120,8 +124,12 @@ public struct InferenceCore: Sendable {
     public func infer(_ calls: [Call]) {
         var batches: [ObjectIdentifier: (ModelVersion, [BatchItem])] = [:]
         for call in calls {
+            // The name asked for is logged even when no such model exists; the version that
+            // serves it replaces the one asked for (often none) once it is found.
+            call.notes?.model(call.request.modelName, version: call.request.modelVersion)
             do throws(InferenceError) {
                 let model = try model(call.request.modelName, call.request.modelVersion)
+                call.notes?.model(model.name, version: String(model.version))
                 let prepared: ModelVersion.Prepared
                 do throws(InferenceError) {
                     prepared = try model.prepare(call.request)
@@ -135,7 +143,8 @@ public struct InferenceCore: Sendable {
                 let respond = call.respond
                 let item = BatchItem(
                     inputs: prepared.inputs, rows: prepared.rows, outputs: prepared.outputs, deadline: call.deadline,
-                    cancellation: call.cancellation, queueTimeout: Self.queueTimeout(call.request), finish: prepared.finish
+                    cancellation: call.cancellation, queueTimeout: Self.queueTimeout(call.request), finish: prepared.finish,
+                    notes: call.notes
                 ) { result in
                     respond(result.map { outputs in
                         InferenceResponse(

@@ -61,19 +61,19 @@ public struct InferenceService: RPCService {
             "ServerMetadata": Self.simple("ServerMetadataRequest") {
                 KServe.encodeServerMetadata(name: InferenceCore.serverName, version: InferenceCore.serverVersion, extensions: InferenceCore.extensions)
             },
-            "ModelReady": Self.unary { request throws(InferenceError) in
-                let (name, version) = try Self.nameVersion(request, "ModelReadyRequest")
+            "ModelReady": Self.unary { request, notes throws(InferenceError) in
+                let (name, version) = try Self.nameVersion(request, "ModelReadyRequest", notes)
                 return KServe.encodeFlag(core.isModelReady(name, version))
             },
-            "ModelMetadata": Self.unary { request throws(InferenceError) in
-                let (name, version) = try Self.nameVersion(request, "ModelMetadataRequest")
+            "ModelMetadata": Self.unary { request, notes throws(InferenceError) in
+                let (name, version) = try Self.nameVersion(request, "ModelMetadataRequest", notes)
                 let (model, versions) = try core.metadata(name, version)
                 return KServe.encodeModelMetadata(
                     name: name, versions: versions, platform: model.config.platform,
                     inputs: model.inputMetadata, outputs: model.outputMetadata)
             },
-            "ModelConfig": Self.unary { request throws(InferenceError) in
-                let (name, version) = try Self.nameVersion(request, "ModelConfigRequest")
+            "ModelConfig": Self.unary { request, notes throws(InferenceError) in
+                let (name, version) = try Self.nameVersion(request, "ModelConfigRequest", notes)
                 return KServe.encodeModelConfig(try core.model(name, version).config)
             },
             "ModelInfer": .unary { calls in
@@ -82,11 +82,11 @@ public struct InferenceService: RPCService {
             "ModelStreamInfer": .streaming { stream in
                 Self.streamInfer(stream, core: core)
             },
-            "ModelStatistics": Self.unary { request throws(InferenceError) in
-                let (name, version) = try Self.nameVersion(request, "ModelStatisticsRequest")
+            "ModelStatistics": Self.unary { request, notes throws(InferenceError) in
+                let (name, version) = try Self.nameVersion(request, "ModelStatisticsRequest", notes)
                 return KServe.encodeStatistics(try core.statistics(name, version))
             },
-            "RepositoryIndex": Self.unary { request throws(InferenceError) in
+            "RepositoryIndex": Self.unary { request, _ throws(InferenceError) in
                 let readyOnly = try Self.decode(request) { bytes throws(ProtobufDecodingError) in try KServe.decodeIndexRequest(bytes).readyOnly }
                 return KServe.encodeIndex(core.index(readyOnly: readyOnly))
             },
@@ -97,9 +97,10 @@ public struct InferenceService: RPCService {
 
     /// Load and unload compile or release models: they run off the event loop.
     static func modelControl(load: Bool, core: InferenceCore) -> MethodHandler {
-        .asyncUnary { request, _ in
+        .asyncUnary { request, context in
             do throws(InferenceError) {
                 let model = try decode(request) { bytes throws(ProtobufDecodingError) in try KServe.decodeModelControl(bytes, load: load).model }
+                context.notes?.model(model, version: "")
                 try await core.control(load: load, model: model)
             } catch {
                 throw RPCError(error)
@@ -118,7 +119,7 @@ public struct InferenceService: RPCService {
             do throws(InferenceError) {
                 let request = try decode(message) { bytes throws(ProtobufDecodingError) in try InferenceRequest(serializedBytes: bytes) }
                 tracker.started()
-                core.infer([InferenceCore.Call(request: request, deadline: nil, cancellation: context.cancellation) { result in
+                core.infer([InferenceCore.Call(request: request, deadline: nil, cancellation: context.cancellation, notes: context.notes) { result in
                     switch result {
                     case .success(let response):
                         sender.send(ByteBuffer(bytes: response.streamSerializedBytes()))
@@ -148,7 +149,8 @@ public struct InferenceService: RPCService {
                 submitted.append(InferenceCore.Call(
                     request: request,
                     deadline: call.context.deadline.map { deadline in .now + .nanoseconds((deadline - NIODeadline.now()).nanoseconds) },
-                    cancellation: call.context.cancellation
+                    cancellation: call.context.cancellation,
+                    notes: call.context.notes
                 ) { result in
                     switch result {
                     case .success(let response):
@@ -174,17 +176,20 @@ public struct InferenceService: RPCService {
         }
     }
 
-    static func nameVersion(_ buffer: ByteBuffer, _ message: String) throws(InferenceError) -> (String, String) {
-        try decode(buffer) { bytes throws(ProtobufDecodingError) in try KServe.decodeNameVersion(bytes, message: message) }
+    /// The request's model name and version, told to the access log when it is on.
+    static func nameVersion(_ buffer: ByteBuffer, _ message: String, _ notes: RequestNotes?) throws(InferenceError) -> (String, String) {
+        let (name, version) = try decode(buffer) { bytes throws(ProtobufDecodingError) in try KServe.decodeNameVersion(bytes, message: message) }
+        notes?.model(name, version: version)
+        return (name, version)
     }
 
-    /// A unary method answered on the event loop from the core.
-    static func unary(_ answer: @escaping @Sendable (ByteBuffer) throws(InferenceError) -> [UInt8]) -> MethodHandler {
+    /// A unary method answered on the event loop from the core, given the call's access-log notes.
+    static func unary(_ answer: @escaping @Sendable (ByteBuffer, RequestNotes?) throws(InferenceError) -> [UInt8]) -> MethodHandler {
         .unary { calls in
             for call in calls {
                 call.responder.complete { () throws(RPCError) in
                     do throws(InferenceError) {
-                        return ByteBuffer(bytes: try answer(call.request))
+                        return ByteBuffer(bytes: try answer(call.request, call.context.notes))
                     } catch {
                         throw RPCError(error)
                     }
@@ -195,7 +200,7 @@ public struct InferenceService: RPCService {
 
     /// A unary method whose empty request is checked and whose answer is computed on the loop.
     static func simple(_ message: String, _ answer: @escaping @Sendable () -> [UInt8]) -> MethodHandler {
-        unary { request throws(InferenceError) in
+        unary { request, _ throws(InferenceError) in
             try decode(request) { bytes throws(ProtobufDecodingError) in try KServe.decodeEmpty(bytes, message: message) }
             return answer()
         }

@@ -1,5 +1,5 @@
 public import Logging
-import MaaSCore
+public import MaaSCore
 public import MaaSGRPC
 public import MaaSModels
 import MaaSProto
@@ -30,6 +30,9 @@ public final class ModelServer: Service, Sendable {
         /// Bearer tokens with scopes on every gRPC method and REST route (`--auth-tokens`);
         /// nil serves everyone.
         public var auth: AccessPolicy?
+        /// One record per answered request, gRPC and REST (`--access-log`); nil keeps none, at
+        /// no cost per request.
+        public var accessLog: (any AccessRecorder)?
 
         public init() {}
     }
@@ -55,6 +58,7 @@ public final class ModelServer: Service, Sendable {
         let process = options.metricsExporter.map { _ in ProcessMetrics() }
         if let exporter = options.metricsExporter { http.metrics = MetricsEndpoint(exporter: exporter, process: process) }
         http.access = options.auth
+        http.accessLog = options.accessLog
         let healthService = HealthService(provider: health)
         let services: [any RPCService] =
             if let policy = options.auth {
@@ -71,7 +75,7 @@ public final class ModelServer: Service, Sendable {
             configuration: options.grpc, logger: logger,
             http1: { [http] channel in try HTTPFrontend.install(on: channel, core: core, limits: http) },
             plainHTTP: HTTPFrontend.plainHTTPHandler(core: core, limits: http),
-            tls: options.tls)
+            tls: options.tls, recorder: options.accessLog)
         process?.countConnections { [weak grpc] in grpc?.openConnections ?? (0, 0, 0) }
         self.grpc = grpc
         self.logger = logger

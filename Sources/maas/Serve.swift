@@ -13,6 +13,7 @@ struct Serve: AsyncParsableCommand {
             With --tls-cert and --tls-key the port speaks TLS (1.2+; ALPN h2 for gRPC and REST over
             HTTP/2, http/1.1 for REST); SIGHUP re-reads both files, new handshakes use the new pair,
             and a pair that cannot serve is refused with a log line while the old one stays.
+            With --access-log, SIGHUP also re-opens the access log file.
             """
     )
 
@@ -60,6 +61,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "With TLS, also take cleartext connections on the same port (the first byte tells them apart).")
     var allowCleartext = false
 
+    @Option(help: "Append one JSON line per request (gRPC and REST) to FILE, '-' for standard output. SIGHUP re-opens it (logrotate).")
+    var accessLog: String?
+
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard tlsCert != nil || (tlsClientCa == nil && !allowCleartext) else {
@@ -105,10 +109,24 @@ struct Serve: AsyncParsableCommand {
                 throw CLIError("TLS: \(error)")
             }
         }
+        // After the metrics bootstrap too (its drop counter). Opened now: a path that cannot be
+        // written stops the command before it listens.
+        var accessLogService: AccessLogService?
+        if let accessLog {
+            let log: AccessLog
+            do {
+                log = try AccessLog(path: accessLog, logger: logger)
+            } catch {
+                throw CLIError("--access-log: \(error)")
+            }
+            options.accessLog = log
+            accessLogService = await AccessLogService(log: log, logger: logger)
+        }
         let server = ModelServer(options: options, logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)
-        ]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        // Before the server, so it stops after it: the server's last answers are written.
+        if let accessLogService { services.append(.init(service: accessLogService)) }
+        services.append(.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup))
         // Listed after the server, so it stops first; trapping SIGHUP only when there is TLS.
         if let tls = options.tls { services.append(.init(service: TLSReloadService(tls: tls, logger: logger))) }
         let group = ServiceGroup(

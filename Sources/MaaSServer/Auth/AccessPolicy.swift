@@ -1,3 +1,4 @@
+import MaaSCore
 public import MaaSGRPC
 import NIOHTTP1
 
@@ -61,6 +62,20 @@ public struct AccessPolicy: Sendable {
 }
 
 extension AccessDecision {
+    /// The name of the token that was checked (allowed, or known but lacking the scope).
+    public var tokenName: String? {
+        switch self {
+        case .allowed(let token): token
+        case .forbidden(let token, _): token
+        case .unauthenticated: nil
+        }
+    }
+
+    /// Tells the access log which token the request came with, by name.
+    func note(in notes: RequestNotes?) {
+        if let notes, let name = tokenName { notes.token(name) }
+    }
+
     /// The `WWW-Authenticate` value of a 401 or 403 (RFC 6750 §3).
     var challenge: String? {
         switch self {

@@ -1,3 +1,4 @@
+import MaaSCore
 public import MaaSGRPC
 
 /// A gRPC service whose methods are checked against an ``AccessPolicy`` before they run:
@@ -27,7 +28,9 @@ public struct AuthorizedService: RPCService {
                 // Allocates only when something is refused.
                 var allowed: [UnaryCall]?
                 for (index, call) in calls.enumerated() {
-                    if let refusal = policy.check(requirement, metadata: call.context.metadata).refusal {
+                    let decision = policy.check(requirement, metadata: call.context.metadata)
+                    decision.note(in: call.context.notes)
+                    if let refusal = decision.refusal {
                         if allowed == nil { allowed = Array(calls[..<index]) }
                         call.responder.fail(RPCError(refusal.code, refusal.message))
                     } else {
@@ -39,7 +42,9 @@ public struct AuthorizedService: RPCService {
             }
         case .streaming(let open):
             return .streaming { stream in
-                if let refusal = policy.check(requirement, metadata: stream.context.metadata).refusal {
+                let decision = policy.check(requirement, metadata: stream.context.metadata)
+                decision.note(in: stream.context.notes)
+                if let refusal = decision.refusal {
                     stream.fail(RPCError(refusal.code, refusal.message))
                     return
                 }

@@ -1,4 +1,4 @@
-import MaaSCore
+public import MaaSCore
 public import MaaSGRPC
 import NIOConcurrencyHelpers
 public import NIOCore
@@ -30,6 +30,8 @@ public enum HTTPFrontend {
         public var metrics: MetricsEndpoint?
         /// Tokens and scopes for every route; nil serves everyone.
         public var access: AccessPolicy?
+        /// Told of every answered request (`--access-log`); nil records nothing.
+        public var accessLog: (any AccessRecorder)?
 
         public init() {}
     }
@@ -47,7 +49,8 @@ public enum HTTPFrontend {
         try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: decoderLimits)))
         try sync.addHandler(RESTHandler(
             router: RESTRouter(core: core, predictModel: limits.predictModel, metrics: limits.metrics, access: limits.access), timeouts: timeouts,
-            maxBodyBytes: limits.maxBodyBytes, maxHeaderBytes: limits.maxHeaderBytes, maxPipelined: limits.maxPipelined))
+            maxBodyBytes: limits.maxBodyBytes, maxHeaderBytes: limits.maxHeaderBytes, maxPipelined: limits.maxPipelined,
+            recorder: limits.accessLog))
     }
 
     /// REST over h2c: the HTTP/2 requests of the serving port that are not gRPC calls.
@@ -56,7 +59,8 @@ public enum HTTPFrontend {
         return { request, respond in
             var headers = HTTPHeaders()
             for (name, value) in request.headers { headers.add(name: name, value: value) }
-            let rest = RESTRequest(method: HTTPMethod(rawValue: request.method), uri: request.path, headers: headers, body: request.body)
+            let rest = RESTRequest(
+                method: HTTPMethod(rawValue: request.method), uri: request.path, headers: headers, body: request.body, notes: request.notes)
             var calls: [InferenceCore.Call] = []
             router.answer(rest, calls: &calls) { response in
                 respond(PlainHTTPResponse(status: response.status, headers: response.headers.map { ($0.name, $0.value) }, body: response.body))

@@ -24,7 +24,7 @@ enum MetricsRoute {
     static let prometheusType = "text/plain; version=0.0.4; charset=utf-8"
     static let openMetricsType = "application/openmetrics-text; version=1.0.0; charset=utf-8"
     static let help = ModelMetrics.help.merging(ProcessMetrics.help) { first, _ in first }
-        .merging([TokenStore.metricName: TokenStore.metricHelp]) { first, _ in first }
+        .merging([TokenStore.metricName: TokenStore.metricHelp, AccessLog.droppedMetricName: AccessLog.droppedMetricHelp]) { first, _ in first }
 
     /// Whether `path` is this route's.
     static func matches(_ parts: [String]) -> Bool { parts == ["metrics"] }

@@ -26,7 +26,7 @@ final class RESTHandler: ChannelDuplexHandler {
     private var body: ByteBuffer?
     private var refused = false
     /// Requests read and not yet answered, with their answers once they come, in request order.
-    private var queue: [(head: HTTPRequestHead, response: RESTResponse?, bodyBytes: Int)] = []
+    private var queue: [Pending] = []
     /// The sequence number of queue's first entry; requests are numbered as they are read.
     private var firstSequence = 0
     private var bufferedBytes = 0
@@ -40,8 +40,26 @@ final class RESTHandler: ChannelDuplexHandler {
     /// Inference calls decoded in this read cycle, submitted together when it completes.
     private var calls: [InferenceCore.Call] = []
     private var mailbox: ResponseMailbox?
+    /// The access log; with it, the peer and TLS are found once, and each request gets notes.
+    private let recorder: (any AccessRecorder)?
+    private var peer: String?
+    private var tls = false
+    /// When the head of the request being read arrived (kept only for the access log).
+    private var headStartedAt = NIODeadline.uptimeNanoseconds(0)
 
-    init(router: RESTRouter, timeouts: ConnectionTimeouts, maxBodyBytes: Int, maxHeaderBytes: Int, maxPipelined: Int = 64) {
+    private struct Pending {
+        var head: HTTPRequestHead
+        var response: RESTResponse?
+        var bodyBytes: Int
+        var notes: RequestNotes?
+        var startedAt: NIODeadline
+    }
+
+    init(
+        router: RESTRouter, timeouts: ConnectionTimeouts, maxBodyBytes: Int, maxHeaderBytes: Int, maxPipelined: Int = 64,
+        recorder: (any AccessRecorder)? = nil
+    ) {
+        self.recorder = recorder
         self.router = router
         self.timeouts = timeouts
         self.maxBodyBytes = maxBodyBytes
@@ -54,6 +72,7 @@ final class RESTHandler: ChannelDuplexHandler {
         case .head(let head):
             guard !closing else { return }
             timeouts.headReceived()
+            if recorder != nil { headStartedAt = context.eventLoop.now }
             self.head = head
             body = nil
             refused = false
@@ -76,10 +95,11 @@ final class RESTHandler: ChannelDuplexHandler {
             timeouts.requestEnded()
             guard let head, !refused else { return }
             self.head = nil
-            let request = RESTRequest(method: head.method, uri: head.uri, headers: head.headers, body: body ?? ByteBuffer())
+            let notes = recorder != nil ? RequestNotes() : nil
+            let request = RESTRequest(method: head.method, uri: head.uri, headers: head.headers, body: body ?? ByteBuffer(), notes: notes)
             body = nil
             let sequence = firstSequence + queue.count
-            queue.append((head, nil, request.body.readableBytes))
+            queue.append(Pending(head: head, bodyBytes: request.body.readableBytes, notes: notes, startedAt: headStartedAt))
             bufferedBytes += request.body.readableBytes
             if !head.isKeepAlive { closing = true }
             let mailbox = self.mailbox!
@@ -103,11 +123,19 @@ final class RESTHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         mailbox = ResponseMailbox(NIOLoopBound((self, context), eventLoop: context.eventLoop))
+        if recorder != nil {
+            peer = context.channel.remoteAddress?.hostPort
+            tls = context.pipeline.syncOperations.hasTLS
+        }
         timeouts.isBusy = { [unowned self] in !queue.isEmpty || head != nil }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         mailbox?.detach()
+        // Requests the connection closed on before they were answered (the client left, or
+        // shutdown's grace period ended) are logged as 499, nginx's "client closed request".
+        for pending in queue { record(context, pending, status: 499, bytesOut: 0) }
+        queue.removeAll()
     }
 
     func read(context: ChannelHandlerContext) {
@@ -166,6 +194,7 @@ final class RESTHandler: ChannelDuplexHandler {
             let last = queue.isEmpty && closing && head == nil
             let keepAlive = first.head.isKeepAlive && !last && !draining
             HTTPResponseEncoding.append(ready, for: first.head, keepAlive: keepAlive, to: &out)
+            if recorder != nil { record(context, first, status: ready.status, bytesOut: first.head.method == .HEAD ? 0 : ready.body.readableBytes) }
             if !keepAlive {
                 closeAfter = true
                 break
@@ -181,6 +210,16 @@ final class RESTHandler: ChannelDuplexHandler {
         }
         sendContinueIfDue(context)
         resumeIfPossible(context)
+    }
+
+    private func record(_ context: ChannelHandlerContext, _ pending: Pending, status: Int, bytesOut: Int) {
+        guard let recorder else { return }
+        let head = pending.head
+        recorder.record(AccessRecord(
+            wireProtocol: head.version.major == 1 && head.version.minor == 0 ? .http1_0 : .http1_1, tls: tls, peer: peer,
+            method: head.method.rawValue, path: head.uri, status: status, bytesIn: pending.bodyBytes, bytesOut: bytesOut,
+            duration: .nanoseconds((context.eventLoop.now - pending.startedAt).nanoseconds),
+            notes: pending.notes?.snapshot ?? RequestNotes.Values()))
     }
 
     private func sendContinueIfDue(_ context: ChannelHandlerContext) {
@@ -207,9 +246,17 @@ final class RESTHandler: ChannelDuplexHandler {
         while let first = queue.first, let ready = first.response {
             queue.removeFirst()
             HTTPResponseEncoding.append(ready, for: first.head, keepAlive: true, to: &out)
+            if recorder != nil { record(context, first, status: ready.status, bytesOut: first.head.method == .HEAD ? 0 : ready.body.readableBytes) }
         }
+        for cut in queue { record(context, cut, status: 499, bytesOut: 0) }
         queue.removeAll()
         HTTPResponseEncoding.append(response, for: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"), keepAlive: false, to: &out)
+        if let recorder {
+            // No head to name: the request did not parse.
+            recorder.record(AccessRecord(
+                wireProtocol: .http1_1, tls: tls, peer: peer, method: nil, path: nil, status: response.status,
+                bytesIn: 0, bytesOut: response.body.readableBytes, duration: .zero, notes: RequestNotes.Values()))
+        }
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in channel.close(promise: nil) }
     }
@@ -223,7 +270,7 @@ final class RESTHandler: ChannelDuplexHandler {
         let sequence = firstSequence + queue.count
         var closingHead = head
         closingHead.headers.replaceOrAdd(name: "connection", value: "close")
-        queue.append((closingHead, nil, 0))
+        queue.append(Pending(head: closingHead, bodyBytes: 0, notes: nil, startedAt: headStartedAt))
         complete(context, [(sequence, .error(413, "request body of \(stated) exceeds the \(maxBodyBytes)-byte limit"))])
     }
 }

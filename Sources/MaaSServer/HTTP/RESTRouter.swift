@@ -11,6 +11,8 @@ struct RESTRequest {
     var uri: String
     var headers: HTTPHeaders
     var body: ByteBuffer
+    /// What routing tells the access log (model, token name); nil when it is off.
+    var notes: RequestNotes? = nil
 }
 
 /// An HTTP answer: status, headers, body.
@@ -82,13 +84,14 @@ struct RESTRouter: Sendable {
             return bytes.contains(UInt8(ascii: "%")) ? PercentEncoding.decode(segment) : segment
         }
         if MetricsRoute.matches(parts) {
-            if let refused = refusal(.metrics, request.headers, openAI: false) { return respond(refused) }
+            if let refused = refusal(.metrics, request, openAI: false) { return respond(refused) }
             return respond(MetricsRoute.answer(request.method, request.headers, endpoint: metrics))
         }
         let openAI = parts.first == "v1"
         let route = Route(parts, predictModel: predictModel)
+        if let notes = request.notes, let model = route?.model { notes.model(model.name, version: model.version) }
         // Before 404 and 405, so that what exists is told only to someone who may ask.
-        if let refused = refusal(route?.requirement ?? .authenticated, request.headers, openAI: openAI) { return respond(refused) }
+        if let refused = refusal(route?.requirement ?? .authenticated, request, openAI: openAI) { return respond(refused) }
         guard let route else {
             let error = InferenceError(.notFound, "no route for \(request.method.rawValue) \(path)")
             return respond(openAI ? OpenAIEmbeddings.error(error) : .error(error))
@@ -105,11 +108,16 @@ struct RESTRouter: Sendable {
         case .infer(let name, let version):
             infer(name, version, request, calls: &calls, respond: respond)
         case .predict(let name):
-            predict(name, request.body, calls: &calls, respond: respond)
+            predict(name, request, calls: &calls, respond: respond)
         case .embeddings:
             do throws(InferenceError) {
                 let decoded = try request.body.withUnsafeReadableBytes { body throws(InferenceError) in try OpenAIEmbeddings.decode(body) }
-                calls += try OpenAIEmbeddings.calls(for: decoded, core: core, respond: respond)
+                request.notes?.model(decoded.model, version: "")
+                calls += try OpenAIEmbeddings.calls(for: decoded, core: core, respond: respond).map { call in
+                    var call = call
+                    call.notes = request.notes
+                    return call
+                }
             } catch {
                 respond(OpenAIEmbeddings.error(error))
             }
@@ -136,9 +144,10 @@ struct RESTRouter: Sendable {
 
     /// The 401 or 403 for a request the policy refuses (the OpenAI error shape under `/v1`),
     /// with its `WWW-Authenticate` challenge; nil when it may go on.
-    private func refusal(_ requirement: AccessRequirement, _ headers: HTTPHeaders, openAI: Bool) -> RESTResponse? {
+    private func refusal(_ requirement: AccessRequirement, _ request: RESTRequest, openAI: Bool) -> RESTResponse? {
         guard let access else { return nil }
-        let decision = access.check(requirement, headers: headers)
+        let decision = access.check(requirement, headers: request.headers)
+        decision.note(in: request.notes)
         guard let refusal = decision.refusal else { return nil }
         let error = InferenceError(refusal.code, refusal.message)
         var response = openAI ? OpenAIEmbeddings.error(error) : RESTResponse.error(error)
@@ -159,7 +168,7 @@ struct RESTRouter: Sendable {
             let decoded = try http.body.withUnsafeReadableBytes { body throws(InferenceError) in
                 try KServeJSON.request(model: name, version: version, body: body, headerLength: headerLength)
             }
-            calls.append(InferenceCore.Call(request: decoded.request, deadline: nil, cancellation: nil) { result in
+            calls.append(InferenceCore.Call(request: decoded.request, deadline: nil, cancellation: nil, notes: http.notes) { result in
                 switch result {
                 case .success(let response):
                     let (json, binary) = KServeJSON.response(response) { decoded.allOutputsBinary || decoded.binaryOutputs.contains($0) }
@@ -184,7 +193,8 @@ struct RESTRouter: Sendable {
         }
     }
 
-    private func predict(_ name: String?, _ body: ByteBuffer, calls: inout [InferenceCore.Call], respond: @escaping Respond) {
+    private func predict(_ name: String?, _ http: RESTRequest, calls: inout [InferenceCore.Call], respond: @escaping Respond) {
+        let body = http.body
         do throws(InferenceError) {
             guard let name else {
                 throw InferenceError(.notFound, "no default model for /predict: start the server with --predict-model NAME, or POST /predict/{model}")
@@ -201,7 +211,7 @@ struct RESTRouter: Sendable {
             let request = InferenceRequest(modelName: name, inputs: [
                 InferInput(name: input.name, datatype: "FP32", shape: shape.map(Int64.init), contents: .fp32(values)),
             ])
-            calls.append(InferenceCore.Call(request: request, deadline: nil, cancellation: nil) { result in
+            calls.append(InferenceCore.Call(request: request, deadline: nil, cancellation: nil, notes: http.notes) { result in
                 switch result {
                 case .success(let response):
                     respond(response.outputs.first.map { .json(200, PredictRoute.body($0.tensor)) } ?? .error(500, "the model returned no output"))
@@ -319,6 +329,18 @@ struct RESTRouter: Sendable {
                 default: return nil
                 }
             default: return nil
+            }
+        }
+
+        /// The model and version the route names, for the access log.
+        var model: (name: String, version: String)? {
+            switch self {
+            case .modelMetadata(let name, let version), .modelReady(let name, let version), .modelConfig(let name, let version),
+                .statistics(let name, let version), .infer(let name, let version):
+                name.isEmpty ? nil : (name: name, version: version)
+            case .load(let name), .unload(let name): (name: name, version: "")
+            case .predict(let name): name.map { (name: $0, version: "") }
+            case .serverMetadata, .live, .ready, .index, .embeddings, .openAIModels: nil
             }
         }
 
