@@ -224,6 +224,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "MaaSCoreTests",
+            dependencies: ["MaaSCore"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "MaaSJSONTests",
             dependencies: ["MaaSJSON"],
             swiftSettings: strictSettings

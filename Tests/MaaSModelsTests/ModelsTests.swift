@@ -44,6 +44,10 @@ struct ConfigTests {
         (#"{"parameters": {"owner": "team-a"}}"#, "'parameters.owner' must be {\"string_value\": \"...\"}"),
         ("[1, 2]", "JSON object"),
         ("{not json", "not valid JSON"),
+        (#"{"max_batch_size": 4, "max_batch_size": 8}"#, "field 'max_batch_size' appears twice"),
+        (#"{"max_batch_size": 2.5}"#, "'max_batch_size' must be an integer, got 2.5"),
+        (#"{"dynamic_batching": [1]}"#, "'dynamic_batching' must be an object, got an array"),
+        (#"{"max_batch_size": 4, "dynamic_batching": {"default_queue_policy": {"timeout_action": 1}}}"#, "timeout_action must be REJECT or DELAY, got 1"),
     ])
     func refused(json: String, fragment: String) {
         #expect { try parse(json) } throws: { ($0 as? InferenceError)?.message.contains(fragment) == true }
