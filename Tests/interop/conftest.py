@@ -19,6 +19,18 @@ def binary(name):
     return str(path)
 
 
+def stop_process(proc, timeout=10):
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` s; its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class RunningProcess:
     def __init__(self, args, ready_prefix="listening on "):
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -30,14 +42,7 @@ class RunningProcess:
         self.address = f"127.0.0.1:{self.port}"
 
     def stop(self, timeout=10):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
 
 @pytest.fixture(scope="module")

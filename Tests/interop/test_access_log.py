@@ -20,7 +20,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import binary, wait_for
+from conftest import binary, stop_process, wait_for
 from test_rest_h2c import H2Client
 
 RUNNER = "runner-s3cr3t.token"   # infer
@@ -58,14 +58,7 @@ class Server:
             raise RuntimeError(f"maas serve did not start: {self.stderr_path.read_text()}")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 def ready(client):

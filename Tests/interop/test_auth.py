@@ -19,7 +19,7 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from conftest import ROOT, binary, wait_for
+from conftest import ROOT, binary, stop_process, wait_for
 from test_rest_h2c import H2Client
 
 SEED = ROOT / "Tests" / "MaaSComputeTests" / "Fixtures" / "onnx" / "seed_mlp.torchscript.op17.onnx"
@@ -71,13 +71,7 @@ class Server:
         assert wait_for(lambda: ready.is_model_ready("seed_mlp", headers=headers), timeout=60)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.stderr.close()
         return self.proc.returncode
 
