@@ -3,6 +3,7 @@
 // (ops made, constants folded, weights packed, fusion), then the warm-up pass on zero inputs
 // (a symbolic dimension is 1) through an execution plan. Properties: no crash, leak or hang;
 // what decodes encodes back to the same graph; a pass gives every output its planned shape.
+import CMaaSProto
 import Glibc
 import MaaSCore
 import MaaSCompute
@@ -34,7 +35,18 @@ public func fuzzONNX(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let (gemm, conv) = kernelModes[size % kernelModes.count]
     setenv("MAAS_KERNEL", gemm, 1)
     setenv("MAAS_CONV", conv, 1)
-    guard let graph = try? ONNXModel.decode(UnsafeRawBufferPointer(start: data, count: size)) else { return 0 }
+    let graph: ModelGraph
+    switch Result(catching: { () throws(InferenceError) in try ONNXModel.decode(UnsafeRawBufferPointer(start: data, count: size)) }) {
+    case .success(let decoded): graph = decoded
+    case .failure(let error):
+        // ONNXModel reads the nesting depth before protobuf-c's unpack: it may call malformed
+        // only what protobuf-c refuses too.
+        if error.message.contains("protobuf decoding failed"), let model = onnx__model_proto__unpack(nil, size, data) {
+            onnx__model_proto__free_unpacked(model, nil)
+            preconditionFailure("refused as malformed protobuf, but protobuf-c decodes it")
+        }
+        return 0
+    }
     checkRoundTrip(graph)
     guard let model = try? CompiledModel(graph: graph, pool: pool, maxPlanBytes: maxPlanBytes) else { return 0 }
     // ModelRepository's warm-up: every input zero, symbolic dimensions (the batch) 1.
