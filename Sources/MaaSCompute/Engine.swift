@@ -72,6 +72,9 @@ public final class CompiledModel: Sendable {
 
         let ordered = try Self.topologicalOrder(graph)
         var steps: [Step] = []
+        // What folding allocates at load shares the plan budget: a Expand or a broadcasting Add
+        // of small constants can describe tensors far larger than the file.
+        var foldingBudget = maxPlanBytes
         for node in ordered {
             let opset = graph.opset(for: node.domain) ?? 0
             let inputSlots = node.inputs.map { $0.isEmpty ? nil : slots[$0] }
@@ -85,7 +88,7 @@ public final class CompiledModel: Sendable {
             // implement is pure, so folding never changes a result).
             let nonEmpty = inputSlots.compactMap { $0 }
             if nonEmpty.allSatisfy({ constants[$0] != nil }) {
-                let values = try Self.evaluate(kernel, node: node, inputs: known, pool: pool)
+                let values = try Self.evaluate(kernel, node: node, inputs: known, pool: pool, budget: &foldingBudget)
                 for (index, slot) in outputSlots.enumerated() { constants[slot] = values[index] }
                 continue
             }
@@ -173,6 +176,18 @@ public final class CompiledModel: Sendable {
         return Dictionary(uniqueKeysWithValues: zip(graph.outputs.map(\.name), plan.outputShapes))
     }
 
+    /// Zero-filled inputs of these shapes, for a warm-up pass. The plan for the shapes is built
+    /// first, so shapes whose buffers the plan memory budget cannot hold are refused
+    /// (RESOURCE_EXHAUSTED) before anything is allocated for them: a model file declares them.
+    public func zeroInputs(_ shapes: [String: [Int]]) throws(InferenceError) -> [String: Tensor] {
+        _ = try outputShapes(for: shapes)
+        var feeds: [String: Tensor] = [:]
+        for info in graph.inputs {
+            feeds[info.name] = try Tensor(zeros: info.dataType, shape: shapes[info.name]!)
+        }
+        return feeds
+    }
+
     /// Times the GEMM and convolution implementations for each of these sets of input shapes now,
     /// as the first run with them would, without keeping their plans: a server's warm-up, so
     /// that no request waits for the timing.
@@ -226,11 +241,27 @@ public final class CompiledModel: Sendable {
         return plan
     }
 
-    static func evaluate(_ kernel: any Kernel, node: Node, inputs: [Tensor?], pool: ComputePool) throws(InferenceError) -> [Tensor] {
+    /// Runs `kernel` once on known inputs (constant folding).
+    /// - Parameter budget: bytes the outputs may take; what they take is subtracted. Checked
+    ///   before anything is allocated for them: sizes come from the model's constants.
+    static func evaluate(
+        _ kernel: any Kernel, node: Node, inputs: [Tensor?], pool: ComputePool, budget: inout Int
+    ) throws(InferenceError) -> [Tensor] {
         let metas = inputs.map { $0.map { ValueMeta(constant: $0) } }
         let outputMetas = try kernel.outputs(metas)
         var outputs: [Tensor] = []
         let aliases = kernel.aliases
+        var bytes = 0
+        for (index, meta) in outputMetas.enumerated() where aliases[index].flatMap({ inputs[$0] }) == nil {
+            let (size, overflow) = try Shape.elementCount(meta.shape).multipliedReportingOverflow(by: meta.dataType.byteSize ?? 1)
+            bytes = overflow ? .max : bytes.addingReportingOverflow(size).partialValue
+        }
+        guard bytes <= budget else {
+            throw InferenceError(
+                .resourceExhausted,
+                "\(node.label): folding it at load would allocate \(bytes) bytes for outputs \(outputMetas.map(\.shape)), past the \(budget) bytes left of the plan memory budget")
+        }
+        budget -= bytes
         for (index, meta) in outputMetas.enumerated() {
             if let constant = meta.constant {
                 outputs.append(constant)

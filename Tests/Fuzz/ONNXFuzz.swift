@@ -50,20 +50,19 @@ public func fuzzONNX(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     checkRoundTrip(graph)
     guard let model = try? CompiledModel(graph: graph, pool: pool, maxPlanBytes: maxPlanBytes) else { return 0 }
     // ModelRepository's warm-up: every input zero, symbolic dimensions (the batch) 1.
-    var feeds: [String: Tensor] = [:]
+    var shapes: [String: [Int]] = [:]
     for input in graph.inputs {
-        let shape = input.shape.map { dimension in
+        shapes[input.name] = input.shape.map { dimension in
             if case .fixed(let size) = dimension { return size }
             return 1
         }
-        guard let zeros = try? Tensor(zeros: input.dataType, shape: shape) else { return 0 }
-        feeds[input.name] = zeros
     }
+    guard let feeds = try? model.zeroInputs(shapes) else { return 0 }
     guard let outputs = try? model.run(feeds) else { return 0 }
-    let shapes = try? model.outputShapes(for: feeds.mapValues(\.shape))
+    let planned = try? model.outputShapes(for: shapes)
     for info in graph.outputs {
         guard let tensor = outputs[info.name] else { preconditionFailure("no output '\(info.name)' after a pass") }
-        precondition(shapes?[info.name] == tensor.shape, "output '\(info.name)' has shape \(tensor.shape), planned \(String(describing: shapes?[info.name]))")
+        precondition(planned?[info.name] == tensor.shape, "output '\(info.name)' has shape \(tensor.shape), planned \(String(describing: planned?[info.name]))")
     }
     return 0
 }
