@@ -77,6 +77,7 @@ final class ExecutionPlan: Sendable {
             } catch {
                 throw InferenceError(error.code, "\(step.node.label): \(error.message)")
             }
+            try CompiledModel.checkOutputCount(step.node, listed: step.outputs.count, produced: outputMetas.count)
             let nonEmpty = step.inputs.compactMap { $0 }
             if nonEmpty.allSatisfy({ metas[$0]?.constant != nil }) {
                 // Shape-only subgraphs (Shape → Gather → Concat → Reshape) fold here.

@@ -89,6 +89,51 @@ struct ModelLimitsTests {
         #expect(try model.zeroInputs(["x": [60_000, 60_000].map { _ in 2 }])["x"]?.shape == [2, 2])
     }
 
+    @Test("a graph output declared twice is refused (outputs are answered by name)")
+    func duplicateOutputs() throws {
+        let graph = ModelGraph(
+            inputs: [ValueInfo(name: "x", dataType: .float32, shape: [.fixed(2)])], outputs: [Self.y, Self.y],
+            nodes: [Node(name: "relu", opType: "Relu", inputs: ["x"], outputs: ["y"])])
+        #expect { try CompiledModel(graph: graph) } throws: {
+            ($0 as? InferenceError)?.message.contains("graph output 'y' is declared twice") == true
+        }
+    }
+
+    @Test("a node listing more outputs than its op gives is refused; left-out optional outputs are fine")
+    func outputCounts() throws {
+        let x = ValueInfo(name: "x", dataType: .float32, shape: [.fixed(1), .fixed(1), .fixed(4), .fixed(4)])
+        func graph(_ node: Node, constant: Bool = false) -> ModelGraph {
+            ModelGraph(
+                inputs: constant ? [] : [x], outputs: [Self.y],
+                initializers: constant ? ["x": try! Tensor(zeros: .float32, shape: [1, 1, 4, 4])] : [:], nodes: [node])
+        }
+        let input = ["x": try Tensor(zeros: .float32, shape: [1, 1, 4, 4])]
+        // Found by the onnx fuzz harness (a mutated scikit-learn MLP): run in a plan, and folded at load.
+        let relu = Node(name: "relu", opType: "Relu", inputs: ["x"], outputs: ["y", "extra"])
+        #expect { try CompiledModel(graph: graph(relu)).run(input) } throws: {
+            ($0 as? InferenceError)?.message.contains("Relu node 'relu' lists 2 outputs, but Relu gives 1") == true
+        }
+        #expect { try CompiledModel(graph: graph(relu, constant: true)) } throws: {
+            ($0 as? InferenceError)?.message.contains("lists 2 outputs") == true
+        }
+        // Empty names are outputs left out, trailing (MaxPool's Indices) or not (Dropout's output, mask kept).
+        let pool = Node(opType: "MaxPool", inputs: ["x"], outputs: ["y", ""], attributes: ["kernel_shape": .ints([2, 2]), "strides": .ints([2, 2])])
+        #expect(try CompiledModel(graph: graph(pool)).run(input)["y"]?.shape == [1, 1, 2, 2])
+        let dropout = Node(opType: "Dropout", inputs: ["x"], outputs: ["", "y"])
+        let mask = try CompiledModel(graph: graph(dropout)).run(input)["y"]
+        #expect(mask?.dataType == .bool && mask?.scalars(as: UInt8.self) == [UInt8](repeating: 1, count: 16))
+    }
+
+    /// Found by the onnx fuzz harness: a ReduceMean listing no outputs ran into an empty list of buffers.
+    @Test("a node listing no outputs (or only empty names) is refused", arguments: ["Split", "ReduceMean", "Relu"])
+    func nodesWithoutOutputs(op: String) throws {
+        let x = ValueInfo(name: "x", dataType: .float32, shape: [.fixed(2), .fixed(3)])
+        for outputs in [[], ["", ""]] {
+            let none = ModelGraph(inputs: [x], outputs: [], nodes: [Node(name: "n", opType: op, inputs: ["x"], outputs: outputs)])
+            #expect { try CompiledModel(graph: none) } throws: { ($0 as? InferenceError)?.message.contains("\(op) node 'n' lists no outputs") == true }
+        }
+    }
+
     /// The generators now fill their outputs when folded (not while shapes are inferred).
     @Test("ConstantOfShape and Range give the same values as before, folded at load and in a plan")
     func generatorsStillFold() throws {
