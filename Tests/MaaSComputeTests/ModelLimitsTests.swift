@@ -134,6 +134,41 @@ struct ModelLimitsTests {
         }
     }
 
+    @Test("Split sizes from the file are summed without overflowing")
+    func splitSizes() throws {
+        let x = ValueInfo(name: "x", dataType: .float32, shape: [.fixed(2), .fixed(3)])
+        // Found by the onnx fuzz harness: sizes summing past Int.max trapped.
+        let graph = ModelGraph(
+            inputs: [x], outputs: [ValueInfo(name: "a", dataType: .float32, shape: []), ValueInfo(name: "b", dataType: .float32, shape: [])],
+            initializers: ["split": try Self.int64s([Int64.max, Int64.max - 1])],
+            nodes: [Node(name: "split", opType: "Split", inputs: ["x", "split"], outputs: ["a", "b"], attributes: ["axis": .int(1)])])
+        #expect { try CompiledModel(graph: graph).run(["x": try Tensor(zeros: .float32, shape: [2, 3])]) } throws: {
+            ($0 as? InferenceError)?.message.contains("do not divide a dimension of 3 into 2 outputs") == true
+        }
+    }
+
+    /// Found by the onnx fuzz harness: an input declared without a shape is fed as a scalar by
+    /// the warm-up, and Slice read the size of axis 0 of it.
+    @Test("an axis of a scalar is out of range", arguments: [
+        Node(name: "n", opType: "Slice", inputs: ["x", "one", "one", "zero"], outputs: ["y"]),
+        Node(name: "n", opType: "Softmax", inputs: ["x"], outputs: ["y"]),
+        Node(name: "n", opType: "ArgMax", inputs: ["x"], outputs: ["y"]),
+        Node(name: "n", opType: "Concat", inputs: ["x", "x"], outputs: ["y"], attributes: ["axis": .int(0)]),
+        Node(name: "n", opType: "Gather", inputs: ["x", "zero"], outputs: ["y"]),
+        Node(name: "n", opType: "CumSum", inputs: ["x", "zero"], outputs: ["y"]),
+    ])
+    func scalarAxes(node: Node) throws {
+        let graph = ModelGraph(
+            inputs: [ValueInfo(name: "x", dataType: .float32, shape: [])], outputs: [Self.y],
+            initializers: ["one": try Self.int64s([1]), "zero": try Self.int64s([0])], nodes: [node])
+        #expect {
+            try CompiledModel(graph: graph).run(["x": try Tensor([Float(1)], shape: [])])
+        } throws: { error in
+            let e = error as? InferenceError
+            return e?.code == .invalidArgument && e?.message.contains("out of range for rank 0") == true
+        }
+    }
+
     /// The generators now fill their outputs when folded (not while shapes are inferred).
     @Test("ConstantOfShape and Range give the same values as before, folded at load and in a plan")
     func generatorsStillFold() throws {
