@@ -65,6 +65,12 @@ public final class CompiledModel: Sendable {
         for input in graph.inputs {
             guard seenInputs.insert(input.name).inserted else { throw .invalidModel("graph input '\(input.name)' is declared twice") }
         }
+        // Outputs are answered by name (found by the onnx fuzz harness: outputShapes(for:) trapped
+        // on a duplicate key).
+        var seenOutputs = Set<String>()
+        for output in graph.outputs {
+            guard seenOutputs.insert(output.name).inserted else { throw .invalidModel("graph output '\(output.name)' is declared twice") }
+        }
         self.inputSlots = graph.inputs.map { slot($0.name) }
         for (name, tensor) in graph.initializers where slots[name] == nil {
             constants[slot(name)] = tensor
@@ -72,20 +78,35 @@ public final class CompiledModel: Sendable {
 
         let ordered = try Self.topologicalOrder(graph)
         var steps: [Step] = []
+        // What folding allocates at load shares the plan budget: a Expand or a broadcasting Add
+        // of small constants can describe tensors far larger than the file.
+        var foldingBudget = maxPlanBytes
         for node in ordered {
             let opset = graph.opset(for: node.domain) ?? 0
             let inputSlots = node.inputs.map { $0.isEmpty ? nil : slots[$0] }
             let known = inputSlots.map { $0.flatMap { constants[$0] } }
+            // Trailing empty names are optional outputs left out; one in the middle gets a slot
+            // of its own that nothing reads (sharing one slot for "" let unrelated nodes alias).
+            var listed = node.outputs[...]
+            while listed.last?.isEmpty == true { listed.removeLast() }
+            // Kernels write their first output (found by the onnx fuzz harness: a ReduceMean with
+            // none was run into an empty list of buffers).
+            guard !listed.isEmpty else { throw .invalidModel("\(node.label) lists no outputs") }
             let kernel = try OpRegistry.make(NodeContext(node: node, opset: opset, constants: known))
             for output in node.outputs where !output.isEmpty {
                 guard slots[output] == nil else { throw .invalidModel("\(node.label): output '\(output)' is already produced elsewhere") }
             }
-            let outputSlots = node.outputs.map { slot($0) }
+            let outputSlots = listed.map { name in
+                if !name.isEmpty { return slot(name) }
+                nextSlot += 1
+                return nextSlot - 1
+            }
             // Nodes whose inputs are all known now are computed once, at load (every op we
             // implement is pure, so folding never changes a result).
             let nonEmpty = inputSlots.compactMap { $0 }
             if nonEmpty.allSatisfy({ constants[$0] != nil }) {
-                let values = try Self.evaluate(kernel, node: node, inputs: known, pool: pool)
+                let values = try Self.evaluate(kernel, node: node, inputs: known, pool: pool, budget: &foldingBudget)
+                try Self.checkOutputCount(node, listed: outputSlots.count, produced: values.count)
                 for (index, slot) in outputSlots.enumerated() { constants[slot] = values[index] }
                 continue
             }
@@ -173,6 +194,18 @@ public final class CompiledModel: Sendable {
         return Dictionary(uniqueKeysWithValues: zip(graph.outputs.map(\.name), plan.outputShapes))
     }
 
+    /// Zero-filled inputs of these shapes, for a warm-up pass. The plan for the shapes is built
+    /// first, so shapes whose buffers the plan memory budget cannot hold are refused
+    /// (RESOURCE_EXHAUSTED) before anything is allocated for them: a model file declares them.
+    public func zeroInputs(_ shapes: [String: [Int]]) throws(InferenceError) -> [String: Tensor] {
+        _ = try outputShapes(for: shapes)
+        var feeds: [String: Tensor] = [:]
+        for info in graph.inputs {
+            feeds[info.name] = try Tensor(zeros: info.dataType, shape: shapes[info.name]!)
+        }
+        return feeds
+    }
+
     /// Times the GEMM and convolution implementations for each of these sets of input shapes now,
     /// as the first run with them would, without keeping their plans: a server's warm-up, so
     /// that no request waits for the timing.
@@ -226,11 +259,27 @@ public final class CompiledModel: Sendable {
         return plan
     }
 
-    static func evaluate(_ kernel: any Kernel, node: Node, inputs: [Tensor?], pool: ComputePool) throws(InferenceError) -> [Tensor] {
+    /// Runs `kernel` once on known inputs (constant folding).
+    /// - Parameter budget: bytes the outputs may take; what they take is subtracted. Checked
+    ///   before anything is allocated for them: sizes come from the model's constants.
+    static func evaluate(
+        _ kernel: any Kernel, node: Node, inputs: [Tensor?], pool: ComputePool, budget: inout Int
+    ) throws(InferenceError) -> [Tensor] {
         let metas = inputs.map { $0.map { ValueMeta(constant: $0) } }
         let outputMetas = try kernel.outputs(metas)
         var outputs: [Tensor] = []
         let aliases = kernel.aliases
+        var bytes = 0
+        for (index, meta) in outputMetas.enumerated() where aliases[index].flatMap({ inputs[$0] }) == nil {
+            let (size, overflow) = try Shape.elementCount(meta.shape).multipliedReportingOverflow(by: meta.dataType.byteSize ?? 1)
+            bytes = overflow ? .max : bytes.addingReportingOverflow(size).partialValue
+        }
+        guard bytes <= budget else {
+            throw InferenceError(
+                .resourceExhausted,
+                "\(node.label): folding it at load would allocate \(bytes) bytes for outputs \(outputMetas.map(\.shape)), past the \(budget) bytes left of the plan memory budget")
+        }
+        budget -= bytes
         for (index, meta) in outputMetas.enumerated() {
             if let constant = meta.constant {
                 outputs.append(constant)
@@ -250,6 +299,14 @@ public final class CompiledModel: Sendable {
             throw InferenceError(error.code, "\(node.label): \(error.message)")
         }
         return outputs
+    }
+
+    /// A node may list fewer outputs than its op gives (the rest are left out), not more (found by
+    /// the onnx fuzz harness: a Relu listing two outputs was read past the one it has).
+    static func checkOutputCount(_ node: Node, listed: Int, produced: Int) throws(InferenceError) {
+        guard listed <= produced else {
+            throw .invalidModel("\(node.label) lists \(listed) outputs, but \(node.opType) gives \(produced)")
+        }
     }
 
     /// Kahn's algorithm over value names; errors name a missing producer or a cycle.

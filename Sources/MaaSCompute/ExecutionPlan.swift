@@ -48,6 +48,9 @@ final class ExecutionPlan: Sendable {
         // Intermediate values get their buffers once every lifetime is known (after the steps).
         var memory = PlanMemory()
         var pendingMetas: [Int: ValueMeta] = [:]
+        // Values folded while the plan is built (shape subgraphs, Expand of a Shape) come out of
+        // the same budget as its buffers, each checked before it is allocated.
+        var budget = model.maxPlanBytes
         func allocate(_ slot: Int, _ meta: ValueMeta, at step: Int) throws(InferenceError) {
             let bytes = try Shape.elementCount(meta.shape) * (meta.dataType.byteSize ?? 1)
             memory.define(slot, bytes: bytes, at: step)
@@ -74,10 +77,12 @@ final class ExecutionPlan: Sendable {
             } catch {
                 throw InferenceError(error.code, "\(step.node.label): \(error.message)")
             }
+            try CompiledModel.checkOutputCount(step.node, listed: step.outputs.count, produced: outputMetas.count)
             let nonEmpty = step.inputs.compactMap { $0 }
             if nonEmpty.allSatisfy({ metas[$0]?.constant != nil }) {
                 // Shape-only subgraphs (Shape → Gather → Concat → Reshape) fold here.
-                let values = try CompiledModel.evaluate(step.kernel, node: step.node, inputs: step.inputs.map { $0.flatMap { metas[$0]?.constant } }, pool: model.pool)
+                let values = try CompiledModel.evaluate(
+                    step.kernel, node: step.node, inputs: step.inputs.map { $0.flatMap { metas[$0]?.constant } }, pool: model.pool, budget: &budget)
                 for (index, slot) in step.outputs.enumerated() {
                     metas[slot] = ValueMeta(constant: values[index])
                     views[slot] = TensorView(base: values[index].unsafeBaseAddress, shape: values[index].shape, dataType: values[index].dataType)
@@ -115,7 +120,7 @@ final class ExecutionPlan: Sendable {
         for slot in model.outputSlots { memory.use(slot, at: .max) }
         let (sizes, assignment) = memory.assign()
         let planBytes = sizes.reduce(0, +)
-        guard planBytes <= model.maxPlanBytes else {
+        guard planBytes <= budget else {
             throw InferenceError(.resourceExhausted, "input shapes \(inputShapes) need more than \(model.maxPlanBytes >> 20) MiB of intermediate buffers")
         }
         let shared = try sizes.map { bytes throws(InferenceError) in try Tensor(zeros: .uint8, shape: [bytes]) }

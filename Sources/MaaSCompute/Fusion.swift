@@ -282,9 +282,11 @@ extension CompiledModel {
         guard let probe = try? Tensor(probes, shape: [probes.count]) else { return nil }
         var values: [Int: Tensor] = [x: probe]
         let pool = ComputePool.shared
+        // Each step's output is one probe-sized tensor; a constant that broadcasts it larger fails.
+        var budget = region.count * probes.count * MemoryLayout<Float>.size
         for step in region {
             let inputs = step.inputs.map { slot in slot.flatMap { values[$0] ?? constants[$0] } }
-            guard let computed = try? evaluate(step.kernel, node: step.node, inputs: inputs, pool: pool), computed.count == 1,
+            guard let computed = try? evaluate(step.kernel, node: step.node, inputs: inputs, pool: pool, budget: &budget), computed.count == 1,
                 computed[0].shape == [probes.count], computed[0].dataType == .float32
             else { return nil }
             values[step.outputs[0]] = computed[0]

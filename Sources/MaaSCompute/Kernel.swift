@@ -132,10 +132,11 @@ struct NodeContext {
     }
 }
 
-/// Normalizes an axis in `-rank..<rank`.
+/// Normalizes an axis in `-rank..<rank`; a scalar has none (found by the onnx fuzz harness: axis
+/// 0 of a rank-0 input was let through, and Slice read its size past the empty shape).
 func normalizeAxis(_ axis: Int, rank: Int, _ what: @autoclosure () -> String) throws(InferenceError) -> Int {
     let normalized = axis < 0 ? axis + rank : axis
-    guard normalized >= 0, normalized < max(rank, 1) else {
+    guard normalized >= 0, normalized < rank else {
         throw .invalidInput("\(what()): axis \(axis) is out of range for rank \(rank)")
     }
     return normalized

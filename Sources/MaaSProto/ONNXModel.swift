@@ -24,9 +24,17 @@ public enum ONNXModel {
         externalDataDirectory: String? = nil,
         source: String = "model"
     ) throws(InferenceError) -> ModelGraph {
-        guard let model = onnx__model_proto__unpack(nil, bytes.count, bytes.cBytes) else {
-            throw .invalidModel("\(source): not a valid ONNX model (protobuf decoding failed: truncated or not an ONNX file, \(bytes.count) bytes)")
+        let malformed = InferenceError.invalidModel(
+            "\(source): not a valid ONNX model (protobuf decoding failed: truncated or not an ONNX file, \(bytes.count) bytes)")
+        // protobuf-c recurses once per nested message: the depth is read first, without recursion.
+        switch withUnsafePointer(to: onnx__model_proto__descriptor, { ProtobufNesting.check(bytes, $0) }) {
+        case .within: break
+        case .tooDeep(let offset):
+            throw .invalidModel(
+                "\(source): messages nest more than \(ProtobufNesting.maxDepth) deep at byte \(offset) (subgraphs inside subgraphs); not a model this server loads")
+        case .malformed: throw malformed
         }
+        guard let model = onnx__model_proto__unpack(nil, bytes.count, bytes.cBytes) else { throw malformed }
         defer { onnx__model_proto__free_unpacked(model, nil) }
         let context = DecodeContext(source: source, externalDataDirectory: externalDataDirectory)
         return try context.graph(from: model)

@@ -123,6 +123,25 @@ struct RepositoryTests {
         #expect { try repo.version("seed", "1") } throws: { ($0 as? InferenceError)?.code == .notFound }
         #expect { try repo.version("other", "") } throws: { ($0 as? InferenceError)?.code == .notFound }
     }
+
+    /// Found with the onnx fuzz harness: a 66-byte model.onnx declaring a [60000, 60000] input
+    /// made the warm-up allocate 14.4 GB of zeros before the plan budget was looked at.
+    @Test("a model whose declared input shape is past the plan budget fails its load, without allocating it")
+    func hugeDeclaredInputs() async throws {
+        let (repo, root) = try repository()
+        let graph = ModelGraph(
+            inputs: [ValueInfo(name: "x", dataType: .float32, shape: [.fixed(60_000), .fixed(60_000)])],
+            outputs: [ValueInfo(name: "y", dataType: .float32, shape: [.fixed(60_000), .fixed(60_000)])],
+            nodes: [Node(name: "relu", opType: "Relu", inputs: ["x"], outputs: ["y"])])
+        try FileManager.default.createDirectory(atPath: root + "/huge/1", withIntermediateDirectories: true)
+        try Data(try ONNXModel.encode(graph)).write(to: URL(fileURLWithPath: root + "/huge/1/model.onnx"))
+        await #expect { try await repo.load("huge") } throws: { error in
+            let e = error as? InferenceError
+            return e?.code == .resourceExhausted && e?.message.contains("failed its warm-up pass") == true
+        }
+        try await repo.load("seed")
+        #expect(repo.loadedVersions().map(\.name) == ["seed"])
+    }
 }
 
 @Suite("Deploying versions")

@@ -4,6 +4,10 @@ import MaaSCore
 /// from request shapes, and must not turn into an allocation the machine cannot make.
 let maxGeneratedElements = 1 << 28
 
+// Neither generator allocates in `outputs`: their input is always known when the plan is built,
+// so the caller folds them through `CompiledModel.evaluate`, which checks the size against the
+// plan memory budget first (a 60-byte model of ConstantOfShape nodes asked for 2 GiB each).
+
 /// ConstantOfShape: a tensor of the given (plan-time) shape filled with `value` (float 0 by default).
 struct ConstantOfShapeKernel: Kernel {
     let value: Tensor
@@ -22,15 +26,23 @@ struct ConstantOfShapeKernel: Kernel {
         let shape = try constantInts(inputs[0], "the shape input")
         let count = try Shape.elementCount(shape)
         guard count <= maxGeneratedElements else { throw InferenceError(.resourceExhausted, "ConstantOfShape of \(shape) is too large") }
-        let result = try Tensor(zeros: value.dataType, shape: shape)
-        let size = value.dataType.byteSize!
-        value.withUnsafeBytes { source in
-            for i in 0..<count { (result.unsafeBaseAddress + i * size).copyMemory(from: source.baseAddress!, byteCount: size) }
-        }
-        return [ValueMeta(constant: result)]
+        return [ValueMeta(value.dataType, shape)]
     }
 
-    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) {}
+    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) {
+        let out = outputs[0]
+        let size = value.dataType.byteSize!
+        let total = out.count * size
+        guard total > 0 else { return }
+        value.withUnsafeBytes { source in out.base.copyMemory(from: source.baseAddress!, byteCount: size) }
+        // Doubling copies: log2(count) memcpy calls.
+        var filled = size
+        while filled < total {
+            let chunk = min(filled, total - filled)
+            (out.base + filled).copyMemory(from: out.base, byteCount: chunk)
+            filled += chunk
+        }
+    }
 }
 
 /// Range(start, limit, delta) of scalars known when the plan is built, as int64, int32,
@@ -52,49 +64,54 @@ struct RangeKernel: Kernel {
         guard scalars.allSatisfy({ $0.dataType == type }) else {
             throw .invalidInput("Range's inputs have different types: \(scalars.map(\.dataType))")
         }
+        let span: Double, delta: Double
         switch type {
-        case .int64: return [ValueMeta(constant: try integers(scalars.map { $0.scalars(as: Int64.self)[0] }, type))]
-        case .int32: return [ValueMeta(constant: try integers(scalars.map { Int64($0.scalars(as: Int32.self)[0]) }, type))]
-        case .float32: return [ValueMeta(constant: try floats(scalars.map { Double($0.scalars(as: Float.self)[0]) }, type))]
-        case .float64: return [ValueMeta(constant: try floats(scalars.map { $0.scalars(as: Double.self)[0] }, type))]
+        case .int64:
+            let v = scalars.map { $0.scalars(as: Int64.self)[0] }
+            (span, delta) = (Double(v[1]) - Double(v[0]), Double(v[2]))
+        case .int32:
+            let v = scalars.map { $0.scalars(as: Int32.self)[0] }
+            (span, delta) = (Double(v[1]) - Double(v[0]), Double(v[2]))
+        case .float32:
+            let v = scalars.map { Double($0.scalars(as: Float.self)[0]) }
+            (span, delta) = (v[1] - v[0], v[2])
+        case .float64:
+            let v = scalars.map { $0.scalars(as: Double.self)[0] }
+            (span, delta) = (v[1] - v[0], v[2])
         default: throw .unsupported("Range of \(type) is not supported")
         }
+        return [ValueMeta(type, [try count(span, delta)])]
     }
 
-    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) {}
+    func run(_ inputs: [TensorView?], _ outputs: [TensorView], pool: ComputePool) {
+        let out = outputs[0]
+        let n = out.count
+        switch out.dataType {
+        case .int64, .int32:
+            func scalar(_ index: Int) -> Int64 {
+                out.dataType == .int64 ? inputs[index]!.pointer(Int64.self).pointee : Int64(inputs[index]!.pointer(Int32.self).pointee)
+            }
+            let (start, delta) = (scalar(0), scalar(2))
+            for i in 0..<n {
+                let value = start &+ Int64(i) &* delta
+                if out.dataType == .int64 { out.pointer(Int64.self)[i] = value } else { out.pointer(Int32.self)[i] = Int32(truncatingIfNeeded: value) }
+            }
+        default:
+            func scalar(_ index: Int) -> Double {
+                out.dataType == .float64 ? inputs[index]!.pointer(Double.self).pointee : Double(inputs[index]!.pointer(Float.self).pointee)
+            }
+            let (start, delta) = (scalar(0), scalar(2))
+            for i in 0..<n {
+                let value = start + Double(i) * delta
+                if out.dataType == .float64 { out.pointer(Double.self)[i] = value } else { out.floats[i] = Float(value) }
+            }
+        }
+    }
 
     private func count(_ span: Double, _ delta: Double) throws(InferenceError) -> Int {
         guard delta != 0 else { throw .invalidInput("Range's delta is 0") }
         let count = Swift.max(0, (span / delta).rounded(.up))
         guard count <= Double(maxGeneratedElements) else { throw InferenceError(.resourceExhausted, "Range of \(count) elements is too large") }
         return Int(count)
-    }
-
-    private func integers(_ values: [Int64], _ type: DataType) throws(InferenceError) -> Tensor {
-        let (start, limit, delta) = (values[0], values[1], values[2])
-        let n = try count(Double(limit) - Double(start), Double(delta))
-        var result = try Tensor(zeros: type, shape: [n])
-        result.withUnsafeMutableBytes { bytes in
-            for i in 0..<n {
-                let value = start &+ Int64(i) &* delta
-                if type == .int64 { bytes.storeBytes(of: value, toByteOffset: i * 8, as: Int64.self) }
-                else { bytes.storeBytes(of: Int32(truncatingIfNeeded: value), toByteOffset: i * 4, as: Int32.self) }
-            }
-        }
-        return result
-    }
-
-    private func floats(_ values: [Double], _ type: DataType) throws(InferenceError) -> Tensor {
-        let (start, limit, delta) = (values[0], values[1], values[2])
-        let n = try count(limit - start, delta)
-        var result = try Tensor(zeros: type, shape: [n])
-        result.withUnsafeMutableBytes { bytes in
-            for i in 0..<n {
-                let value = start + Double(i) * delta
-                if type == .float64 { bytes.storeBytes(of: value, toByteOffset: i * 8, as: Double.self) }
-                else { bytes.storeBytes(of: Float(value), toByteOffset: i * 4, as: Float.self) }
-            }
-        }
-        return result
     }
 }

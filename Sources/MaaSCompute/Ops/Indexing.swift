@@ -151,7 +151,14 @@ struct SplitKernel: Kernel {
 
     func sizes(_ dim: Int, given: [Int]?) throws(InferenceError) -> [Int] {
         if let given {
-            guard given.count == outputCount, given.allSatisfy({ $0 >= 0 }), given.reduce(0, +) == dim else {
+            // The sizes come from the file: summed without trusting them not to overflow (found by
+            // the onnx fuzz harness: sizes near Int.max trapped here).
+            var total: Int? = 0
+            for size in given {
+                let (sum, overflow) = total?.addingReportingOverflow(size) ?? (0, true)
+                total = overflow ? nil : sum
+            }
+            guard given.count == outputCount, given.allSatisfy({ $0 >= 0 }), total == dim else {
                 throw .invalidInput("split sizes \(given) do not divide a dimension of \(dim) into \(outputCount) outputs")
             }
             return given
