@@ -18,7 +18,9 @@ public import ServiceLifecycle
 ///
 /// `run()` serves until graceful shutdown is triggered (by the service group or
 /// ``beginGracefulShutdown()``): it then stops accepting, sends GOAWAY on every connection, lets
-/// in-flight calls finish (up to the grace period) and returns.
+/// in-flight calls finish and asks long-lived streams to end, and returns. If the grace period
+/// runs out first, the calls still running are cut (each logged) and it throws
+/// ``ShutdownGraceExpired``, so that the process exits non-zero.
 public final class GRPCServer: Service, Sendable {
     public let host: String
     public let port: Int
@@ -48,6 +50,8 @@ public final class GRPCServer: Service, Sendable {
         var http1: [ObjectIdentifier: any Channel] = [:]
         var shutdownRequested = false
         var failed: (any Error)?
+        /// Calls still running when the shutdown's grace period ran out.
+        var cutCalls = 0
     }
 
     public init(
@@ -137,6 +141,12 @@ public final class GRPCServer: Service, Sendable {
             if open == 0 { break }
             try? await Task.sleep(for: .milliseconds(20))
         }
+        let cut = state.withLockedValue { $0.cutCalls }
+        guard cut == 0 else {
+            let error = ShutdownGraceExpired(gracePeriod: configuration.shutdownGracePeriod, cutCalls: cut)
+            logger.error("gRPC server stopped: \(error)")
+            throw error
+        }
         logger.info("gRPC server stopped")
     }
 
@@ -155,8 +165,15 @@ public final class GRPCServer: Service, Sendable {
         let grace = TimeAmount(configuration.shutdownGracePeriod)
         for connection in http1 {
             connection.pipeline.fireUserInboundEventTriggered(ServerDrainEvent())
-            // A request still unanswered when the grace period ends is cut, as gRPC calls are.
-            connection.eventLoop.scheduleTask(in: grace) { connection.close(promise: nil) }
+            // A request still unanswered when the grace period ends is cut, as gRPC calls are
+            // (an idle connection closed at the drain event already).
+            connection.eventLoop.scheduleTask(in: grace) { [state, logger] in
+                guard connection.isActive else { return }
+                logger.warning("HTTP/1.1 request cut: the shutdown grace period ran out",
+                               metadata: ["peer": "\(connection.remoteAddress.map { "\($0)" } ?? "?")"])
+                state.withLockedValue { $0.cutCalls += 1 }
+                connection.close(promise: nil)
+            }
         }
     }
 
@@ -189,7 +206,8 @@ public final class GRPCServer: Service, Sendable {
                         http2: { context in
                             let connection = GRPCServerConnection(
                                 configuration: configuration, router: router, plainHTTP: plainHTTP, recorder: recorder, logger: logger,
-                                onClose: { _ = state.withLockedValue { $0.connections.removeValue(forKey: id) } })
+                                onClose: { _ = state.withLockedValue { $0.connections.removeValue(forKey: id) } },
+                                onCut: { count in state.withLockedValue { $0.cutCalls += count } })
                             let draining = state.withLockedValue { state -> Bool in
                                 state.undecided.remove(id)
                                 state.connections[id] = NIOLoopBound(connection, eventLoop: channel.eventLoop)
@@ -227,4 +245,16 @@ public final class GRPCServer: Service, Sendable {
 /// in progress (with `connection: close`), then close.
 public struct ServerDrainEvent: Sendable {
     public init() {}
+}
+
+/// Thrown by ``GRPCServer/run()`` when its shutdown's grace period ran out with calls running.
+public struct ShutdownGraceExpired: Error, CustomStringConvertible {
+    public let gracePeriod: Duration
+    public let cutCalls: Int
+
+    public var description: String {
+        let seconds = gracePeriod.inSeconds
+        let grace = seconds == seconds.rounded() ? "\(Int(seconds)) s" : "\(seconds) s"
+        return "the shutdown grace period (\(grace)) ran out: \(cutCalls) call\(cutCalls == 1 ? " was" : "s were") cut (each is logged above)"
+    }
 }

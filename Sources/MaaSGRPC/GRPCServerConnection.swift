@@ -12,21 +12,23 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     public typealias OutboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
-    private let configuration: GRPCServerConfiguration
+    let configuration: GRPCServerConfiguration
     private let router: Router
     private let plainHTTP: PlainHTTPHandler?
     /// The access log; with it, `peer` and `tls` are found once per connection.
     let recorder: (any AccessRecorder)?
     var peer: String?
     var tls = false
-    private var logger: Logger
+    var logger: Logger
     private let onClose: @Sendable () -> Void
+    /// Told how many calls were cut when the shutdown's grace period ran out.
+    let onCut: @Sendable (Int) -> Void
 
-    private var session: H2Session!
+    private(set) var session: H2Session!
     private(set) var context: ChannelHandlerContext?
     private(set) var mailbox: ConnectionMailbox!
     // Hot state, only touched on the event loop and never re-entrantly: no dynamic exclusivity check.
-    @exclusivity(unchecked) private var streams: [Int32: ServerStream] = [:]
+    @exclusivity(unchecked) private(set) var streams: [Int32: ServerStream] = [:]
     /// The stream whose header block is being decoded (blocks never interleave in HTTP/2).
     private var headerStream: ServerStream?
     // Unary calls whose request completed in this read cycle, and the method of each.
@@ -38,7 +40,11 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     /// Answers given while parsing, applied once the bytes are all parsed.
     private var deferredEvents: [StreamEvent] = []
     private var pendingRead = false
-    private var closing = false
+    /// nghttp2 is producing output for the socket (``flush()``).
+    private var writing = false
+    private var flushAgain = false
+    private var closeAfterWrite = false
+    var closing = false
     private var bufferedInboundBytes = 0
     /// Response bytes waiting for flow control, across all streams.
     private var queuedOutboundBytes = 0
@@ -50,9 +56,9 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     private var receivedSettings = false
     private var headerBlockStartedAt: NIODeadline?
     private var idleSince: NIODeadline?
-    private var shutdownState: ShutdownState = .serving
+    var shutdownState: ShutdownState = .serving
 
-    private enum ShutdownState {
+    enum ShutdownState {
         case serving
         case noticeSent(deadline: NIODeadline)
         case goAwaySent(deadline: NIODeadline)
@@ -64,8 +70,10 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         plainHTTP: PlainHTTPHandler? = nil,
         recorder: (any AccessRecorder)? = nil,
         logger: Logger,
-        onClose: @escaping @Sendable () -> Void
+        onClose: @escaping @Sendable () -> Void,
+        onCut: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
+        self.onCut = onCut
         self.recorder = recorder
         self.configuration = configuration
         self.router = router
@@ -197,14 +205,27 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     /// Writes everything nghttp2 has queued, as long as the socket takes it.
     func flush() {
         guard let context, context.channel.isActive else { return }
-        do {
-            try session.writePending(to: context)
-        } catch {
-            logger.debug("HTTP/2 output failed", metadata: ["error": "\(error)"])
-            context.close(promise: nil)
+        // nghttp2's callbacks run inside the send (a stream closes as its last frame goes out),
+        // and what they do may want a flush: nghttp2's output buffer is only valid until its next
+        // send, so they ask for another round instead, and a close waits for the bytes.
+        if writing {
+            flushAgain = true
             return
         }
-        if !session.wantsRead && !session.wantsWrite {
+        writing = true
+        defer { writing = false }
+        repeat {
+            flushAgain = false
+            do {
+                try session.writePending(to: context)
+            } catch {
+                logger.debug("HTTP/2 output failed", metadata: ["error": "\(error)"])
+                context.close(promise: nil)
+                return
+            }
+        } while flushAgain && context.channel.isActive
+        if closeAfterWrite || (!session.wantsRead && !session.wantsWrite) {
+            closeAfterWrite = false
             context.close(promise: nil)
         }
     }
@@ -304,6 +325,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         stream.finished = true
         stream.cancelDeadline()
         if recorder != nil { recordAccess(stream, status: Int(status.code.rawValue)) }
+        defer { drainStreamsIfDue() }
         var block = HeaderBlock()
         if !stream.responseHeadersSent {
             // Trailers-Only: one HEADERS frame carries the status and ends the stream.
@@ -330,6 +352,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     private func respond(_ response: PlainHTTPResponse, on stream: ServerStream) {
         stream.finished = true
         stream.responseHeadersSent = true
+        defer { drainStreamsIfDue() }
         let isHEAD = if case .plain(let method, _, _) = stream.handler { method == "HEAD" } else { false }
         if recorder != nil {
             stream.bytesOut = isHEAD ? 0 : response.body.readableBytes
@@ -364,6 +387,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         stream.context?.cancellation.cancel()
         stream.onCancel?(error)
         releaseCallbacks(stream)
+        drainStreamsIfDue()
     }
 
     /// Drops the handler's closures, which often capture the stream itself.
@@ -371,6 +395,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         stream.onMessage = nil
         stream.onEnd = nil
         stream.onCancel = nil
+        stream.onDrain = nil
     }
 
     /// Answers a request that fails before any handler sees it: Trailers-Only, then a reset if
@@ -378,6 +403,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     private func reject(_ stream: ServerStream, httpStatus: String = "200", _ error: RPCError, extra: [(String, String)] = []) {
         stream.handler = .rejected
         stream.finished = true
+        defer { drainStreamsIfDue() }
         var block = HeaderBlock()
         block.add(":status", httpStatus)
         block.add("content-type", "application/grpc")
@@ -433,37 +459,19 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
                 flush()
                 closeNow(context)
             }
-        case .noticeSent(let deadline):
-            // One round trip after the notice, the final GOAWAY refuses anything newer.
-            session.submitGoAway()
-            shutdownState = .goAwaySent(deadline: deadline)
-            flush()
-            closeIfDrained()
-        case .goAwaySent(let deadline):
-            if now > deadline {
-                logger.debug("closing connection with calls still running after the grace period")
-                closeNow(context)
-            }
+        case .noticeSent, .goAwaySent:
+            advanceShutdown(now: now, context)
         }
     }
 
-    /// Starts a graceful shutdown: GOAWAY now, in-flight calls finish, then the connection closes.
-    func beginGracefulShutdown() {
-        guard case .serving = shutdownState, context != nil else { return }
-        shutdownState = .noticeSent(deadline: context!.eventLoop.now + .init(configuration.shutdownGracePeriod))
-        session.submitShutdownNotice()
-        flush()
-    }
-
-    private func closeIfDrained() {
-        guard case .goAwaySent = shutdownState, streams.isEmpty, let context else { return }
-        closeNow(context)
-    }
-
-    private func closeNow(_ context: ChannelHandlerContext) {
+    func closeNow(_ context: ChannelHandlerContext) {
         guard !closing else { return }
         closing = true
-        context.close(promise: nil)
+        if writing {
+            closeAfterWrite = true
+        } else {
+            context.close(promise: nil)
+        }
     }
 }
 
@@ -601,6 +609,7 @@ extension GRPCServerConnection: H2SessionDelegate {
         }
         releaseCallbacks(stream)
         if streams.isEmpty { idleSince = context?.eventLoop.now }
+        drainStreamsIfDue()
         closeIfDrained()
     }
 
@@ -700,6 +709,9 @@ extension GRPCServerConnection: H2SessionDelegate {
         case .streaming(let open):
             stream.handler = .streaming
             open(stream)
+            // A stream opened after the others drained (between the GOAWAY notice and the final
+            // GOAWAY) is asked to end at once.
+            drainStreamsIfDue()
         }
     }
 

@@ -12,6 +12,11 @@ public final class ServerStream {
     public var onEnd: (() -> Void)?
     /// Called when the call ends before the handler finished it (deadline, reset, disconnect).
     public var onCancel: ((RPCError) -> Void)?
+    /// Called once when the server shuts down and this connection's other calls have finished:
+    /// the handler finishes what it has started, then ends the call (UNAVAILABLE tells the client
+    /// to go elsewhere). Without it the call is ended with UNAVAILABLE at that point. A stream the
+    /// client may hold open forever (Watch) must not hold the server's shutdown.
+    public var onDrain: (() -> Void)?
     /// Metadata for the response headers; set it before the first ``send(_:)``.
     public var initialMetadata: Metadata = [:]
 
@@ -38,6 +43,8 @@ public final class ServerStream {
     /// A plain HTTP response: the stream ends with its body, without trailers.
     var endsWithBody = false
     var deadlineTask: Scheduled<Void>?
+    /// The server's shutdown asked this call to end (``onDrain``).
+    var drainRequested = false
 
     // For the access log: counted always (two additions), reported only when it is on.
     /// When the first header block began.

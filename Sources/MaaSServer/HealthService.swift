@@ -2,6 +2,7 @@ import MaaSCore
 public import MaaSGRPC
 import MaaSProto
 import NIOCore
+import Synchronization
 
 /// `grpc.health.v1.Health`: Check answers from the provider, Watch streams every change.
 public struct HealthService: RPCService {
@@ -41,15 +42,17 @@ public struct HealthService: RPCService {
             ($0, ByteBuffer(bytes: HealthCheckResponse(status: $0).serializedBytes()))
         })
 
-    private static func encoded(_ status: HealthCheckResponse.ServingStatus) -> ByteBuffer {
+    static func encoded(_ status: HealthCheckResponse.ServingStatus) -> ByteBuffer {
         encodedResponses[status]!
     }
 
     private static func watch(_ stream: ServerStream, provider: HealthStatusProvider) {
+        let watch = HealthWatch(sender: stream.sender)
         var token: HealthStatusProvider.WatchToken?
+        var drained = false
         stream.onMessage = { [unowned stream] message in
-            guard token == nil else {
-                stream.fail(RPCError(.internal, "Watch takes exactly one request message"))
+            guard token == nil, !drained else {
+                if !drained { stream.fail(RPCError(.internal, "Watch takes exactly one request message")) }
                 return
             }
             let request: HealthCheckRequest
@@ -59,13 +62,15 @@ public struct HealthService: RPCService {
                 stream.fail(error)
                 return
             }
-            let sender = stream.sender
-            token = provider.watch(request.service) { status in
-                sender.send(encoded(status))
-            }
+            token = provider.watch(request.service) { status in watch.update(status) }
         }
         stream.onCancel = { _ in
             if let token { provider.cancelWatch(token) }
+        }
+        stream.onDrain = {
+            drained = true
+            if let token { provider.cancelWatch(token) }
+            watch.end(sayNotServing: token != nil)
         }
     }
 
@@ -74,6 +79,35 @@ public struct HealthService: RPCService {
             return try InferenceService.decode(buffer) { bytes throws(ProtobufDecodingError) in try HealthCheckRequest(serializedBytes: bytes) }
         } catch {
             throw RPCError(error)
+        }
+    }
+}
+
+/// One Watch call's sends: every status change, then, when the server shuts down, NOT_SERVING
+/// (unless that was the last thing said) and the end of the call. One lock orders the provider's
+/// notifications (any thread) against the end (the event loop), so nothing follows the end.
+private final class HealthWatch: Sendable {
+    private let sender: StreamSender
+    private let state = Mutex<(last: HealthCheckResponse.ServingStatus?, ended: Bool)>((nil, false))
+
+    init(sender: StreamSender) {
+        self.sender = sender
+    }
+
+    func update(_ status: HealthCheckResponse.ServingStatus) {
+        state.withLock { state in
+            guard !state.ended else { return }
+            state.last = status
+            sender.send(HealthService.encoded(status))
+        }
+    }
+
+    func end(sayNotServing: Bool) {
+        state.withLock { state in
+            guard !state.ended else { return }
+            state.ended = true
+            if sayNotServing, state.last != .notServing { sender.send(HealthService.encoded(.notServing)) }
+            sender.fail(RPCError(.unavailable, "server is shutting down"))
         }
     }
 }

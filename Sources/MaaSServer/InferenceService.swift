@@ -5,27 +5,54 @@ import MaaSProto
 import NIOCore
 import Synchronization
 
-/// Counts a stream's requests in flight, so it ends after the last response once the client
-/// has stopped sending.
+/// A ModelStreamInfer call's requests in flight, and when the call may end: once nothing is in
+/// flight after the client's half-close (OK), or after the server's shutdown asked it to end
+/// (UNAVAILABLE: the client sends anything further to another replica). Each method returns the
+/// status to end with, once.
 final class StreamTracker: Sendable {
-    private let state = Mutex((inFlight: 0, ended: false))
+    private struct State {
+        var inFlight = 0
+        var clientEnded = false
+        var draining = false
+        var ended = false
+    }
 
-    func started() { state.withLock { $0.inFlight += 1 } }
+    private let state = Mutex(State())
 
-    /// Returns true when this completion was the last one after the client's end.
-    func finished() -> Bool {
+    /// Counts a request in, unless the call is draining (then it is refused, not run).
+    func started() -> Bool {
         state.withLock { state in
-            state.inFlight -= 1
-            return state.ended && state.inFlight == 0
+            guard !state.draining else { return false }
+            state.inFlight += 1
+            return true
         }
     }
 
-    /// Returns true when nothing is in flight at the client's end.
-    func ended() -> Bool {
+    func finished() -> RPCStatus? {
         state.withLock { state in
-            state.ended = true
-            return state.inFlight == 0
+            state.inFlight -= 1
+            return Self.endIfDue(&state)
         }
+    }
+
+    func clientEnded() -> RPCStatus? {
+        state.withLock { state in
+            state.clientEnded = true
+            return Self.endIfDue(&state)
+        }
+    }
+
+    func drain() -> RPCStatus? {
+        state.withLock { state in
+            state.draining = true
+            return Self.endIfDue(&state)
+        }
+    }
+
+    private static func endIfDue(_ state: inout State) -> RPCStatus? {
+        guard !state.ended, state.inFlight == 0, state.clientEnded || state.draining else { return nil }
+        state.ended = true
+        return state.clientEnded ? .ok : RPCStatus(code: .unavailable, message: "server is shutting down")
     }
 }
 
@@ -118,7 +145,12 @@ public struct InferenceService: RPCService {
         stream.onMessage = { message in
             do throws(InferenceError) {
                 let request = try decode(message) { bytes throws(ProtobufDecodingError) in try InferenceRequest(serializedBytes: bytes) }
-                tracker.started()
+                guard tracker.started() else {
+                    let which = request.id.isEmpty ? "a request" : "request '\(request.id)'"
+                    sender.send(ByteBuffer(bytes: KServe.encodeStreamError(
+                        "server is shutting down: \(which) for model '\(request.modelName)' was not run; send it to another replica")))
+                    return
+                }
                 core.infer([InferenceCore.Call(request: request, deadline: nil, cancellation: context.cancellation, notes: context.notes) { result in
                     switch result {
                     case .success(let response):
@@ -126,14 +158,17 @@ public struct InferenceService: RPCService {
                     case .failure(let error):
                         sender.send(ByteBuffer(bytes: KServe.encodeStreamError(error.message)))
                     }
-                    if tracker.finished() { sender.finish() }
+                    if let status = tracker.finished() { sender.finish(status) }
                 }])
             } catch {
                 sender.send(ByteBuffer(bytes: KServe.encodeStreamError(error.message)))
             }
         }
         stream.onEnd = {
-            if tracker.ended() { sender.finish() }
+            if let status = tracker.clientEnded() { sender.finish(status) }
+        }
+        stream.onDrain = {
+            if let status = tracker.drain() { sender.finish(status) }
         }
     }
 

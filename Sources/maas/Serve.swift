@@ -9,7 +9,10 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start the gRPC server.",
         discussion: """
-            SIGINT or SIGTERM stop it gracefully: GOAWAY to every client, in-flight calls finish.
+            SIGINT or SIGTERM stop it gracefully: health turns NOT_SERVING, every client gets GOAWAY,
+            in-flight calls finish, then long-lived streams (health Watch, ModelStreamInfer) finish
+            what they hold and end with UNAVAILABLE. Calls still running when --shutdown-grace-secs
+            runs out are cut, each logged, and the exit status is 1.
             With --tls-cert and --tls-key the port speaks TLS (1.2+; ALPN h2 for gRPC and REST over
             HTTP/2, http/1.1 for REST); SIGHUP re-reads both files, new handshakes use the new pair,
             and a pair that cannot serve is refused with a log line while the old one stays.
@@ -61,6 +64,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "With TLS, also take cleartext connections on the same port (the first byte tells them apart).")
     var allowCleartext = false
 
+    @Option(help: "Seconds in-flight calls may take after SIGTERM before they are cut (keep it below the orchestrator's termination grace).")
+    var shutdownGraceSecs = 30.0
+
     @Option(help: "Append one JSON line per request (gRPC and REST) to FILE, '-' for standard output. SIGHUP re-opens it (logrotate).")
     var accessLog: String?
 
@@ -71,6 +77,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard InferenceService.ControlMode(rawValue: modelControlMode) != nil else {
             throw ValidationError("--model-control-mode must be none, poll or explicit, got '\(modelControlMode)'")
+        }
+        guard shutdownGraceSecs >= 0, shutdownGraceSecs.isFinite else {
+            throw ValidationError("--shutdown-grace-secs must be a number of seconds >= 0, got \(shutdownGraceSecs)")
         }
         guard repositoryPollSecs >= 1 else { throw ValidationError("--repository-poll-secs must be >= 1") }
         guard authTokens != nil || (!authHealth && !authMetrics) else {
@@ -92,6 +101,7 @@ struct Serve: AsyncParsableCommand {
         options.startupModels = loadModel
         options.http.predictModel = predictModel
         options.grpc.maxReceiveMessageSize = maxReceiveMessageSize
+        options.grpc.shutdownGracePeriod = .milliseconds(Int64((shutdownGraceSecs * 1000).rounded()))
         // After the metrics bootstrap: the per-token counters are made with the tokens.
         var reloading: Task<Void, Never>?
         if let authTokens {

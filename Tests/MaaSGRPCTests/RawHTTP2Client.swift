@@ -166,10 +166,13 @@ final class EmbeddedServerHarness {
     let client = RawHTTP2Client()
     var byteByByte = false
 
-    init(services: [any RPCService], configuration: GRPCServerConfiguration = GRPCServerConfiguration()) throws {
+    init(
+        services: [any RPCService], configuration: GRPCServerConfiguration = GRPCServerConfiguration(),
+        onCut: @escaping @Sendable (Int) -> Void = { _ in }
+    ) throws {
         connection = GRPCServerConnection(
             configuration: configuration, router: Router(services: services),
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), onClose: {})
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), onClose: {}, onCut: onCut)
         channel = EmbeddedChannel(loop: loop)
         try channel.pipeline.syncOperations.addHandler(connection)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

@@ -2,6 +2,7 @@ import MaaSCore
 @testable import MaaSGRPC
 import MaaSServer
 import MaaSTestSupport
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import Testing
@@ -361,19 +362,76 @@ struct ServerProtocolTests {
 
     @Test("graceful shutdown: GOAWAY, the in-flight call finishes, then the connection closes")
     func gracefulShutdown() throws {
-        let h = try harness()
-        let id = h.client.request(path: echo + "Bidi", body: RawHTTP2Client.message([1]), end: false)
+        let probe = CancellationProbe()
+        let h = try harness(services: [probe])
+        let id = h.client.request(path: "/test.Probe/Hang", body: RawHTTP2Client.message([1]))
         try h.exchange()
         h.connection.beginGracefulShutdown()
         try h.advance(by: .seconds(2))
         #expect(h.client.goAwayReceived)
         #expect(h.channel.isActive)
-        h.client.send(RawHTTP2Client.message([2]), on: id, end: true)
+        probe.answerLate()
         try h.exchange()
-        #expect(h.client.responses[id]!.messages == [[1], [2]])
+        #expect(h.client.responses[id]!.messages == [[1, 2, 3]])
         #expect(h.client.responses[id]!.grpcStatus == 0)
         try h.advance(by: .seconds(1))
         #expect(!h.channel.isActive)
+    }
+
+    @Test("graceful shutdown: a stream left open is ended with UNAVAILABLE once the unary calls have finished")
+    func shutdownEndsOpenStreams() throws {
+        let probe = CancellationProbe()
+        let h = try harness(services: [probe])
+        let stream = h.client.request(path: echo + "Bidi", body: RawHTTP2Client.message([1]), end: false)
+        let unary = h.client.request(path: "/test.Probe/Hang", body: RawHTTP2Client.message([1]))
+        try h.exchange()
+        h.connection.beginGracefulShutdown()
+        try h.advance(by: .seconds(2))
+        // The unary call still runs: the stream stays open and keeps working.
+        h.client.send(RawHTTP2Client.message([2]), on: stream, end: false)
+        try h.exchange()
+        #expect(h.client.responses[stream]!.messages == [[1], [2]])
+        #expect(h.client.responses[stream]!.grpcStatus == nil)
+        probe.answerLate()
+        try h.exchange()
+        #expect(h.client.responses[unary]!.grpcStatus == 0)
+        #expect(h.client.responses[stream]!.grpcStatus == StatusCode.unavailable.rawValue)
+        #expect(h.client.responses[stream]!.grpcMessage == "server is shutting down")
+        #expect(!h.channel.isActive)
+    }
+
+    @Test("graceful shutdown with only a stream open ends it at once")
+    func shutdownWithOnlyStreams() throws {
+        let h = try harness()
+        let id = h.client.request(path: echo + "Bidi", body: RawHTTP2Client.message([1]), end: false)
+        try h.exchange()
+        h.connection.beginGracefulShutdown()
+        try h.exchange()
+        #expect(h.client.responses[id]!.messages == [[1]])
+        #expect(h.client.responses[id]!.grpcStatus == StatusCode.unavailable.rawValue)
+        try h.advance(by: .seconds(1))
+        #expect(!h.channel.isActive)
+    }
+
+    @Test("a call still running when the grace period ends is cut and reported")
+    func gracePeriodExpiry() throws {
+        var configuration = GRPCServerConfiguration()
+        configuration.shutdownGracePeriod = .seconds(3)
+        let probe = CancellationProbe()
+        let cut = NIOLockedValueBox(0)
+        let h = try EmbeddedServerHarness(services: [EchoService(), probe], configuration: configuration,
+                                          onCut: { count in cut.withLockedValue { $0 += count } })
+        let id = h.client.request(path: "/test.Probe/Hang", body: RawHTTP2Client.message([1]))
+        try h.exchange()
+        h.connection.beginGracefulShutdown()
+        try h.advance(by: .seconds(3))
+        #expect(h.channel.isActive)
+        #expect(cut.withLockedValue { $0 } == 0)
+        try h.advance(by: .seconds(1))
+        #expect(!h.channel.isActive)
+        #expect(cut.withLockedValue { $0 } == 1)
+        #expect(probe.cancelled)
+        #expect(h.client.responses[id]!.grpcStatus == nil)
     }
 
     private func expectFreshCallSucceeds(_ h: EmbeddedServerHarness, sourceLocation: SourceLocation = #_sourceLocation) throws {
