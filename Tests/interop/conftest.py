@@ -1,5 +1,6 @@
 """Fixtures: the Swift test server (maas-interop) and a grpcio echo server, on loopback."""
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -71,6 +72,41 @@ def python_echo_server():
 def raw(channel, path, **kwargs):
     """A callable for `path` that sends and receives bytes (no protobuf)."""
     return channel.unary_unary(path, request_serializer=None, response_deserializer=None, **kwargs)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MaasServe:
+    """`maas serve` (the built-in seed model unless told otherwise) on a free port, ready;
+    stderr in a file."""
+
+    def __init__(self, tmp_path, *args, stdout=subprocess.DEVNULL, port=None, name="stderr"):
+        import tritonclient.grpc as grpcclient
+        self.stderr_path = tmp_path / name
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        with open(self.stderr_path, "w") as stderr:
+            self.proc = subprocess.Popen([binary("maas"), "serve", "--port", str(self.port), *map(str, args)],
+                                         stdout=stdout, stderr=stderr, text=True)
+        client = grpcclient.InferenceServerClient(self.address)
+        if not wait_for(lambda: self.proc.poll() is None and server_ready(client), timeout=60):
+            self.stop()
+            raise RuntimeError(f"maas serve did not start: {self.stderr_path.read_text()}")
+
+    def stop(self):
+        return stop_process(self.proc)
+
+
+def server_ready(client):
+    from tritonclient.utils import InferenceServerException
+    try:
+        return client.is_server_ready()
+    except InferenceServerException:
+        return False
 
 
 def wait_for(predicate, timeout=5.0):

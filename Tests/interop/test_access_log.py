@@ -20,7 +20,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import binary, stop_process, wait_for
+from conftest import MaasServe as Server, binary, free_port, stop_process, wait_for
 from test_rest_h2c import H2Client
 
 RUNNER = "runner-s3cr3t.token"   # infer
@@ -34,38 +34,6 @@ KEYS = ["time", "peer", "protocol", "method", "path", "status", "status_name", "
 
 def digest(token):
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`maas serve` (the built-in seed model) on a free port, ready; stderr in a file."""
-
-    def __init__(self, tmp_path, *args, stdout=subprocess.DEVNULL):
-        self.stderr_path = tmp_path / "stderr"
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        with open(self.stderr_path, "w") as stderr:
-            self.proc = subprocess.Popen([binary("maas"), "serve", "--port", str(self.port), *map(str, args)],
-                                         stdout=stdout, stderr=stderr, text=True)
-        client = grpcclient.InferenceServerClient(self.address)
-        if not wait_for(lambda: self.proc.poll() is None and ready(client), timeout=60):
-            self.stop()
-            raise RuntimeError(f"maas serve did not start: {self.stderr_path.read_text()}")
-
-    def stop(self):
-        return stop_process(self.proc)
-
-
-def ready(client):
-    try:
-        return client.is_server_ready()
-    except InferenceServerException:
-        return False
 
 
 class Tail:

@@ -8,15 +8,9 @@ import numpy as np
 import onnxruntime as ort
 import tritonclient.grpc as grpcclient
 
-from conftest import ROOT, RunningProcess, binary, wait_for
+from conftest import ROOT, RunningProcess, binary, free_port, wait_for
 
 MODEL = ROOT / "Tests" / "MaaSComputeTests" / "Fixtures" / "onnx" / "seed_mlp.torchscript.op17.onnx"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def accepts(port):
