@@ -2,8 +2,10 @@ import Logging
 import MaaSCore
 import NIOCore
 
-/// Graceful shutdown of one connection: a GOAWAY notice, the final GOAWAY one housekeeping tick
-/// later, and the close once every stream has ended or the grace period has run out.
+/// Graceful shutdown of one connection: a GOAWAY notice and a PING; the final GOAWAY once the
+/// PING comes back (the client has read the notice, so it opens nothing more: a request it sent
+/// before is still taken), or a second later if it does not; then the close once every stream
+/// has ended or the grace period has run out.
 ///
 /// Long-lived streams (health Watch, ModelStreamInfer) would hold the connection for as long as
 /// their clients like, and with it the whole server's exit. So once the connection's other calls
@@ -14,8 +16,10 @@ extension GRPCServerConnection {
     /// Starts a graceful shutdown: GOAWAY now, in-flight calls finish, then the connection closes.
     func beginGracefulShutdown() {
         guard case .serving = shutdownState, let context else { return }
-        shutdownState = .noticeSent(deadline: context.eventLoop.now + .init(configuration.shutdownGracePeriod))
+        let now = context.eventLoop.now
+        shutdownState = .noticeSent(deadline: now + .init(configuration.shutdownGracePeriod), since: now)
         session.submitShutdownNotice()
+        session.submitPing(payload: Self.shutdownPingPayload)
         flush()
         drainStreamsIfDue()
     }
@@ -25,12 +29,8 @@ extension GRPCServerConnection {
         switch shutdownState {
         case .serving:
             return
-        case .noticeSent(let deadline):
-            // One round trip after the notice, the final GOAWAY refuses anything newer.
-            session.submitGoAway()
-            shutdownState = .goAwaySent(deadline: deadline)
-            flush()
-            closeIfDrained()
+        case .noticeSent(_, let since):
+            if now - since >= .seconds(1) { sendFinalGoAway() }
         case .goAwaySent(let deadline):
             guard now > deadline else { return }
             let cut = streams.values.filter { !$0.finished }.sorted { $0.id < $1.id }
@@ -44,6 +44,22 @@ extension GRPCServerConnection {
             closeNow(context)
         }
     }
+
+    func sessionPingAcknowledged(payload: UInt64) {
+        if payload == Self.shutdownPingPayload, case .noticeSent = shutdownState { sendFinalGoAway() }
+    }
+
+    /// The final GOAWAY refuses streams newer than the last one taken.
+    private func sendFinalGoAway() {
+        guard case .noticeSent(let deadline, _) = shutdownState else { return }
+        session.submitGoAway()
+        shutdownState = .goAwaySent(deadline: deadline)
+        flush()
+        closeIfDrained()
+    }
+
+    /// "shutdown" in ASCII.
+    static let shutdownPingPayload: UInt64 = 0x7368_7574_646f_776e
 
     /// Asks every open stream to end once nothing else on the connection is running.
     func drainStreamsIfDue() {

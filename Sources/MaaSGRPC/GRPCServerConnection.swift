@@ -44,6 +44,8 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     private var writing = false
     private var flushAgain = false
     private var closeAfterWrite = false
+    /// Output shut, waiting for the peer to close (``closeLingering(_:)``).
+    private var lingering = false
     var closing = false
     private var bufferedInboundBytes = 0
     /// Response bytes waiting for flow control, across all streams.
@@ -60,7 +62,9 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
 
     enum ShutdownState {
         case serving
-        case noticeSent(deadline: NIODeadline)
+        /// `since`: when the notice went out; the final GOAWAY follows the PING sent with it
+        /// (the client has read the notice), or after a second at the latest.
+        case noticeSent(deadline: NIODeadline, since: NIODeadline)
         case goAwaySent(deadline: NIODeadline)
     }
 
@@ -119,6 +123,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !lingering else { return }
         let bytes = unwrapInboundIn(data)
         inReadCycle = true
         do {
@@ -130,7 +135,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
             // nghttp2 queued a GOAWAY naming the error: send it, then close.
             closing = true
             flush()
-            context.close(promise: nil)
+            closeLingering(context)
         }
         if !deferredEvents.isEmpty {
             var events: [StreamEvent] = []
@@ -226,7 +231,7 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         } while flushAgain && context.channel.isActive
         if closeAfterWrite || (!session.wantsRead && !session.wantsWrite) {
             closeAfterWrite = false
-            context.close(promise: nil)
+            closeLingering(context)
         }
     }
 
@@ -470,9 +475,27 @@ public final class GRPCServerConnection: ChannelDuplexHandler, RemovableChannelH
         if writing {
             closeAfterWrite = true
         } else {
-            context.close(promise: nil)
+            closeLingering(context)
         }
     }
+
+    /// Ends the connection without losing what was just sent. Closing a socket that still has
+    /// unread bytes makes the kernel answer with RST, and a peer's kernel that gets an RST drops
+    /// what it has received and not yet read: the answers just written (nginx logged `recv()
+    /// failed (104: Connection reset by peer)` for calls a draining replica had answered). So
+    /// the output side is shut after the last bytes (FIN), and what still comes in is dropped
+    /// until the peer closes too, for at most `lingerTimeout`.
+    private func closeLingering(_ context: ChannelHandlerContext) {
+        guard !lingering else { return }
+        lingering = true
+        let channel = context.channel
+        let halfClosed = context.eventLoop.makePromise(of: Void.self)
+        halfClosed.futureResult.whenFailure { _ in channel.close(promise: nil) }
+        context.close(mode: .output, promise: halfClosed)
+        context.eventLoop.scheduleTask(in: Self.lingerTimeout) { channel.close(promise: nil) }
+    }
+
+    static let lingerTimeout = TimeAmount.seconds(2)
 }
 
 @available(*, unavailable)

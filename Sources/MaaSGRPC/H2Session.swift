@@ -24,6 +24,12 @@ protocol H2SessionDelegate: AnyObject {
     func sessionReadBody(streamID: Int32, into buffer: UnsafeMutableRawBufferPointer) -> H2Session.ReadResult
     /// A frame that ends our side of `streamID` was written.
     func sessionSentEndStream(streamID: Int32)
+    /// The peer acknowledged a PING we sent with `payload`.
+    func sessionPingAcknowledged(payload: UInt64)
+}
+
+extension H2SessionDelegate {
+    func sessionPingAcknowledged(payload: UInt64) {}
 }
 
 /// The owner of one `nghttp2_session`: created with the connection, deleted in `deinit`.
@@ -193,6 +199,12 @@ final class H2Session {
         nghttp2_submit_shutdown_notice(session)
     }
 
+    func submitPing(payload: UInt64) {
+        withUnsafeBytes(of: payload.bigEndian) { bytes in
+            _ = nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), bytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
+    }
+
     /// The final GOAWAY: streams above the last processed id are refused.
     func submitGoAway(errorCode: UInt32 = 0) {
         nghttp2_submit_goaway(
@@ -284,6 +296,10 @@ extension H2Session {
             case Int(NGHTTP2_GOAWAY.rawValue):
                 let goaway = frame!.pointee.goaway
                 this.delegate.sessionGoAway(lastStreamID: goaway.last_stream_id, errorCode: goaway.error_code)
+            case Int(NGHTTP2_PING.rawValue) where header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0:
+                let data = frame!.pointee.ping.opaque_data
+                let payload = withUnsafeBytes(of: data) { UInt64(bigEndian: $0.loadUnaligned(as: UInt64.self)) }
+                this.delegate.sessionPingAcknowledged(payload: payload)
             default:
                 break
             }

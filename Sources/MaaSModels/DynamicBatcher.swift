@@ -137,14 +137,20 @@ public final class DynamicBatcher: Sendable {
     }
 
     /// Queues validated requests; starts a batch on the pool if one is due. After ``stop()``
-    /// every item is answered UNAVAILABLE at once.
-    public func submit(_ items: [BatchItem]) {
+    /// every item is answered UNAVAILABLE at once, or, with `returningIfStopped`, left
+    /// unanswered and its index returned: a request that found this version just before a newer
+    /// one replaced it can go to the newer one instead.
+    @discardableResult
+    public func submit(_ items: [BatchItem], returningIfStopped: Bool = false) -> [Int] {
         let now = clock.now
         let queued = items.map { QueuedItem($0, enqueued: now, padded: paddedInputs) }
         var rejected: [BatchItem] = []
+        var returned: [Int] = []
         let (stopped, drainTime) = state.withLock { state in
-            for item in queued {
-                if state.stopped || state.pending.count >= maxQueueItems {
+            for (index, item) in queued.enumerated() {
+                if state.stopped && returningIfStopped {
+                    returned.append(index)
+                } else if state.stopped || state.pending.count >= maxQueueItems {
                     rejected.append(item.item)
                 } else {
                     state.pending.append(item)
@@ -155,7 +161,7 @@ public final class DynamicBatcher: Sendable {
             let batches = (state.pendingRows + targetRows - 1) / max(targetRows, 1)
             return (state.stopped, state.lastBatchTime * batches + maxDelay)
         }
-        statistics.recordQueued(queued.count - rejected.count)
+        statistics.recordQueued(queued.count - rejected.count - returned.count)
         for item in rejected {
             statistics.recordRefused(.rejected)
             if stopped {
@@ -167,6 +173,7 @@ public final class DynamicBatcher: Sendable {
             }
         }
         dispatchIfReady()
+        return returned
     }
 
     /// Refuses new requests from now on and makes everything queued due at once (without

@@ -122,13 +122,23 @@ public struct InferenceCore: Sendable {
     /// rest to their models' batchers: one hop per model for the whole set, so a frontend passes
     /// everything one read cycle decoded.
     public func infer(_ calls: [Call]) {
-        var batches: [ObjectIdentifier: (ModelVersion, [BatchItem])] = [:]
+        infer(calls, replacing: nil)
+    }
+
+    /// `replacing`: the calls found a version that was replaced (or unloaded) before they reached
+    /// its queue; they go to whatever serves the model now, once. Nothing is lost in a rolling
+    /// update that way, and a version that is only unloading answers UNAVAILABLE as before.
+    private func infer(_ calls: [Call], replacing stale: ModelVersion?) {
+        var batches: [ObjectIdentifier: (model: ModelVersion, items: [BatchItem], calls: [Call])] = [:]
         for call in calls {
             // The name asked for is logged even when no such model exists; the version that
             // serves it replaces the one asked for (often none) once it is found.
             call.notes?.model(call.request.modelName, version: call.request.modelVersion)
             do throws(InferenceError) {
                 let model = try model(call.request.modelName, call.request.modelVersion)
+                if let stale, model === stale {
+                    throw InferenceError(.unavailable, "model '\(model.name):\(model.version)' is unloading and takes no new requests")
+                }
                 call.notes?.model(model.name, version: String(model.version))
                 let prepared: ModelVersion.Prepared
                 do throws(InferenceError) {
@@ -152,13 +162,15 @@ public struct InferenceCore: Sendable {
                             outputs: order.compactMap { key in outputs[key].map { (key, $0) } })
                     })
                 }
-                batches[ObjectIdentifier(model), default: (model, [])].1.append(item)
+                batches[ObjectIdentifier(model), default: (model, [], [])].items.append(item)
+                if stale == nil { batches[ObjectIdentifier(model)]!.calls.append(call) }
             } catch {
                 call.respond(.failure(error))
             }
         }
-        for (model, items) in batches.values {
-            model.batcher.submit(items)
+        for (model, items, calls) in batches.values {
+            let returned = model.batcher.submit(items, returningIfStopped: stale == nil)
+            if !returned.isEmpty { infer(returned.map { calls[$0] }, replacing: model) }
         }
     }
 

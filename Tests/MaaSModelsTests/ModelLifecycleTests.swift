@@ -80,6 +80,24 @@ struct ModelLifecycleTests {
         #expect(throws: InferenceError(.notFound, "unknown model 'seed'")) { try repo.version("seed", "") }
     }
 
+    @Test("a request that found a version just before a reload replaced it is handed back, not refused")
+    func replacedVersionHandsBack() async throws {
+        let (repo, root) = try TestRepository.make()
+        let old = try await repo.load("seed")[0]
+        try TestRepository.addVersion(2, in: root)
+        _ = try await repo.load("seed")
+        #expect(try repo.version("seed", "").version == 2)
+        let answers = Answers()
+        let x = try Tensor([Float](repeating: 0, count: 10), shape: [1, 10])
+        let item = { (key: Int) in
+            BatchItem(inputs: ["input": x], rows: 1, outputs: [], deadline: nil, cancellation: nil) { answers.record(key, $0) }
+        }
+        #expect(old.batcher.submit([item(1), item(2)], returningIfStopped: true) == [0, 1])
+        #expect(answers.all.isEmpty)
+        old.batcher.submit([item(3)])
+        #expect(answers.all[3] == .failure(InferenceError(.unavailable, "model 'seed:1' is unloading and takes no new requests")))
+    }
+
     @Test("unloadAll (shutdown) answers every queued request first")
     func unloadAll() async throws {
         let (repo, _) = try TestRepository.make(
