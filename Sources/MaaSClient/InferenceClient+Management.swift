@@ -28,12 +28,12 @@ extension InferenceClient {
 
     /// RepositoryModelLoad (explicit model control mode; FAILED_PRECONDITION otherwise).
     public func load(model: String, timeout: Duration? = nil) async throws(RPCError) {
-        try await call("RepositoryModelLoad", KServe.encodeModelControl(model: model, load: true), timeout) { _ in () }
+        try await call("RepositoryModelLoad", KServe.encodeModelControl(model: model, load: true), timeout, idempotent: false) { _ in () }
     }
 
     /// RepositoryModelUnload (explicit model control mode; FAILED_PRECONDITION otherwise).
     public func unload(model: String, timeout: Duration? = nil) async throws(RPCError) {
-        try await call("RepositoryModelUnload", KServe.encodeModelControl(model: model, load: false), timeout) { _ in () }
+        try await call("RepositoryModelUnload", KServe.encodeModelControl(model: model, load: false), timeout, idempotent: false) { _ in () }
     }
 
     /// ModelStatistics of one model ("" for every model) and version ("" for every version).
@@ -44,10 +44,12 @@ extension InferenceClient {
     }
 
     private func call<Result>(
-        _ method: String, _ request: [UInt8], _ timeout: Duration?,
+        _ method: String, _ request: [UInt8], _ timeout: Duration?, idempotent: Bool = true,
         decode: (UnsafeRawBufferPointer) throws(ProtobufDecodingError) -> Result
     ) async throws(RPCError) -> Result {
-        let response = try await client.unary(path: "/inference.GRPCInferenceService/" + method, request: ByteBuffer(bytes: request), timeout: timeout)
+        let response = try await caller.unary(
+            path: "/inference.GRPCInferenceService/" + method, request: ByteBuffer(bytes: request), metadata: [:], timeout: timeout,
+            idempotent: idempotent)
         do {
             return try response.message.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in try decode(bytes) }
         } catch {

@@ -12,12 +12,21 @@ import NIOCore
 /// let result = try await inference.infer(model: "seed", inputs: [("input", Tensor(values, shape: [2, 10]))])
 /// let output = result.output("output")!
 /// ```
+///
+/// With several servers, `InferenceClient(endpoints:)` spreads the calls over them
+/// (``BalancedGRPCClient``); inference, metadata and statistics have no side effects, so a call
+/// a draining or vanished server could not answer goes to the next one.
 public struct InferenceClient: Sendable {
-    public let client: GRPCClient
+    public let caller: any UnaryCaller
     private static let service = "/inference.GRPCInferenceService/"
 
-    public init(_ client: GRPCClient) {
-        self.client = client
+    public init(_ caller: any UnaryCaller) {
+        self.caller = caller
+    }
+
+    /// Round robin over `endpoints`, reconnecting with backoff (``BalancedGRPCClient``).
+    public init(endpoints: [GRPCEndpoint], configuration: GRPCClientConfiguration = GRPCClientConfiguration()) {
+        self.caller = BalancedGRPCClient(endpoints: endpoints, configuration: configuration)
     }
 
     /// Runs `model` on `inputs` (sent as raw bytes). Server errors arrive as the server's
@@ -30,7 +39,8 @@ public struct InferenceClient: Sendable {
         timeout: Duration? = nil
     ) async throws(RPCError) -> InferenceResponse {
         let body = KServe.encodeInferRequest(model: model, version: version, id: id, inputs: inputs, outputs: outputs)
-        let response = try await client.unary(path: Self.service + "ModelInfer", request: ByteBuffer(bytes: body), timeout: timeout)
+        let response = try await caller.unary(
+            path: Self.service + "ModelInfer", request: ByteBuffer(bytes: body), metadata: [:], timeout: timeout, idempotent: true)
         do {
             return try response.message.withUnsafeReadableBytes { bytes throws(InferenceError) in
                 try InferenceResponse(serializedBytes: bytes)
@@ -53,7 +63,8 @@ public struct InferenceClient: Sendable {
     }
 
     private func flag(_ method: String, request: [UInt8], timeout: Duration?) async throws(RPCError) -> Bool {
-        let response = try await client.unary(path: Self.service + method, request: ByteBuffer(bytes: request), timeout: timeout)
+        let response = try await caller.unary(
+            path: Self.service + method, request: ByteBuffer(bytes: request), metadata: [:], timeout: timeout, idempotent: true)
         do {
             return try response.message.withUnsafeReadableBytes { bytes throws(ProtobufDecodingError) in
                 try KServe.decodeFlag(bytes, message: method + "Response")

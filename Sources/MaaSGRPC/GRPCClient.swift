@@ -37,16 +37,23 @@ public struct UnaryResponse: Sendable {
 ///
 /// Failures are thrown as ``RPCError`` with the status code and message the server sent, or
 /// UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED when the call could not complete.
-public final class GRPCClient: Sendable {
+public final class GRPCClient: UnaryCaller, Sendable {
     private let channel: any Channel
     private let connection: NIOLoopBound<GRPCClientConnection>
     private let configuration: GRPCClientConfiguration
+    private let acceptsCalls: NIOLockedValueBox<Bool>
 
-    private init(channel: any Channel, connection: NIOLoopBound<GRPCClientConnection>, configuration: GRPCClientConfiguration) {
+    private init(channel: any Channel, connection: NIOLoopBound<GRPCClientConnection>, configuration: GRPCClientConfiguration,
+                 acceptsCalls: NIOLockedValueBox<Bool>) {
         self.channel = channel
         self.connection = connection
         self.configuration = configuration
+        self.acceptsCalls = acceptsCalls
     }
+
+    /// False once the server has sent GOAWAY or the connection has closed: calls started now
+    /// would fail, and belong on another connection.
+    public var isAcceptingCalls: Bool { acceptsCalls.withLockedValue { $0 } }
 
     /// Connects to `host:port`, and completes the TLS handshake when the configuration has TLS.
     /// - Throws: ``TLSSetupError`` for unusable TLS files, ``TLSHandshakeError`` when the
@@ -78,10 +85,11 @@ public final class GRPCClient: Sendable {
             .connect(host: host, port: port)
             .get()
         try await ClientTLSConfiguration.awaitHandshake(handshake.withLockedValue { $0 }, on: channel)
-        let connection = try await channel.eventLoop.submit {
-            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: GRPCClientConnection.self), eventLoop: channel.eventLoop)
+        let (connection, acceptsCalls) = try await channel.eventLoop.submit {
+            let handler = try channel.pipeline.syncOperations.handler(type: GRPCClientConnection.self)
+            return (NIOLoopBound(handler, eventLoop: channel.eventLoop), handler.acceptsCalls)
         }.get()
-        return GRPCClient(channel: channel, connection: connection, configuration: configuration)
+        return GRPCClient(channel: channel, connection: connection, configuration: configuration, acceptsCalls: acceptsCalls)
     }
 
     /// Whether the connection is TLS.
@@ -91,6 +99,11 @@ public final class GRPCClient: Sendable {
     public func close() {
         let connection = self.connection
         channel.eventLoop.execute { connection.value.close() }
+    }
+
+    /// ``UnaryCaller``: one connection has nowhere else to send a call, idempotent or not.
+    public func unary(path: String, request: ByteBuffer, metadata: Metadata, timeout: Duration?, idempotent: Bool) async throws(RPCError) -> UnaryResponse {
+        try await unary(path: path, request: request, metadata: metadata, timeout: timeout)
     }
 
     /// Makes a unary call: one request message, one response message.

@@ -1,5 +1,6 @@
 import Logging
 import MaaSCore
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// The client side of one HTTP/2 connection: opens a stream per call and turns responses into
@@ -14,6 +15,8 @@ final class GRPCClientConnection: ChannelInboundHandler, RemovableChannelHandler
     private var calls: [Int32: ClientStream] = [:]
     private var inReadCycle = false
     private var closedError: RPCError?
+    /// False once the server sent GOAWAY or the connection closed: new calls belong elsewhere.
+    let acceptsCalls = NIOLockedValueBox(true)
 
     init(configuration: GRPCClientConfiguration) {
         self.configuration = configuration
@@ -60,6 +63,7 @@ final class GRPCClientConnection: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        acceptsCalls.withLockedValue { $0 = false }
         failAll(RPCError(.unavailable, "connection to server closed"))
         context.fireChannelInactive()
     }
@@ -236,7 +240,7 @@ extension GRPCClientConnection: H2SessionDelegate {
         let error: RPCError
         switch errorCode {
         case H2ErrorCode.refusedStream:
-            error = RPCError(.unavailable, "server refused the stream (it is shutting down or at its stream limit)")
+            error = RPCError(.unavailable, RPCError.refusedStreamMessage)
         case H2ErrorCode.cancel:
             error = RPCError(.cancelled, "server cancelled the stream")
         case H2ErrorCode.noError:
@@ -250,8 +254,10 @@ extension GRPCClientConnection: H2SessionDelegate {
     func sessionSettingsReceived() {}
 
     // nghttp2 closes the streams past lastStreamID itself, so each call hears it from
-    // sessionStreamClosed; nothing else depends on the GOAWAY.
-    func sessionGoAway(lastStreamID: Int32, errorCode: UInt32) {}
+    // sessionStreamClosed; a balancing client stops choosing this connection.
+    func sessionGoAway(lastStreamID: Int32, errorCode: UInt32) {
+        acceptsCalls.withLockedValue { $0 = false }
+    }
 
     func sessionReadBody(streamID: Int32, into buffer: UnsafeMutableRawBufferPointer) -> H2Session.ReadResult {
         guard let call = calls[streamID] else { return .end(0, trailers: nil) }

@@ -34,4 +34,8 @@ public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
     public var status: RPCStatus { RPCStatus(code: code, message: message) }
 
     public var description: String { "\(code): \(message)" }
+
+    /// The message of a call the server refused before running it (RST_STREAM REFUSED_STREAM,
+    /// or a stream past a GOAWAY's last one): sending it elsewhere is always safe.
+    static let refusedStreamMessage = "server refused the stream (it is shutting down or at its stream limit)"
 }

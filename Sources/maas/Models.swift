@@ -34,10 +34,15 @@ struct Models: AsyncParsableCommand {
                 Terminal.error("\(error)")
                 throw ExitCode(1)
             }
-            guard case .grpc(let client) = connection else { return }
-            defer { client.close() }
+            let inference: InferenceClient
+            switch connection {
+            case .grpc(let client): inference = InferenceClient(client)
+            case .balanced(let client): inference = InferenceClient(client)
+            case .rest: return
+            }
+            defer { connection.close() }
             do {
-                try await body(InferenceClient(client))
+                try await body(inference)
             } catch let error as ExitCode {
                 throw error
             } catch {

@@ -8,7 +8,7 @@ import MaaSProto
 
 /// `--server HOST:PORT`, shared by the client subcommands.
 struct ServerOptions: ParsableArguments {
-    @Option(help: "The server, HOST:PORT (gRPC and HTTP share the port).")
+    @Option(help: "The server, HOST:PORT (gRPC and HTTP share the port). Several, comma-separated (gRPC only): calls go round robin over those that take them, and one that drains or goes away is left out until it is back.")
     var server = "127.0.0.1:8001"
 
     @Option(help: "Seconds to wait for each answer.")
@@ -17,17 +17,27 @@ struct ServerOptions: ParsableArguments {
     @OptionGroup var tls: TLSClientOptions
 
     func validate() throws {
-        _ = try address()
+        _ = try addresses()
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
     }
 
+    /// The one server, for the subcommands that talk to one.
     func address() throws -> (host: String, port: Int) {
-        guard let colon = server.lastIndex(of: ":"), let port = Int(server[server.index(after: colon)...]), (1...65535).contains(port) else {
-            throw ValidationError("--server takes HOST:PORT, got '\(server)'")
+        let all = try addresses()
+        guard all.count == 1 else { throw ValidationError("this command talks to one server; --server lists \(all.count)") }
+        return all[0]
+    }
+
+    func addresses() throws -> [(host: String, port: Int)] {
+        try server.split(separator: ",", omittingEmptySubsequences: false).map { item in
+            let item = item.trimmingBlanks()
+            guard let colon = item.lastIndex(of: ":"), let port = Int(item[item.index(after: colon)...]), (1...65535).contains(port) else {
+                throw ValidationError("--server takes HOST:PORT[,HOST:PORT...], got '\(item)' in '\(server)'")
+            }
+            var host = String(item[..<colon])
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            return (host.isEmpty ? "127.0.0.1" : host, port)
         }
-        var host = String(server[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return (host.isEmpty ? "127.0.0.1" : host, port)
     }
 
     var duration: Duration { .milliseconds(Int64(timeout * 1000)) }
@@ -64,11 +74,29 @@ struct TLSClientOptions: ParsableArguments {
 /// One connection to a KServe v2 server, over gRPC or HTTP/1.1 REST.
 enum ServerConnection: Sendable {
     case grpc(GRPCClient)
+    /// Several servers, round robin (``BalancedGRPCClient``).
+    case balanced(BalancedGRPCClient)
     case rest(RESTClient, host: String, port: Int, tls: ClientTLSConfiguration?)
 
     static func connect(_ options: ServerOptions, http: Bool) async throws -> ServerConnection {
-        let (host, port) = try options.address()
+        let all = try options.addresses()
         let tls = options.tls.configuration
+        if all.count > 1 {
+            guard !http else { throw CLIError("several servers in --server need gRPC (drop --http)") }
+            var configuration = GRPCClientConfiguration()
+            configuration.maxReceiveMessageSize = 1 << 30
+            configuration.tls = tls
+            let client = BalancedGRPCClient(endpoints: all.map { GRPCEndpoint(host: $0.host, port: $0.port) }, configuration: configuration)
+            // Fails now, as for one server, when none of them answers.
+            do {
+                _ = try await InferenceClient(client).isServerLive(timeout: options.duration)
+            } catch {
+                client.close()
+                throw CLIError("cannot connect to \(options.server): \(error)")
+            }
+            return .balanced(client)
+        }
+        let (host, port) = all[0]
         do {
             if http { return .rest(try await RESTClient.connect(host: host, port: port, tls: tls), host: host, port: port, tls: tls) }
             var configuration = GRPCClientConfiguration()
@@ -83,6 +111,7 @@ enum ServerConnection: Sendable {
     var transport: String {
         switch self {
         case .grpc(let client): client.isTLS ? "gRPC (HTTP/2 over TLS)" : "gRPC (HTTP/2)"
+        case .balanced(let client): "gRPC (HTTP/2), round robin over \(client.endpoints.count) servers"
         case .rest(_, _, _, let tls): tls == nil ? "KServe REST (HTTP/1.1, binary data)" : "KServe REST (HTTP/1.1 over TLS, binary data)"
         }
     }
@@ -90,6 +119,7 @@ enum ServerConnection: Sendable {
     func close() {
         switch self {
         case .grpc(let client): client.close()
+        case .balanced(let client): client.close()
         case .rest(let client, _, _, _): client.close()
         }
     }
@@ -97,6 +127,7 @@ enum ServerConnection: Sendable {
     func metadata(model: String, version: String, timeout: Duration) async throws -> KServe.ModelMetadata {
         switch self {
         case .grpc(let client): try await InferenceClient(client).metadata(model: model, version: version, timeout: timeout)
+        case .balanced(let client): try await InferenceClient(client).metadata(model: model, version: version, timeout: timeout)
         case .rest(let client, _, _, _): try await client.metadata(model: model, version: version, timeout: timeout)
         }
     }
@@ -106,6 +137,8 @@ enum ServerConnection: Sendable {
     func maxBatchSize(model: String, version: String, timeout: Duration) async -> Int? {
         switch self {
         case .grpc(let client):
+            return try? await InferenceClient(client).config(model: model, version: version, timeout: timeout).maxBatchSize
+        case .balanced(let client):
             return try? await InferenceClient(client).config(model: model, version: version, timeout: timeout).maxBatchSize
         case .rest(let client, let host, let port, let tls):
             if let size = await client.maxBatchSize(model: model, version: version, timeout: timeout) { return size }
@@ -120,6 +153,8 @@ enum ServerConnection: Sendable {
     func infer(model: String, version: String, inputs: [(name: String, tensor: Tensor)], outputs: [String], timeout: Duration) async throws -> InferenceResponse {
         switch self {
         case .grpc(let client):
+            try await InferenceClient(client).infer(model: model, version: version, inputs: inputs, outputs: outputs, timeout: timeout)
+        case .balanced(let client):
             try await InferenceClient(client).infer(model: model, version: version, inputs: inputs, outputs: outputs, timeout: timeout)
         case .rest(let client, _, _, _):
             try await client.infer(model: model, version: version, inputs: inputs, outputs: outputs, timeout: timeout)
