@@ -28,17 +28,22 @@ public final class RESTClient: Sendable {
 
     private let channel: any Channel
     private let authority: String
+    private let defaultHeaders: HTTPHeaders
 
-    private init(channel: any Channel, authority: String) {
+    private init(channel: any Channel, authority: String, defaultHeaders: HTTPHeaders) {
         self.channel = channel
         self.authority = authority
+        self.defaultHeaders = defaultHeaders
     }
 
     /// Connects to `host:port`; with `tls`, over TLS (ALPN `http/1.1`), the handshake completed.
     /// - Throws: `TLSSetupError` for unusable TLS files, `TLSHandshakeError` when the handshake
     ///   fails, or the connect error.
+    /// - Parameter headers: sent with every request unless the request sets them itself (e.g.
+    ///   `authorization: Bearer …`).
     public static func connect(
-        host: String, port: Int, tls: ClientTLSConfiguration? = nil, eventLoopGroup: (any EventLoopGroup)? = nil
+        host: String, port: Int, tls: ClientTLSConfiguration? = nil, headers: HTTPHeaders = [:],
+        eventLoopGroup: (any EventLoopGroup)? = nil
     ) async throws -> RESTClient {
         let tlsContext = try tls?.makeContext(applicationProtocols: ["http/1.1"])
         let handshake = NIOLockedValueBox<EventLoopFuture<Void>?>(nil)
@@ -58,7 +63,7 @@ public final class RESTClient: Sendable {
             .connect(host: host, port: port)
             .get()
         try await ClientTLSConfiguration.awaitHandshake(handshake.withLockedValue { $0 }, on: channel)
-        return RESTClient(channel: channel, authority: "\(host):\(port)")
+        return RESTClient(channel: channel, authority: "\(host):\(port)", defaultHeaders: headers)
     }
 
     /// Closes the connection; requests in flight fail with ``RESTError`` (status 0).
@@ -74,6 +79,7 @@ public final class RESTClient: Sendable {
         _ method: HTTPMethod, _ path: String, headers: HTTPHeaders = [:], body: ByteBuffer? = nil, timeout: Duration? = nil
     ) async throws(RESTError) -> Response {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
+        for (name, value) in defaultHeaders where !head.headers.contains(name: name) { head.headers.add(name: name, value: value) }
         head.headers.replaceOrAdd(name: "host", value: authority)
         if let body { head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes)) }
         let promise = channel.eventLoop.makePromise(of: Response.self)

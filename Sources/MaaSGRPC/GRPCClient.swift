@@ -15,6 +15,9 @@ public struct GRPCClientConfiguration: Sendable {
     public var authority = ""
     /// TLS (ALPN `h2`); nil speaks cleartext HTTP/2 (prior knowledge).
     public var tls: ClientTLSConfiguration?
+    /// Sent with every call, before the call's own metadata: e.g. `authorization: Bearer …`
+    /// for a server with `--auth-tokens`.
+    public var metadata: Metadata = [:]
 
     public init() {}
 }
@@ -162,6 +165,12 @@ public final class GRPCClient: UnaryCaller, Sendable {
         }
         let connection = self.connection
         let maxMessageSize = configuration.maxReceiveMessageSize
+        var metadata = metadata
+        if !configuration.metadata.isEmpty {
+            var merged = configuration.metadata
+            for element in metadata { merged.add(element.key, value: element.value) }
+            metadata = merged
+        }
         let stream = await withCheckedContinuation { (ready: CheckedContinuation<NIOLoopBound<ClientStream>, Never>) in
             channel.eventLoop.execute {
                 let stream = ClientStream(

@@ -25,9 +25,12 @@ struct HealthCheck: AsyncParsableCommand {
 
     @OptionGroup var tls: TLSClientOptions
 
+    @OptionGroup var token: TokenOptions
+
     func run() async throws {
         var configuration = GRPCClientConfiguration()
         configuration.tls = tls.configuration
+        configuration.metadata = token.metadata
         let client: GRPCClient
         do {
             client = try await GRPCClient.connect(host: host, port: port, configuration: configuration)

@@ -5,6 +5,7 @@ import MaaSClient
 import MaaSCore
 import MaaSGRPC
 import MaaSProto
+import NIOHTTP1
 
 /// `--server HOST:PORT`, shared by the client subcommands.
 struct ServerOptions: ParsableArguments {
@@ -15,6 +16,8 @@ struct ServerOptions: ParsableArguments {
     var timeout: Double = 60
 
     @OptionGroup var tls: TLSClientOptions
+
+    @OptionGroup var token: TokenOptions
 
     func validate() throws {
         _ = try addresses()
@@ -41,6 +44,52 @@ struct ServerOptions: ParsableArguments {
     }
 
     var duration: Duration { .milliseconds(Int64(timeout * 1000)) }
+}
+
+/// `--token-file` or `MAAS_TOKEN`: a bearer token for a server started with `--auth-tokens`.
+/// Not a command-line value: `ps` would show it to every user of the machine.
+struct TokenOptions: ParsableArguments {
+    @Option(help: "File whose first line is the bearer token to send (default: the MAAS_TOKEN environment variable).")
+    var tokenFile: String?
+
+    func validate() throws {
+        _ = try token()
+    }
+
+    /// The token, or nil when neither the file nor MAAS_TOKEN gives one.
+    func token() throws -> String? {
+        let raw: String
+        if let tokenFile {
+            guard let bytes = FileManager.default.contents(atPath: tokenFile) else {
+                throw ValidationError("--token-file: cannot read '\(tokenFile)'")
+            }
+            raw = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        } else if let value = getenv("MAAS_TOKEN") {
+            raw = String(cString: value)
+        } else {
+            return nil
+        }
+        let token = raw.trimmingBlanks()
+        let source = tokenFile.map { "--token-file '\($0)'" } ?? "MAAS_TOKEN"
+        guard !token.isEmpty else { throw ValidationError("\(source) holds no token") }
+        // RFC 6750's b64token: what a bearer token may be made of.
+        let allowed = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=")
+        guard token.allSatisfy(allowed.contains) else {
+            throw ValidationError("\(source): a bearer token is letters, digits and -._~+/= only")
+        }
+        return token
+    }
+
+    /// `authorization: Bearer …` for every gRPC call, or nothing.
+    var metadata: Metadata {
+        guard let token = try? token() else { return [:] }
+        return ["authorization": .string("Bearer \(token)")]
+    }
+
+    var headers: HTTPHeaders {
+        guard let token = try? token() else { return [:] }
+        return ["authorization": "Bearer \(token)"]
+    }
 }
 
 /// `--tls`, `--tls-ca`, `--tls-cert`, `--tls-key`, `--tls-server-name`: TLS to the server.
@@ -86,6 +135,7 @@ enum ServerConnection: Sendable {
             var configuration = GRPCClientConfiguration()
             configuration.maxReceiveMessageSize = 1 << 30
             configuration.tls = tls
+            configuration.metadata = options.token.metadata
             let client = BalancedGRPCClient(endpoints: all.map { GRPCEndpoint(host: $0.host, port: $0.port) }, configuration: configuration)
             // Fails now, as for one server, when none of them answers.
             do {
@@ -98,10 +148,14 @@ enum ServerConnection: Sendable {
         }
         let (host, port) = all[0]
         do {
-            if http { return .rest(try await RESTClient.connect(host: host, port: port, tls: tls), host: host, port: port, tls: tls) }
+            if http {
+                let client = try await RESTClient.connect(host: host, port: port, tls: tls, headers: options.token.headers)
+                return .rest(client, host: host, port: port, tls: tls)
+            }
             var configuration = GRPCClientConfiguration()
             configuration.maxReceiveMessageSize = 1 << 30
             configuration.tls = tls
+            configuration.metadata = options.token.metadata
             return .grpc(try await GRPCClient.connect(host: host, port: port, configuration: configuration))
         } catch {
             throw CLIError("cannot connect to \(options.server): \(error)")
