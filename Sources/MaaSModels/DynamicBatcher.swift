@@ -87,6 +87,11 @@ public final class DynamicBatcher: Sendable {
     let targetRows: Int
     let maxDelay: Duration
     let maxQueueItems: Int
+    /// Without `max_queue_size`, the queue is also bounded by the work it holds: no more than
+    /// this long at the last batch's pace, so that the bound follows the model's speed (a
+    /// 100 ms transformer batch and a 10 µs MLP batch get the same wait, not the same count).
+    let maxQueueWork: Duration?
+    static let defaultQueueWork = Duration.seconds(5)
     /// default_queue_policy.default_timeout_microseconds with timeout_action REJECT.
     let queueTimeout: Duration?
     /// default_queue_policy.allow_timeout_override: a request's `timeout` replaces the default.
@@ -128,6 +133,7 @@ public final class DynamicBatcher: Sendable {
         let configured = Int(config.dynamicBatching?.defaultQueuePolicy?.maxQueueSize ?? 0)
         // Triton's 0 means unbounded; memory must stay bounded, so we cap it.
         maxQueueItems = configured > 0 ? configured : 10_000
+        maxQueueWork = configured > 0 ? nil : Self.defaultQueueWork
         allowsTimeoutOverride = config.dynamicBatching?.defaultQueuePolicy?.allowTimeoutOverride ?? false
         if let policy = config.dynamicBatching?.defaultQueuePolicy, policy.defaultTimeoutMicroseconds > 0, policy.timeoutAction == .reject {
             queueTimeout = .microseconds(Int64(clamping: policy.defaultTimeoutMicroseconds))
@@ -146,20 +152,22 @@ public final class DynamicBatcher: Sendable {
         let queued = items.map { QueuedItem($0, enqueued: now, padded: paddedInputs) }
         var rejected: [BatchItem] = []
         var returned: [Int] = []
+        var overWork = false
         let (stopped, drainTime) = state.withLock { state in
             for (index, item) in queued.enumerated() {
                 if state.stopped && returningIfStopped {
                     returned.append(index)
                 } else if state.stopped || state.pending.count >= maxQueueItems {
                     rejected.append(item.item)
+                } else if let budget = maxQueueWork, !state.pending.isEmpty, Self.work(state, targetRows) > budget {
+                    rejected.append(item.item)
+                    overWork = true
                 } else {
                     state.pending.append(item)
                     state.pendingRows += item.rows
                 }
             }
-            // The queue empties in about this long: the batches it holds at the last batch's pace.
-            let batches = (state.pendingRows + targetRows - 1) / max(targetRows, 1)
-            return (state.stopped, state.lastBatchTime * batches + maxDelay)
+            return (state.stopped, Self.work(state, targetRows) + maxDelay)
         }
         statistics.recordQueued(queued.count - rejected.count - returned.count)
         for item in rejected {
@@ -168,12 +176,24 @@ public final class DynamicBatcher: Sendable {
                 item.complete(.failure(InferenceError(.unavailable, "model '\(label)' is unloading and takes no new requests")))
             } else {
                 let retry = min(max(drainTime, .milliseconds(1)), .seconds(60))
-                item.complete(.failure(InferenceError(
-                    .unavailable, "model '\(label)' is overloaded: its queue is full (\(maxQueueItems) requests waiting)", retryAfter: retry)))
+                let why = overWork
+                    ? "its queue holds about \(Int((drainTime - maxDelay).inSeconds.rounded())) s of work at the last batch's pace (the bound without max_queue_size is \(Int(Self.defaultQueueWork.inSeconds)) s)"
+                    : "its queue is full (\(maxQueueItems) requests waiting)"
+                item.complete(.failure(InferenceError(.unavailable, "model '\(label)' is overloaded: \(why)", retryAfter: retry)))
             }
         }
         dispatchIfReady()
         return returned
+    }
+
+    /// How long the queue takes to empty: the batches it holds at the last batch's pace.
+    private static func work(_ state: State, _ targetRows: Int) -> Duration {
+        state.lastBatchTime * ((state.pendingRows + targetRows - 1) / max(targetRows, 1))
+    }
+
+    /// For tests: as if the last batch had taken `duration`.
+    func setLastBatchTimeForTesting(_ duration: Duration) {
+        state.withLock { $0.lastBatchTime = duration }
     }
 
     /// Refuses new requests from now on and makes everything queued due at once (without

@@ -98,6 +98,27 @@ struct ModelLifecycleTests {
         #expect(answers.all[3] == .failure(InferenceError(.unavailable, "model 'seed:1' is unloading and takes no new requests")))
     }
 
+    @Test("without max_queue_size the queue holds at most 5 s of work at the last batch's pace")
+    func queueBoundFollowsModelSpeed() async throws {
+        let (repo, _) = try TestRepository.make(
+            config: #"{"max_batch_size": 4, "dynamic_batching": {"max_queue_delay_microseconds": 10000000}}"#, clock: ManualClock())
+        let model = try await repo.load("seed")[0]
+        model.batcher.setLastBatchTimeForTesting(.seconds(1))
+        let answers = Answers()
+        let x = try Tensor([Float](repeating: 0, count: 10), shape: [1, 10])
+        // Batches of 4 rows at 1 s each: 20 queued rows are 5 s of work, 21 are 6 s.
+        model.batcher.submit((1...25).map { key in
+            BatchItem(inputs: ["input": x], rows: 1, outputs: [], deadline: nil, cancellation: nil) { answers.record(key, $0) }
+        })
+        let shed = answers.all.filter { $0.value != .success([1, 10]) }
+        #expect(shed.keys.sorted() == [22, 23, 24, 25])
+        #expect(shed[22] == .failure(InferenceError(
+            .unavailable, "model 'seed:1' is overloaded: its queue holds about 6 s of work at the last batch's pace (the bound without max_queue_size is 5 s)",
+            retryAfter: .seconds(16))))
+        await repo.unloadAll()
+        #expect(answers.all.count == 25)
+    }
+
     @Test("unloadAll (shutdown) answers every queued request first")
     func unloadAll() async throws {
         let (repo, _) = try TestRepository.make(
