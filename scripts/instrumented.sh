@@ -1,7 +1,8 @@
 # Instrumented builds for scripts/fuzz, sourced after lib.sh: each module is compiled straight
 # from its sources by swiftc (or Swift's own clang, for C) into a static library and module in
-# .build/fuzz. Not SwiftPM: it would build every target and dependency of the package again,
-# where a harness needs a handful of modules, and CI time is tight.
+# .build/fuzz. Not SwiftPM: it would build every target and dependency of the package again
+# (BoringSSL alone takes minutes on two cores), where a harness needs a handful of modules, and
+# CI time is tight.
 #
 # Swift with libFuzzer's coverage and ASan, C with the same plus UBSan (any undefined behaviour
 # aborts). Modules whose inputs and command have not changed are kept. Call instrumented_init
@@ -22,7 +23,14 @@ instrumented_init() {
     # Module maps for the C targets that have none (SwiftPM writes these itself): an umbrella
     # header each.
     local name header
-    for name in CMaaSKernels:Sources/CMaaSKernels/include/CMaaSKernels.h; do
+    for name in CMaaSKernels:Sources/CMaaSKernels/include/CMaaSKernels.h \
+        CNIOLinux:$checkouts/swift-nio/Sources/CNIOLinux/include/CNIOLinux.h \
+        CNIOAtomics:$checkouts/swift-nio/Sources/CNIOAtomics/include/CNIOAtomics.h \
+        CNIOLLHTTP:$checkouts/swift-nio/Sources/CNIOLLHTTP/include/CNIOLLHTTP.h \
+        CNIODarwin:$checkouts/swift-nio/Sources/CNIODarwin/include/CNIODarwin.h \
+        CNIOOpenBSD:$checkouts/swift-nio/Sources/CNIOOpenBSD/include/CNIOOpenBSD.h \
+        CNIOFreeBSD:$checkouts/swift-nio/Sources/CNIOFreeBSD/include/CNIOFreeBSD.h \
+        CNIOWASI:$checkouts/swift-nio/Sources/CNIOWASI/include/CNIOWASI.h; do
         header="${name#*:}"
         name="${name%%:*}"
         mkdir -p "$out/maps/$name"
@@ -30,11 +38,13 @@ instrumented_init() {
     done
     read -r -a pkg_cflags <<< "$(pkg-config --cflags libprotobuf-c openblas)"
     read -r -a pkg_libflags <<< "$(pkg-config --libs-only-L libprotobuf-c openblas)"
-    # Whole-module builds: the six harnesses built in 81 s instead of 102 s here (-num-threads was
-    # faster still, but its static libraries crashed in swift_release). Every module sees every
-    # module map (ours in Sources, the generated ones in $out/maps) and the Swift modules in $out.
+    # Whole-module builds: NIOCore took 40 s instead of 55 s here (-num-threads was faster still,
+    # but its static libraries crashed in swift_release). Every module sees every module map:
+    # the C modules' (ours in Sources, the generated ones in $out/maps, the dependencies'
+    # checked-in ones) and the Swift modules in $out.
     common=(-O -wmo -g -parse-as-library -I "$out" -L "$out"
-        -I Sources/CProtobufC -I Sources/COpenBLAS -I Sources/CMaaSProto/include)
+        -I Sources/CProtobufC -I Sources/COpenBLAS -I Sources/CMaaSProto/include
+        -I "$checkouts/swift-nio/Sources/CNIOWindows/include" -I "$checkouts/swift-atomics/Sources/_AtomicsShims/include")
     for name in "$out"/maps/*; do common+=(-I "$name"); done
     local flag
     for flag in "${pkg_cflags[@]}"; do common+=(-Xcc "$flag"); done
@@ -120,6 +130,13 @@ cmodule() {
     printf '%s' "$command" > "$out/$name.command"
 }
 
+nio="$checkouts/swift-nio/Sources"
+nio_flags=(-swift-version 6 -package-name swift_nio -enable-experimental-feature Lifetimes -enable-upcoming-feature MemberImportVisibility)
+collections_flags=(-swift-version 6 -package-name swift_collections -enable-upcoming-feature MemberImportVisibility
+    -enable-experimental-feature BuiltinModule -enable-experimental-feature Lifetimes
+    -enable-experimental-feature InoutLifetimeDependence -enable-experimental-feature AddressableParameters
+    -enable-experimental-feature AddressableTypes -enable-experimental-feature SuppressedAssociatedTypesWithDefaults)
+
 # need MODULE...: builds each module, after what it imports, once. `order` lists what was built,
 # every module after its dependencies; `deps` holds what a module needs, `links` its system
 # libraries.
@@ -144,10 +161,61 @@ need() {
             MaaSProto) need MaaSCore CMaaSProto; module MaaSProto Sources/MaaSProto/*.swift ;;
             MaaSCompute) need MaaSCore Logging CMaaSKernels
                 module MaaSCompute Sources/MaaSCompute/*.swift Sources/MaaSCompute/Ops/*.swift; links[$name]="-lopenblas" ;;
+            MaaSModels) need MaaSCore MaaSProto MaaSCompute MaaSText MaaSJSON DequeModule Logging CoreMetrics
+                module MaaSModels Sources/MaaSModels/*.swift ;;
             # Dependencies, with their Package.swift's settings.
             Logging) dep_module Logging "$checkouts/swift-log/Sources/Logging" -swift-version 6 -package-name swift_log \
                 -enable-upcoming-feature ExistentialAny -enable-upcoming-feature MemberImportVisibility \
                 -enable-upcoming-feature InternalImportsByDefault -enable-upcoming-feature NonisolatedNonsendingByDefault ;;
+            CoreMetrics) dep_module CoreMetrics "$checkouts/swift-metrics/Sources/CoreMetrics" -swift-version 6 \
+                -package-name swift_metrics -enable-experimental-feature StrictConcurrency=complete -enable-upcoming-feature MemberImportVisibility ;;
+            ConcurrencyHelpers) dep_module ConcurrencyHelpers "$checkouts/swift-service-lifecycle/Sources/ConcurrencyHelpers" \
+                -swift-version 6 -package-name swift_service_lifecycle ;;
+            UnixSignals) need ConcurrencyHelpers
+                dep_module UnixSignals "$checkouts/swift-service-lifecycle/Sources/UnixSignals" -swift-version 6 -package-name swift_service_lifecycle ;;
+            _AtomicsShims) cmodule _AtomicsShims -I "$checkouts/swift-atomics/Sources/_AtomicsShims/include" -- \
+                "$checkouts/swift-atomics/Sources/_AtomicsShims/src/_AtomicsShims.c" ;;
+            Atomics) need _AtomicsShims
+                dep_module Atomics "$checkouts/swift-atomics/Sources/Atomics" -swift-version 5 -package-name swift_atomics \
+                    -enable-experimental-feature BuiltinModule ;;
+            InternalCollectionsUtilities) dep_module InternalCollectionsUtilities \
+                "$checkouts/swift-collections/Sources/InternalCollectionsUtilities" "${collections_flags[@]}" ;;
+            ContainersPreview) need InternalCollectionsUtilities
+                dep_module ContainersPreview "$checkouts/swift-collections/Sources/ContainersPreview" "${collections_flags[@]}" ;;
+            DequeModule) need InternalCollectionsUtilities ContainersPreview
+                dep_module DequeModule "$checkouts/swift-collections/Sources/DequeModule" "${collections_flags[@]}" ;;
+            CNIOAtomics|CNIOLinux|CNIOLLHTTP) cmodule "$name" -D_GNU_SOURCE -DLLHTTP_STRICT_MODE -I "$nio/$name/include" -- \
+                $(find "$nio/$name" -name '*.c' | sort) ;;
+            NIOConcurrencyHelpers) need CNIOAtomics; dep_module "$name" "$nio/$name" "${nio_flags[@]}" ;;
+            _NIODataStructures|_NIOBase64) dep_module "$name" "$nio/$name" "${nio_flags[@]}" ;;
+            NIOCore) need NIOConcurrencyHelpers _NIOBase64 CNIOLinux _NIODataStructures DequeModule Atomics
+                dep_module NIOCore "$nio/NIOCore" "${nio_flags[@]}" ;;
+            NIOEmbedded) need NIOCore; dep_module NIOEmbedded "$nio/NIOEmbedded" "${nio_flags[@]}" ;;
+            NIOHTTP1) need NIOCore CNIOLLHTTP; dep_module NIOHTTP1 "$nio/NIOHTTP1" "${nio_flags[@]}" ;;
+            # Cuts: only the files the HTTP/1.1 frontend's code needs, under the real module
+            # names it imports. NIOPosix: ThreadSpecificVariable (CallCoalescer); the rest is
+            # sockets and event loops, which an EmbeddedChannel replaces (49 s more to build).
+            NIOPosix) need NIOCore
+                swift_library NIOPosix dep_sanitize -suppress-warnings "${nio_flags[@]}" -- "$nio/NIOPosix/Thread.swift" \
+                    "$nio/NIOPosix/ThreadPosix.swift" "$nio/NIOPosix/Utilities.swift" ;;
+            # MaaSGRPC: what the REST code uses of it (metadata, percent-encoding, the drain
+            # event, peers' addresses); the gRPC transport needs nghttp2 and NIOSSL.
+            MaaSGRPC) need MaaSCore NIOCore
+                module MaaSGRPC Sources/MaaSGRPC/Metadata.swift Sources/MaaSGRPC/PercentEncoding.swift \
+                    Sources/MaaSGRPC/ServerDrainEvent.swift Sources/MaaSGRPC/SocketAddress+HostPort.swift \
+                    Tests/Fuzz/Shims/MaaSGRPC+TLS.swift ;;
+            # MaaSServer: the HTTP/1.1 frontend (HTTPFrontend.install's pipeline and the REST
+            # routes), the core under it, auth and the access log; not the gRPC services, h2c,
+            # TLS reloading or the server's assembly.
+            MaaSServer) need MaaSCore MaaSJSON MaaSProto MaaSModels MaaSGRPC NIOCore NIOHTTP1 NIOPosix Logging CoreMetrics \
+                    Crypto UnixSignals
+                module MaaSServer Sources/MaaSServer/InferenceCore.swift Sources/MaaSServer/ProcessMetrics.swift \
+                    Sources/MaaSServer/HTTP/{CallCoalescer,ConnectionTimeouts,HTTPFrontend,KServeJSON,KServeREST+Documents}.swift \
+                    Sources/MaaSServer/HTTP/{MetricsRoute,OpenAIEmbeddings,PredictRoute,RESTConnection,RESTRouter}.swift \
+                    Sources/MaaSServer/Auth/{AccessPolicy,Scope,TokenFile,TokenStore}.swift \
+                    Sources/MaaSServer/AccessLog/{AccessLog,AccessLogLine}.swift ;;
+            # Crypto: a stand-in SHA256 for TokenStore (swift-crypto's BoringSSL takes minutes).
+            Crypto) module Crypto Tests/Fuzz/Shims/Crypto.swift ;;
             *) fatal "unknown module $name" ;;
         esac
         needing="$outer"
