@@ -1,4 +1,5 @@
 import MaaSCore
+import MaaSGRPC
 import MaaSModels
 import NIOCore
 import NIOEmbedded
@@ -7,7 +8,8 @@ import Testing
 
 @testable import MaaSServer
 
-/// The HTTP/1.1 pipeline (HTTPFrontend.install) on an EmbeddedChannel, bytes in and bytes out.
+/// The HTTP/1.1 pipeline (HTTPFrontend.install) on an EmbeddedChannel, bytes in and bytes out:
+/// regressions the http fuzz harness found (their inputs are in Tests/Fuzz/corpus/http).
 @Suite("HTTP/1.1 connection")
 struct HTTP1ConnectionTests {
     final class Records: AccessRecorder {
@@ -44,6 +46,45 @@ struct HTTP1ConnectionTests {
             rest = rest[start.upperBound...]
         }
         return lines
+    }
+
+    @Test("a version other than 1.x is answered once (swift-nio reports it twice)")
+    func invalidVersionAnsweredOnce() throws {
+        let (output, closed, records) = try Self.exchange("GET /v2/health/ready HTTP/2.0\r\nHost: x\r\n\r\n")
+        #expect(Self.statusLines(output) == ["HTTP/1.1 400 Bad Request"])
+        #expect(output.contains("invalid HTTP version"))
+        #expect(output.hasSuffix("}"), "nothing after the answer's body")
+        #expect(closed)
+        #expect(records == [400])
+    }
+
+    @Test("bytes after a request that asked to close are not answered", arguments: [
+        "GET /v2/health/live HTTP/1.0\r\nHost: x\r\n\r\nGET /v2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        "GET /v2/health/live HTTP/1.1\r\nConnection: close\r\n\r\nnot a request\r\n\r\n",
+    ])
+    func nothingAfterClose(input: String) throws {
+        let (output, closed, records) = try Self.exchange(input)
+        #expect(Self.statusLines(output).count == 1)
+        #expect(output.hasSuffix("connection: close\r\n\r\n"), "the one answer closes the connection, and nothing follows it")
+        #expect(closed)
+        #expect(records == [200])
+    }
+
+    @Test("a body that does not parse is still answered when the server began to drain during it")
+    func drainingBodyAnswered() throws {
+        let core = InferenceCore(repository: ModelRepository(path: nil), readiness: InferenceCore.Readiness(), explicitControl: false)
+        let channel = EmbeddedChannel()
+        try HTTPFrontend.install(on: channel, core: core)
+        try channel.connect(to: SocketAddress(ipAddress: "192.0.2.7", port: 40_000)).wait()
+        try channel.writeInbound(ByteBuffer(string: "POST /predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"))
+        channel.pipeline.fireUserInboundEventTriggered(ServerDrainEvent())
+        try channel.writeInbound(ByteBuffer(string: "zz\r\n"))
+        var output = ""
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { output += String(buffer: buffer) }
+        #expect(Self.statusLines(output) == ["HTTP/1.1 400 Bad Request"])
+        #expect(output.contains("malformed HTTP/1.1 request"))
+        #expect(!channel.isActive)
+        _ = try channel.finish(acceptAlreadyClosed: true)
     }
 
     @Test("a load or unload outside explicit mode is refused at once, on the event loop")
