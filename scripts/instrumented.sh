@@ -1,12 +1,14 @@
-# Instrumented builds for scripts/fuzz, sourced after lib.sh: each module is compiled straight
-# from its sources by swiftc (or Swift's own clang, for C) into a static library and module in
-# .build/fuzz. Not SwiftPM: it would build every target and dependency of the package again
-# (BoringSSL alone takes minutes on two cores), where a harness needs a handful of modules, and
-# CI time is tight.
+# Instrumented builds for scripts/fuzz and scripts/sanitize, sourced after lib.sh: each module is
+# compiled straight from its sources by swiftc (or Swift's own clang, for C) into a static library
+# and module in .build/fuzz. Not SwiftPM: it would build every target and dependency of the
+# package twice more (BoringSSL alone takes minutes on two cores), where a harness needs a
+# handful of modules, and CI time is tight.
 #
-# Swift with libFuzzer's coverage and ASan, C with the same plus UBSan (any undefined behaviour
-# aborts). Modules whose inputs and command have not changed are kept. Call instrumented_init
-# from the repository's root, then need MODULE... and link_executable.
+# One instrumentation for both scripts, so that scripts/sanitize links what scripts/fuzz built
+# just before it: Swift with libFuzzer's coverage and ASan, C with the same plus UBSan (any
+# undefined behaviour aborts, in the harnesses too). Modules whose inputs and command have not
+# changed are kept. Call instrumented_init from the repository's root, then need MODULE... and
+# link_executable.
 
 checkouts=.build/checkouts
 
@@ -54,7 +56,8 @@ instrumented_init() {
 }
 
 # fresh NAME COMMAND INPUTS...: whether lib$NAME.a was built by COMMAND after every input and
-# every library it needs changed. What is fresh is kept: a second run rebuilds only what changed.
+# every library it needs changed. What is fresh is kept: scripts/sanitize links what scripts/fuzz
+# built just before it, and a second run rebuilds only what changed.
 fresh() {
     local name="$1" command="$2"; shift 2
     local library="$out/lib$name.a" input dep
@@ -161,6 +164,7 @@ need() {
             MaaSProto) need MaaSCore CMaaSProto; module MaaSProto Sources/MaaSProto/*.swift ;;
             MaaSCompute) need MaaSCore Logging CMaaSKernels
                 module MaaSCompute Sources/MaaSCompute/*.swift Sources/MaaSCompute/Ops/*.swift; links[$name]="-lopenblas" ;;
+            MaaSTraining) need MaaSCore MaaSCompute CMaaSKernels; module MaaSTraining Sources/MaaSTraining/*.swift ;;
             MaaSModels) need MaaSCore MaaSProto MaaSCompute MaaSText MaaSJSON DequeModule Logging CoreMetrics
                 module MaaSModels Sources/MaaSModels/*.swift ;;
             # Dependencies, with their Package.swift's settings.
@@ -235,9 +239,18 @@ add_closure() {
     done
 }
 
-# link_executable OUTPUT MODULE_NAME MODULES... -- SOURCES...: a libFuzzer harness of SOURCES,
-# linked with MODULES and everything they need, dependents first.
+# link_executable [--main] OUTPUT MODULE_NAME MODULES... -- SOURCES...: an executable of SOURCES,
+# linked with MODULES and everything they need, dependents first. A libFuzzer harness, or with
+# --main a program with its own main (ASan, and libFuzzer's coverage runtime without its main).
 link_executable() {
+    local sanitize=("${swift_sanitize[@]}")
+    if [ "$1" = "--main" ]; then
+        shift
+        local runtime
+        runtime="$(ls "$toolchain"/../lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a | head -n 1)"
+        [ -f "$runtime" ] || fatal "no libclang_rt.fuzzer_no_main in the toolchain"
+        sanitize=(-sanitize=address -Xlinker "$runtime")
+    fi
     local output="$1" module_name="$2"; shift 2
     local wanted=()
     while [ "$1" != "--" ]; do wanted+=("$1"); shift; done
@@ -263,7 +276,7 @@ link_executable() {
     rm -f "$output"
     # Its module goes beside it (whole-module builds of several files would leave it in the
     # working directory).
-    swiftc "${swift_sanitize[@]}" "${common[@]}" "${ours[@]}" -module-name "$module_name" -emit-executable -emit-module \
+    swiftc "${sanitize[@]}" "${common[@]}" "${ours[@]}" -module-name "$module_name" -emit-executable -emit-module \
         -emit-module-path "$out/$module_name.swiftmodule" "$@" "${libs[@]}" -o "$output" 2>&1 \
         | grep -v 'warning: Cannot export local symbol' || true
     [ -x "$output" ] || fatal "linking $output failed"
