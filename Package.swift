@@ -252,6 +252,7 @@ let package = Package(
             dependencies: [
                 "MaaSCore", "MaaSGRPC", "MaaSServer", "MaaSClient", "MaaSTestSupport", "MaaSProto", "MaaSModels", "MaaSCompute",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

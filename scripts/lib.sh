@@ -18,6 +18,23 @@ ensure_apt_packages() {
 
 BUILD_PACKAGES=(pkg-config libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev)
 
+cpu_has() { grep -qw "$1" /proc/cpuinfo; }
+
+# Calls COMMAND MODE ENV... once for each kernel mode the CPU has, ENV forcing that mode's
+# implementations (the first that applies), so every kernel runs whatever timing would pick
+# (Tests/interop/kernel_modes.py does the same per op case).
+for_each_kernel_mode() {  # COMMAND...
+    local ours=(MAAS_KERNEL=panels,blas-rows MAAS_CONV=direct,im2col)
+    if cpu_has avx512f; then "$@" avx512 "${ours[@]}"; else log "skipped: kernel mode avx512 (this CPU has no avx512f)"; fi
+    if cpu_has avx2 && cpu_has fma; then
+        "$@" avx2 "${ours[@]}" MAAS_NO_AVX512=1
+    else
+        log "skipped: kernel mode avx2 (this CPU lacks avx2 or fma)"
+    fi
+    "$@" openblas-rows MAAS_NO_SMALL_GEMM=1 MAAS_KERNEL=blas-rows MAAS_CONV=im2col-blas
+    "$@" openblas-columns MAAS_KERNEL=blas-columns,blas-rows MAAS_CONV=im2col-blas
+}
+
 # Creates (or refreshes) a venv with the pinned requirements; skips pip when nothing changed.
 ensure_venv() {
     local venv="$1" requirements="$2"

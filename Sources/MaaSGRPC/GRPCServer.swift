@@ -241,12 +241,6 @@ public final class GRPCServer: Service, Sendable {
     }
 }
 
-/// Sent through an HTTP/1.1 connection's pipeline when the server shuts down: answer the request
-/// in progress (with `connection: close`), then close.
-public struct ServerDrainEvent: Sendable {
-    public init() {}
-}
-
 /// Thrown by ``GRPCServer/run()`` when its shutdown's grace period ran out with calls running.
 public struct ShutdownGraceExpired: Error, CustomStringConvertible {
     public let gracePeriod: Duration

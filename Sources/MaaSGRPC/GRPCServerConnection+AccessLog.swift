@@ -37,15 +37,6 @@ extension GRPCServerConnection {
     }
 }
 
-extension SocketAddress {
-    /// `ip:port` (`[ip]:port` for IPv6), as access logs print a peer; nil for a Unix socket.
-    public var hostPort: String? {
-        guard let ip = ipAddress, let port else { return nil }
-        if case .v6 = self { return "[\(ip)]:\(port)" }
-        return "\(ip):\(port)"
-    }
-}
-
 extension ChannelPipeline.SynchronousOperations {
     /// Whether the connection speaks TLS (the server's TLS handler is in the pipeline).
     public var hasTLS: Bool {

@@ -78,12 +78,19 @@ public struct InferenceCore: Sendable {
         }
     }
 
+    /// Why a RepositoryModelLoad/Unload is refused before any work (not explicit mode, no
+    /// name); nil when it may go on. Frontends answer these at once, without an async hop.
+    public func controlRefusal(load: Bool, model: String) -> InferenceError? {
+        guard explicitControl else {
+            return InferenceError(.failedPrecondition, "explicit model \(load ? "load" : "unload") is only allowed with --model-control-mode explicit")
+        }
+        guard !model.isEmpty else { return InferenceError(.invalidArgument, "model_name is empty") }
+        return nil
+    }
+
     /// RepositoryModelLoad/Unload, explicit mode only. Compiling runs off the caller's thread.
     public func control(load: Bool, model: String) async throws(InferenceError) {
-        guard explicitControl else {
-            throw InferenceError(.failedPrecondition, "explicit model \(load ? "load" : "unload") is only allowed with --model-control-mode explicit")
-        }
-        guard !model.isEmpty else { throw InferenceError(.invalidArgument, "model_name is empty") }
+        if let refusal = controlRefusal(load: load, model: model) { throw refusal }
         if load {
             do throws(InferenceError) {
                 try await repository.load(model)

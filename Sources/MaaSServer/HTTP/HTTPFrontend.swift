@@ -1,12 +1,10 @@
 public import MaaSCore
-public import MaaSGRPC
-import NIOConcurrencyHelpers
 public import NIOCore
 import NIOHTTP1
 
 /// The HTTP/1.1 side of the serving port (the first bytes of a connection decided it is not
 /// HTTP/2): swift-nio's request decoder, our pipelining, limits and response encoding, and the
-/// KServe v2 REST routes; and the same routes for REST over h2c.
+/// KServe v2 REST routes; and the same routes for REST over h2c (`HTTPFrontend+H2C.swift`).
 public enum HTTPFrontend {
     /// Limits of an HTTP/1.1 connection.
     public struct Limits: Sendable {
@@ -51,21 +49,5 @@ public enum HTTPFrontend {
             router: RESTRouter(core: core, predictModel: limits.predictModel, metrics: limits.metrics, access: limits.access), timeouts: timeouts,
             maxBodyBytes: limits.maxBodyBytes, maxHeaderBytes: limits.maxHeaderBytes, maxPipelined: limits.maxPipelined,
             recorder: limits.accessLog))
-    }
-
-    /// REST over h2c: the HTTP/2 requests of the serving port that are not gRPC calls.
-    public static func plainHTTPHandler(core: InferenceCore, limits: Limits = Limits()) -> PlainHTTPHandler {
-        let router = RESTRouter(core: core, predictModel: limits.predictModel, metrics: limits.metrics, access: limits.access)
-        return { request, respond in
-            var headers = HTTPHeaders()
-            for (name, value) in request.headers { headers.add(name: name, value: value) }
-            let rest = RESTRequest(
-                method: HTTPMethod(rawValue: request.method), uri: request.path, headers: headers, body: request.body, notes: request.notes)
-            var calls: [InferenceCore.Call] = []
-            router.answer(rest, calls: &calls) { response in
-                respond(PlainHTTPResponse(status: response.status, headers: response.headers.map { ($0.name, $0.value) }, body: response.body))
-            }
-            if !calls.isEmpty { router.core.infer(calls) }
-        }
     }
 }

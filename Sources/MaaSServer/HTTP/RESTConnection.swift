@@ -236,7 +236,14 @@ final class RESTHandler: ChannelDuplexHandler {
             context.fireErrorCaught(error)
             return
         }
+        // Once the connection is closing, what follows is not read as requests: bytes after a
+        // request that asked to close (llhttp refuses them), or a second report of a failure
+        // already answered (swift-nio reports a version other than 1.x twice). The answers
+        // queued close the connection. Only the body of a request still being read (the server
+        // began to drain during it) is answered.
+        guard !closing || (head != nil && !refused) else { return }
         closing = true
+        head = nil
         let response: RESTResponse = switch parserError {
         case .headerOverflow: .error(413, "request head exceeds the \(maxHeaderBytes)-byte limit")
         default: .error(400, "malformed HTTP/1.1 request: \(parserError)")

@@ -125,6 +125,9 @@ struct RESTRouter: Sendable {
             respond(.json(200, OpenAIEmbeddings.models(core)))
         case .load(let name), .unload(let name):
             let load = if case .load = route { true } else { false }
+            // Refused at once on the event loop (the usual case: the server is not in explicit
+            // mode); only real loads and unloads go to a Task.
+            if let refusal = core.controlRefusal(load: load, model: name) { return respond(.error(refusal)) }
             Task {
                 do throws(InferenceError) {
                     try await core.control(load: load, model: name)
