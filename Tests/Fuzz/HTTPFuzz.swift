@@ -10,7 +10,7 @@
 // on the event loop (compute answers on pool threads, which an EmbeddedEventLoop cannot take;
 // the onnx harness fuzzes compute). The hash also picks the limits (the server's, or small ones
 // that fuzz inputs can pass), whether tokens are needed, and whether the clock jumps past the
-// head timeout between reads.
+// head or the idle timeout between reads.
 //
 // Properties: no crash, leak or hang; the output is a sequence of well-formed HTTP/1.1 responses
 // (status line, header names and values, one content-length that frames the body, none for
@@ -121,6 +121,8 @@ public func fuzzHTTP(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         weakDecoder = decoder
         for (start, end) in zip(cuts, cuts.dropFirst()) where start < end {
             guard channel.isActive else { break }
+            // An error RESTHandler does not take would end up here; a connection it left open
+            // fails the check below.
             _ = try? channel.writeInbound(ByteBuffer(bytes: UnsafeBufferPointer(rebasing: input[start..<end])))
             channel.embeddedEventLoop.run()
             if let jump { channel.embeddedEventLoop.advanceTime(by: jump) }
