@@ -17,6 +17,8 @@ ensure_apt_packages() {
 }
 
 BUILD_PACKAGES=(pkg-config libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev)
+# Only for `swift build --traits MPI` (data-parallel `mpirun -np N maas train`).
+MPI_PACKAGES=(openmpi-bin libopenmpi-dev)
 
 cpu_has() { grep -qw "$1" /proc/cpuinfo; }
 

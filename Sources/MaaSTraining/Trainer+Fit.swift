@@ -88,7 +88,7 @@ extension Trainer {
             var rows = data
             if options.shuffle {
                 for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, generator.next(below: i + 1)) }
-                rows = data.permuted(order)
+                rows = data.rows(at: order)
             }
             var weightedLoss = 0.0
             for step in 0..<stepsPerEpoch {

@@ -30,7 +30,7 @@ public final class Trainer {
     private let architecture: MLP
     private let parameters: UnsafeMutablePointer<Float>
     private let gradient: UnsafeMutablePointer<Float>
-    private let parameterCount: Int
+    let parameterCount: Int
     public let loss: Loss
     private let optimizer: OptimizerState
     let pool: ComputePool
@@ -52,8 +52,10 @@ public final class Trainer {
         parameterCount = model.parameters.count
         parameters = .allocate(capacity: max(parameterCount, 1))
         parameters.initialize(from: model.parameters, count: parameterCount)
-        gradient = .allocate(capacity: max(parameterCount, 1))
-        gradient.initialize(repeating: 0, count: max(parameterCount, 1))
+        // One slot past the gradient carries the step's loss sum, so that data-parallel ranks sum
+        // both with one Allreduce.
+        gradient = .allocate(capacity: parameterCount + 1)
+        gradient.initialize(repeating: 0, count: parameterCount + 1)
         self.loss = loss
         self.optimizer = OptimizerState(configuration: optimizer, parameterCount: model.parameters.count)
         self.pool = pool
@@ -86,18 +88,36 @@ public final class Trainer {
     }
 
     /// One optimizer step on `rows` rows (`features` is `rows × inputWidth`).
+    /// - Parameters:
+    ///   - batchRows: the rows of the whole step when `group`'s ranks each hold a part of it
+    ///     (`rows` may then be 0); the gradient is the mean over these.
+    ///   - group: the data-parallel ranks whose gradients are summed before the update.
     /// - Returns: the loss before the update, as PyTorch reports it.
     /// Unchecked: callers (``fit(_:options:validation:shouldStop:onEvent:)``, tests) pass data that
     /// passed ``check(_:)``.
-    func step(features: UnsafePointer<Float>, targets: TargetRows, rows: Int) -> Double {
-        pool.run { () -> Double in
-            let loss = backpropagate(features: features, targets: targets, rows: rows)
+    func step(
+        features: UnsafePointer<Float>, targets: TargetRows, rows: Int, batchRows: Int? = nil, group: (any DataParallelGroup)? = nil
+    ) -> Double {
+        let batchRows = batchRows ?? rows
+        return pool.run { () -> Double in
+            var lossSum = 0.0
+            if rows > 0 {
+                lossSum = backpropagate(features: features, targets: targets, rows: rows, batchRows: batchRows)
+            } else {
+                gradient.update(repeating: 0, count: parameterCount)
+            }
+            if let group {
+                // The loss only reports progress; float is enough for it and keeps one buffer.
+                gradient[parameterCount] = Float(lossSum)
+                group.sumInPlace(gradient, count: parameterCount + 1)
+                lossSum = Double(gradient[parameterCount])
+            }
             let scalars = optimizer.beginStep()
             let chunks = split(parameterCount, into: parameterCount < 32_768 ? 1 : pool.threadCount * 4)
             pool.parallelFor(chunks.count) { index in
                 optimizer.update(parameters, gradient: gradient, range: chunks[index], scalars: scalars)
             }
-            return loss
+            return lossValue(lossSum, rows: batchRows)
         }
     }
 
@@ -105,13 +125,23 @@ public final class Trainer {
     /// without updating anything.
     func gradients(features: UnsafePointer<Float>, targets: TargetRows, rows: Int) -> (loss: Double, gradients: [Float]) {
         pool.run {
-            let loss = backpropagate(features: features, targets: targets, rows: rows)
-            return (loss, Array(UnsafeBufferPointer(start: gradient, count: parameterCount)))
+            let loss = backpropagate(features: features, targets: targets, rows: rows, batchRows: rows)
+            return (lossValue(loss, rows: rows), Array(UnsafeBufferPointer(start: gradient, count: parameterCount)))
         }
     }
 
-    /// Forward, loss and backward into ``gradient``; returns the loss.
-    private func backpropagate(features: UnsafePointer<Float>, targets: TargetRows, rows: Int) -> Double {
+    /// A hash of the parameters' bits, to check that data-parallel ranks hold the same model.
+    func parameterHash() -> UInt64 {
+        // FNV-1a over 32-bit words: any changed bit changes it, and 4 MB hash in about a millisecond.
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        let words = UnsafeRawPointer(parameters).assumingMemoryBound(to: UInt32.self)
+        for index in 0..<parameterCount { hash = (hash ^ UInt64(words[index])) &* 0x0000_0100_0000_01b3 }
+        return hash
+    }
+
+    /// Forward, loss and backward into ``gradient``, for the mean over `batchRows` rows of which
+    /// these are `rows`; returns these rows' loss sum.
+    private func backpropagate(features: UnsafePointer<Float>, targets: TargetRows, rows: Int, batchRows: Int) -> Double {
         precondition(rows > 0)
         let sizes = architecture.layerSizes
         let targetWidth = loss == .mse ? architecture.outputWidth : 1
@@ -121,7 +151,7 @@ public final class Trainer {
             workspace.forward(features, rows: parts[index], parameters: parameters)
             workspace.loss(
                 loss, targets: targets.advanced(by: parts[index].lowerBound, width: targetWidth), rows: parts[index], part: index,
-                totalRows: rows, wantDelta: true)
+                totalRows: batchRows, wantDelta: true)
         }
         for layer in stride(from: sizes.count - 2, through: 0, by: -1) {
             let slices = split(sizes[layer + 1], into: parts.count)
@@ -135,7 +165,7 @@ public final class Trainer {
             }
             workspace.swapDeltas()
         }
-        return lossValue(workspace.lossSums[0..<parts.count].reduce(0, +), rows: rows)
+        return workspace.lossSums[0..<parts.count].reduce(0, +)
     }
 
     /// The model's outputs for `rows` rows of `features` (`rows × outputWidth`).

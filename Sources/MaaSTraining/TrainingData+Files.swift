@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Glibc
 import MaaSCore
 
 extension TrainingData {
@@ -8,8 +9,15 @@ extension TrainingData {
     /// end). Cross-entropy targets must be integer class labels.
     ///
     /// Errors name the file and where in it: `data.csv:12:3: 'abc' is not a number`.
-    public static func load(data: String, targets: String?, targetColumns: String?, loss: Loss) throws(TrainingError) -> TrainingData {
-        let features: Table
+    ///
+    /// - Parameter selecting: given the files' row count, the rows to keep (a data-parallel
+    ///   rank's share), in order. Rows of `.npy` files outside them are never read; CSV files are
+    ///   parsed whole, since a text row cannot be found without reading the ones before it.
+    public static func load(
+        data: String, targets: String?, targetColumns: String?, loss: Loss,
+        selecting: ((Int) throws(TrainingError) -> [Range<Int>])? = nil
+    ) throws(TrainingError) -> TrainingData {
+        var features: Table
         var targetTable: Table
         if isCSV(data) {
             let table = try Table.csv(data)
@@ -19,18 +27,32 @@ extension TrainingData {
             } else {
                 guard let targets else { throw TrainingError("\(data): say which columns are targets with --target-columns, or give --targets FILE") }
                 features = table
-                targetTable = try isCSV(targets) ? Table.csv(targets) : Table.npy(targets, role: "targets")
+                targetTable = try isCSV(targets) ? Table.csv(targets) : Table.npy(NPYFile(targets), role: "targets", rows: nil)
+            }
+            try checkRows(features.rows, features.source.file, targetTable.rows, targetTable.source.file)
+            if let selecting {
+                let ranges = try selecting(features.rows)
+                features = features.rows(in: ranges)
+                targetTable = targetTable.rows(in: ranges)
             }
         } else {
             guard targetColumns == nil else { throw TrainingError("--target-columns needs CSV data, \(data) is not a .csv file") }
             guard let targets else { throw TrainingError("--targets FILE is required with .npy data") }
-            features = try Table.npy(data, role: "features")
-            targetTable = try isCSV(targets) ? Table.csv(targets) : Table.npy(targets, role: "targets")
+            let featureFile = try NPYFile(data)
+            if isCSV(targets) {
+                targetTable = try Table.csv(targets)
+                try checkRows(featureFile.rows, data, targetTable.rows, targets)
+                let ranges = try selecting?(featureFile.rows)
+                features = try Table.npy(featureFile, role: "features", rows: ranges)
+                if let ranges { targetTable = targetTable.rows(in: ranges) }
+            } else {
+                let targetFile = try NPYFile(targets)
+                try checkRows(featureFile.rows, data, targetFile.rows, targets)
+                let ranges = try selecting?(featureFile.rows)
+                features = try Table.npy(featureFile, role: "features", rows: ranges)
+                targetTable = try Table.npy(targetFile, role: "targets", rows: ranges)
+            }
         }
-        guard features.rows == targetTable.rows else {
-            throw TrainingError("\(features.source.file) has \(features.rows) rows but \(targetTable.source.file) has \(targetTable.rows)")
-        }
-        guard features.rows > 0 else { throw TrainingError("\(features.source.file) has no rows") }
         let targetValues: Targets
         switch loss {
         case .mse:
@@ -59,6 +81,82 @@ extension TrainingData {
     }
 
     static func isCSV(_ path: String) -> Bool { path.lowercased().hasSuffix(".csv") }
+
+    private static func checkRows(_ rows: Int, _ file: String, _ targetRows: Int, _ targetFile: String) throws(TrainingError) {
+        guard rows == targetRows else { throw TrainingError("\(file) has \(rows) rows but \(targetFile) has \(targetRows)") }
+        guard rows > 0 else { throw TrainingError("\(file) has no rows") }
+    }
+}
+
+/// A `.npy` file whose header has been read, so that rows can be read on their own.
+private struct NPYFile: ~Copyable {
+    let path: String
+    let layout: NPY.Layout
+    private let descriptor: Int32
+
+    init(_ path: String) throws(TrainingError) {
+        self.path = path
+        descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw TrainingError("\(path): cannot read the file (missing or not readable)") }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
+            close(descriptor)
+            throw TrainingError("\(path): not a regular file")
+        }
+        let size = Int(status.st_size)
+        do {
+            var prefix = try Self.read(descriptor, path, offset: 0, count: min(size, NPY.Layout.typicalPrefix))
+            if let needed = NPY.Layout.requiredPrefix(prefix), needed > prefix.count, needed <= size {
+                prefix = try Self.read(descriptor, path, offset: 0, count: needed)
+            }
+            layout = try NPY.Layout(prefix: prefix, fileSize: size, source: path)
+        } catch let error as InferenceError {
+            close(descriptor)
+            throw TrainingError(error.message)
+        } catch {
+            close(descriptor)
+            throw error as! TrainingError
+        }
+    }
+
+    deinit { close(descriptor) }
+
+    var rows: Int { layout.shape.first ?? 0 }
+
+    /// Rows `ranges` (all rows when nil) as one array of shape [rows, ...].
+    func tensor(rows ranges: [Range<Int>]?) throws(TrainingError) -> Tensor {
+        let ranges = ranges ?? [0..<rows]
+        let rowElements = layout.shape.dropFirst().reduce(1, *)
+        let rowBytes = rowElements * layout.dataType.byteSize!
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(ranges.reduce(0) { $0 + $1.count } * rowBytes)
+        for range in ranges {
+            guard range.lowerBound >= 0, range.upperBound <= rows else {
+                throw TrainingError("\(path): rows \(range) are outside its \(rows) rows")
+            }
+            bytes += try Self.read(descriptor, path, offset: layout.dataStart + range.lowerBound * rowBytes, count: range.count * rowBytes)
+        }
+        let shape = [bytes.count / max(rowBytes, 1)] + layout.shape.dropFirst()
+        let tensor = bytes.withUnsafeBytes { buffer in
+            Result { () throws(InferenceError) in try Tensor(dataType: layout.dataType, shape: shape, bytes: buffer) }
+        }
+        switch tensor {
+        case .success(let tensor): return tensor
+        case .failure(let error): throw TrainingError("\(path): \(error.message)")
+        }
+    }
+
+    private static func read(_ descriptor: Int32, _ path: String, offset: Int, count: Int) throws(TrainingError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let got = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress! + done, count - done, off_t(offset + done)) }
+            if got < 0, errno == EINTR { continue }
+            guard got > 0 else { throw TrainingError("\(path): read failed at byte \(offset + done) (file changed while reading?)") }
+            done += got
+        }
+        return bytes
+    }
 }
 
 /// A file's numbers as rows × width floats, with where each came from.
@@ -78,15 +176,10 @@ private struct Table {
         return Array(data)
     }
 
-    static func npy(_ path: String, role: String) throws(TrainingError) -> Table {
-        let tensor: Tensor
-        do {
-            tensor = try NPY.decode(read(path), source: path)
-        } catch let error as InferenceError {
-            throw TrainingError(error.message)
-        } catch {
-            throw error as! TrainingError
-        }
+    /// The rows `ranges` of a `.npy` file (all when nil), reading no others.
+    static func npy(_ file: borrowing NPYFile, role: String, rows ranges: [Range<Int>]?) throws(TrainingError) -> Table {
+        let path = file.path
+        let tensor = try file.tensor(rows: ranges)
         let (rows, width): (Int, Int)
         switch tensor.rank {
         case 1 where role == "targets": (rows, width) = (tensor.shape[0], 1)
@@ -105,7 +198,17 @@ private struct Table {
         case .uint8: values = tensor.scalars(as: UInt8.self).map { Float($0) }
         default: throw TrainingError("\(path): \(role) of dtype \(tensor.dataType) are not supported (use float32, float64 or integers)")
         }
-        return Table(values: values, rows: rows, width: width, source: DataSource(file: path), npyType: tensor.dataType)
+        var source = DataSource(file: path)
+        if let ranges { source = source.rows(in: ranges) }
+        return Table(values: values, rows: rows, width: width, source: source, npyType: tensor.dataType)
+    }
+
+    /// The rows of `ranges`, in order.
+    func rows(in ranges: [Range<Int>]) -> Table {
+        var picked: [Float] = []
+        picked.reserveCapacity(ranges.reduce(0) { $0 + $1.count } * width)
+        for range in ranges { picked += values[range.lowerBound * width..<range.upperBound * width] }
+        return Table(values: picked, rows: picked.count / width, width: width, source: source.rows(in: ranges), header: header, npyType: npyType)
     }
 
     /// Comma-separated numbers, one row per line; a first line that is not all numbers is the

@@ -37,6 +37,15 @@ public struct TrainingData: Sendable {
         self.targets = targets
     }
 
+    /// The rows of `ranges`, in order, keeping where each came from (a data-parallel rank's share).
+    public func rows(in ranges: [Range<Int>]) -> TrainingData {
+        if ranges.count == 1 { return slice(ranges[0]) }
+        var result = rows(at: ranges.joined())
+        result.featureSource = featureSource.rows(in: ranges)
+        result.targetSource = targetSource.rows(in: ranges)
+        return result
+    }
+
     /// Rows `range`, in order.
     public func slice(_ range: Range<Int>) -> TrainingData {
         let features = Array(self.features[range.lowerBound * featureWidth..<range.upperBound * featureWidth])
@@ -52,16 +61,16 @@ public struct TrainingData: Sendable {
         return slice
     }
 
-    /// The rows in `order` (a permutation of `0..<rows`).
-    func permuted(_ order: [Int]) -> TrainingData {
+    /// The rows at `indices`, in that order (a permutation of `0..<rows`, or any selection).
+    func rows(at indices: some Collection<Int>) -> TrainingData {
         func gather<T>(_ values: [T], width: Int) -> [T] {
-            [T](unsafeUninitializedCapacity: values.count) { buffer, count in
+            [T](unsafeUninitializedCapacity: indices.count * width) { buffer, count in
                 values.withUnsafeBufferPointer { source in
-                    for (row, index) in order.enumerated() {
+                    for (row, index) in indices.enumerated() {
                         (buffer.baseAddress! + row * width).initialize(from: source.baseAddress! + index * width, count: width)
                     }
                 }
-                count = values.count
+                count = indices.count * width
             }
         }
         let targets: Targets =
@@ -69,7 +78,7 @@ public struct TrainingData: Sendable {
             case .values(let values, let width): .values(gather(values, width: width), width: width)
             case .classes(let labels): .classes(gather(labels, width: 1))
             }
-        // A permutation of valid data is valid; only .npy/CSV positions no longer line up.
+        // Rows of valid data are valid; only .npy/CSV positions no longer line up.
         var result = try! TrainingData(features: gather(features, width: featureWidth), featureWidth: featureWidth, targets: targets)
         result.featureSource = DataSource(file: featureSource.file)
         result.targetSource = DataSource(file: targetSource.file)
@@ -116,6 +125,8 @@ public struct DataSource: Sendable, Equatable {
     public var columns: [Int]?
     /// For `.npy`: the file row of this data's first row.
     public var firstRow = 0
+    /// For `.npy` rows picked from several places: the file row of each.
+    public var fileRows: [Int]?
 
     public init(file: String, lines: [Int]? = nil, columns: [Int]? = nil) {
         self.file = file
@@ -124,14 +135,34 @@ public struct DataSource: Sendable, Equatable {
     }
 
     public func locate(row: Int, column: Int) -> String {
-        guard let lines, row < lines.count else { return "\(file): row \(firstRow + row), column \(column)" }
+        guard let lines, row < lines.count else {
+            let fileRow = fileRows.map { row < $0.count ? $0[row] : row } ?? firstRow + row
+            return "\(file): row \(fileRow), column \(column)"
+        }
         let csvColumn = columns.map { column < $0.count ? $0[column] : column + 1 } ?? column + 1
         return "\(file):\(lines[row]):\(csvColumn)"
     }
 
+    func rows(in ranges: [Range<Int>]) -> DataSource {
+        var picked = self
+        if let lines {
+            picked.lines = ranges.flatMap { Array(lines[$0]) }
+        } else {
+            picked.fileRows = ranges.flatMap { range in range.map { fileRows?[$0] ?? firstRow + $0 } }
+            picked.firstRow = 0
+        }
+        return picked
+    }
+
     func rows(_ range: Range<Int>) -> DataSource {
         var slice = self
-        if let lines { slice.lines = Array(lines[range]) } else { slice.firstRow += range.lowerBound }
+        if let lines {
+            slice.lines = Array(lines[range])
+        } else if let fileRows {
+            slice.fileRows = Array(fileRows[range])
+        } else {
+            slice.firstRow += range.lowerBound
+        }
         return slice
     }
 }

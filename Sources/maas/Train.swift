@@ -23,6 +23,11 @@ struct Train: ParsableCommand {
                 --batch-size 16 --shuffle --validation-split 0.2 --output iris.onnx
             Ctrl-C stops after the current step and still writes the best model so far (a second
             Ctrl-C quits without writing).
+            Data-parallel over MPI (a maas built with `swift build --traits MPI`):
+              mpirun -np 4 maas train ... --output model.onnx
+            Every step's minibatch is cut into one contiguous slice per rank, and the gradients
+            are summed with one MPI_Allreduce, so the result is the single-process one up to
+            rounding; rank 0 prints and writes. Ctrl-C ends every rank without writing.
             """
     )
 
@@ -92,6 +97,9 @@ struct Train: ParsableCommand {
     @Option(help: "The model's name in --repository.")
     var model: String?
 
+    @Option(help: "Under mpirun: compare the ranks' parameter hashes every this many steps (and after the last).")
+    var syncCheckSteps = 100
+
     func validate() throws {
         guard (output == nil) != (repository == nil) else {
             throw ValidationError("give --output FILE.onnx, or --repository REPO --model NAME")
@@ -108,42 +116,70 @@ struct Train: ParsableCommand {
             throw ValidationError("--activation must be relu, tanh, sigmoid, gelu or none, got '\(activation)'")
         }
         guard layers != nil || initFrom != nil else { throw ValidationError("give --layers (e.g. 10,20,10) or --init-from MODEL.onnx") }
+        guard syncCheckSteps > 0 else { throw ValidationError("--sync-check-steps must be at least 1, got \(syncCheckSteps)") }
     }
 
     func run() throws {
+        var ranks: TrainingRanks?
         do {
-            try train()
-        } catch let error as TrainingError {
-            Terminal.stderr("error: \(error.message)\n")
-            throw ExitCode(1)
-        } catch let error as InferenceError {
-            Terminal.stderr("error: \(error.message)\n")
+            ranks = try TrainingRanks.start()
+            try train(ranks: ranks)
+            ranks?.finish()
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            let message = (error as? TrainingError)?.message ?? (error as? InferenceError)?.message ?? (error as? DataParallelError)?.message ?? "\(error)"
+            // One rank failing alone would leave the others waiting in a collective.
+            if let ranks { ranks.abort(message) }
+            Terminal.stderr("error: \(message)\n")
             throw ExitCode(1)
         }
     }
 
-    private func train() throws {
+    private func train(ranks: TrainingRanks?) throws {
+        let isLeader = ranks?.isLeader ?? true
         let loss = Loss(rawValue: loss)!
         // Hashed now, so that the metadata names the bytes trained on even if the files change.
-        let dataHash = try sha256(of: data)
-        let targetsHash = try targets.map { try sha256(of: $0) }
-        let all = try TrainingData.load(data: data, targets: targets, targetColumns: targetColumns, loss: loss)
+        // Only the rank that writes the metadata reads the files whole.
+        let dataHash = isLeader ? try sha256(of: data) : ""
+        let targetsHash = isLeader ? try targets.map { try sha256(of: $0) } : nil
+        let split = validationSplit
+        // A rank reads its share of the training rows, and rank 0 the validation rows (the last).
+        var share: DataShare?
+        var selecting: ((Int) throws(TrainingError) -> [Range<Int>])?
+        if let ranks {
+            let (rank, size, isLeader, batchSize, shuffle) = (ranks.rank, ranks.size, ranks.isLeader, batchSize, shuffle)
+            selecting = { (rows: Int) throws(TrainingError) -> [Range<Int>] in
+                let validationRows = try Self.validationCount(rows, split: split)
+                let mine = DataShare(totalRows: rows - validationRows, rank: rank, size: size, batchSize: batchSize, shuffle: shuffle)
+                share = mine
+                return mine.rowsToLoad + (isLeader && validationRows > 0 ? [rows - validationRows..<rows] : [])
+            }
+        }
+        let loaded = try TrainingData.load(data: data, targets: targets, targetColumns: targetColumns, loss: loss, selecting: selecting)
         let initial = try initialModel()
         // fit checks the rows (widths, values, labels) before it trains.
-        let validationRows = Int(Double(all.rows) * validationSplit)
-        if validationSplit > 0, validationRows == 0 || validationRows == all.rows {
-            throw TrainingError("--validation-split \(validationSplit) of \(all.rows) rows leaves \(validationRows) for validation; need at least one row on each side")
+        let training: TrainingData, validation: TrainingData?, trainingRows: Int
+        if let share {
+            let local = share.rowsToLoad.reduce(0) { $0 + $1.count }
+            training = loaded.slice(0..<local)
+            // Validation and the best-epoch choice happen on rank 0, which writes the model.
+            validation = local < loaded.rows ? loaded.slice(local..<loaded.rows) : nil
+            trainingRows = share.totalRows
+        } else {
+            let validationRows = try Self.validationCount(loaded.rows, split: split)
+            training = validationRows > 0 ? loaded.slice(0..<loaded.rows - validationRows) : loaded
+            validation = validationRows > 0 ? loaded.slice(loaded.rows - validationRows..<loaded.rows) : nil
+            trainingRows = training.rows
         }
-        let training = validationRows > 0 ? all.slice(0..<all.rows - validationRows) : all
-        let validation = validationRows > 0 ? all.slice(all.rows - validationRows..<all.rows) : nil
 
         // Refuse a destination that cannot take the model before spending time training it.
         var deployment: RepositoryDeployment?
-        if let repository, let model {
+        if isLeader, let repository, let model {
             deployment = try RepositoryDeployment(repository: repository, model: model)
             try deployment?.check(initial.graph())
         }
-        if let output {
+        if isLeader, let output {
             let directory = URL(fileURLWithPath: output).deletingLastPathComponent().path
             guard FileManager.default.isWritableFile(atPath: directory) else {
                 throw TrainingError("cannot write \(output): \(directory) is not a writable directory")
@@ -151,26 +187,37 @@ struct Train: ParsableCommand {
         }
 
         let trainer = try Trainer(model: initial, loss: loss, optimizer: optimizerConfiguration())
-        let interrupt = InterruptFlag()
+        // Under MPI a rank stopping on its own would leave the others waiting: Ctrl-C ends them all.
+        let interrupt = ranks == nil ? InterruptFlag() : nil
         let progress = ProgressPrinter(epochs: epochs, loss: loss)
-        print(
-            "training \(MLPDescription(initial)) on \(training.rows) rows\(validation.map { ", validating on \($0.rows)" } ?? "") "
-                + "(\(optimizer), lr \(lr), \(batchSize == 0 ? "full batch" : "batch \(batchSize)"), \(epochs) epochs, "
-                + "\(ComputePool.shared.threadCount) threads)")
+        let threads = "\(ComputePool.shared.threadCount) threads" + (ranks.map { " on each of \($0.size) ranks" } ?? "")
+        if isLeader {
+            print(
+                "training \(MLPDescription(initial)) on \(trainingRows) rows\(validation.map { ", validating on \($0.rows)" } ?? "") "
+                    + "(\(optimizer), lr \(lr), \(batchSize == 0 ? "full batch" : "batch \(batchSize)"), \(epochs) epochs, \(threads))")
+        }
         let started = ContinuousClock.now
-        let result = try trainer.fit(
-            training, options: FitOptions(epochs: epochs, batchSize: batchSize, shuffle: shuffle, seed: seed), validation: validation,
-            shouldStop: { interrupt.isSet }, onEvent: progress.handle)
+        let options = FitOptions(epochs: epochs, batchSize: batchSize, shuffle: shuffle, seed: seed)
+        let result: FitResult
+        if let ranks, let share {
+            result = try trainer.fit(
+                training, share: share, options: options, validation: validation, group: ranks.group, checkEvery: syncCheckSteps,
+                onEvent: isLeader ? progress.handle : { _ in })
+        } else {
+            result = try trainer.fit(training, options: options, validation: validation, shouldStop: { interrupt?.isSet ?? false }, onEvent: progress.handle)
+        }
         progress.finish()
         let seconds = (ContinuousClock.now - started).inSeconds
-        interrupt.disarm()
+        interrupt?.disarm()
+        guard isLeader else { return }
 
         // The written model's validation metric: its epoch's report, or (interrupted in the first
         // epoch) the trainer's current weights, which are then the ones written.
         var final = result.epochs.first { $0.epoch == result.bestEpoch }?.validation
         if final == nil, let validation { final = try trainer.evaluate(validation) }
-        let metadata = trainingMetadata(
-            result: result, validation: final, seconds: seconds, rows: training.rows, dataHash: dataHash, targetsHash: targetsHash)
+        var metadata = trainingMetadata(
+            result: result, validation: final, seconds: seconds, rows: trainingRows, dataHash: dataHash, targetsHash: targetsHash)
+        if let ranks { metadata["training.ranks"] = String(ranks.size) }
         let graph = result.model.graph(name: model ?? "mlp", metadata: metadata)
         let bytes = try ONNXModel.encode(graph)
         if result.interrupted {
@@ -188,6 +235,14 @@ struct Train: ParsableCommand {
             print("wrote \(output)")
         }
         if result.interrupted { throw ExitCode(130) }
+    }
+
+    private static func validationCount(_ rows: Int, split: Double) throws(TrainingError) -> Int {
+        let count = Int(Double(rows) * split)
+        if split > 0, count == 0 || count == rows {
+            throw TrainingError("--validation-split \(split) of \(rows) rows leaves \(count) for validation; need at least one row on each side")
+        }
+        return count
     }
 
     private func initialModel() throws -> MLP {
@@ -284,9 +339,21 @@ struct Train: ParsableCommand {
         return metadata
     }
 
+    /// Streamed, so that a large data file is not held in memory for it.
     private func sha256(of path: String) throws -> String {
-        guard let bytes = FileManager.default.contents(atPath: path) else { throw TrainingError("\(path): cannot read the file") }
-        return SHA256.hash(data: bytes).map { cFormat("%02x", $0) }.joined()
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw TrainingError("\(path): cannot read the file") }
+        defer { close(descriptor) }
+        var hasher = SHA256()
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0, errno == EINTR { continue }
+            guard count >= 0 else { throw TrainingError("\(path): cannot read the file") }
+            if count == 0 { break }
+            chunk.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+        }
+        return hasher.finalize().map { cFormat("%02x", $0) }.joined()
     }
 }
 

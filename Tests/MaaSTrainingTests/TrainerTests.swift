@@ -7,10 +7,10 @@ import Testing
 struct ShuffleTests {
     @Test func permutedMovesWholeRows() throws {
         let data = try TrainingData(features: [0, 1, 10, 11, 20, 21], featureWidth: 2, targets: .values([0, 1, 2], width: 1))
-        let permuted = data.permuted([2, 0, 1])
+        let permuted = data.rows(at: [2, 0, 1])
         #expect(permuted.features == [20, 21, 0, 1, 10, 11])
         #expect(permuted.targets == .values([2, 0, 1], width: 1))
-        let labels = try TrainingData(features: [0, 1, 2], featureWidth: 1, targets: .classes([5, 6, 7])).permuted([1, 2, 0])
+        let labels = try TrainingData(features: [0, 1, 2], featureWidth: 1, targets: .classes([5, 6, 7])).rows(at: [1, 2, 0])
         #expect(labels.targets == .classes([6, 7, 5]) && labels.features == [1, 2, 0])
     }
 
