@@ -140,6 +140,7 @@ extension Trainer {
                 message: "rank \(other) was started with other data or options than rank 0 (rows, batch size, epochs, shuffle, seed or model size differ)")
         }
         try checkInSync()
+        let timed = TimedGroup(group)
 
         for epoch in 1...options.epochs {
             let started = ContinuousClock.now
@@ -159,7 +160,7 @@ extension Trainer {
                         self.step(
                             features: features.baseAddress! + offset * source.featureWidth,
                             targets: targets.advanced(by: offset, width: source.targetWidth), rows: slice.count,
-                            batchRows: count, group: group)
+                            batchRows: count, group: timed)
                     }
                 }
                 localOffset += slice.count
@@ -179,8 +180,30 @@ extension Trainer {
         }
         if steps % checkEvery != 0 { try checkInSync() }
         if validation == nil || best.epoch == 0 { best = (model, reports.last?.epoch ?? 0, 0) }
-        return FitResult(model: best.model, losses: losses, epochs: reports, bestEpoch: best.epoch, interrupted: false)
+        var result = FitResult(model: best.model, losses: losses, epochs: reports, bestEpoch: best.epoch, interrupted: false)
+        result.allreduceSeconds = timed.seconds
+        result.allreduceBytesPerStep = (parameterCount + 1) * MemoryLayout<Float>.stride
+        return result
     }
+}
+
+/// Times the sums, for the share of a step spent communicating.
+private final class TimedGroup: DataParallelGroup {
+    let group: any DataParallelGroup
+    private(set) var seconds = 0.0
+
+    init(_ group: any DataParallelGroup) { self.group = group }
+
+    var rank: Int { group.rank }
+    var size: Int { group.size }
+
+    func sumInPlace(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        let started = ContinuousClock.now
+        group.sumInPlace(values, count: count)
+        seconds += (ContinuousClock.now - started).inSeconds
+    }
+
+    func allGather(_ value: UInt64) -> [UInt64] { group.allGather(value) }
 }
 
 private func hex(_ value: UInt64) -> String {

@@ -46,6 +46,10 @@ public struct FitResult: Sendable {
     public var bestEpoch: Int
     /// Stopped before the last epoch because `shouldStop` said so.
     public var interrupted: Bool
+    /// Data-parallel runs: the time this rank spent summing gradients with the others (waiting
+    /// for the slowest included), and the bytes it sent into each step's sum.
+    public var allreduceSeconds = 0.0
+    public var allreduceBytesPerStep = 0
 }
 
 extension Trainer {

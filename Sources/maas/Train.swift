@@ -210,6 +210,16 @@ struct Train: ParsableCommand {
         let seconds = (ContinuousClock.now - started).inSeconds
         interrupt?.disarm()
         guard isLeader else { return }
+        let samplesPerSecond = Double(trainingRows * result.epochs.count) / max(seconds, 1e-9)
+        if let ranks {
+            print(
+                cFormat(
+                    "%ld ranks: %.3f s training, %.3f s of it (%.1f%%) in MPI_Allreduce of %ld bytes per step, %.0f samples/s",
+                    ranks.size, seconds, result.allreduceSeconds, 100 * result.allreduceSeconds / max(seconds, 1e-9),
+                    result.allreduceBytesPerStep, samplesPerSecond))
+        } else {
+            print(cFormat("%.3f s training, %.0f samples/s", seconds, samplesPerSecond))
+        }
 
         // The written model's validation metric: its epoch's report, or (interrupted in the first
         // epoch) the trainer's current weights, which are then the ones written.

@@ -226,3 +226,62 @@ def test_ranks_started_with_different_options_are_stopped(tmp_path):
     assert result.returncode != 0
     assert "rank 1 was started with other data or options than rank 0" in result.stderr, result.stderr
     assert not (tmp_path / "never.onnx").exists()
+
+
+@pytest.fixture
+def two_namespaces(tmp_path):
+    """Two network namespaces joined by a veth pair, 10.77.0.1 and 10.77.0.2: two 'machines'
+    whose ranks can only talk over TCP. mpirun starts its daemons in them through an agent
+    that stands in for ssh."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    tag = str(os.getpid())
+    names = [f"maas-a{tag}", f"maas-b{tag}"]
+    links = [f"vma{tag}", f"vmb{tag}"]
+    def ip(*args):
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+    try:
+        ip("netns", "add", names[0])
+    except subprocess.CalledProcessError as error:
+        pytest.skip(f"cannot create a network namespace here: {error.stderr.decode().strip()}")
+    try:
+        ip("netns", "add", names[1])
+        ip("link", "add", links[0], "type", "veth", "peer", "name", links[1])
+        for index, (name, link) in enumerate(zip(names, links)):
+            ip("link", "set", link, "netns", name)
+            ip("-n", name, "addr", "add", f"10.77.0.{index + 1}/24", "dev", link)
+            ip("-n", name, "link", "set", link, "up")
+            ip("-n", name, "link", "set", "lo", "up")
+        agent = tmp_path / "netns-agent"
+        # It logs each launch, so the test knows a daemon (whose ranks inherit its namespace)
+        # started in each namespace.
+        agent.write_text(f'#!/bin/sh\nhost="$1"; shift\necho "$host" >> {tmp_path}/launches\n'
+                         'exec ip netns exec "$host" /bin/sh -c "$*"\n')
+        agent.chmod(0o755)
+        yield names, agent
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+def test_ranks_in_two_network_namespaces_train_what_one_process_trains(tmp_path, two_namespaces):
+    names, agent = two_namespaces
+    run = FIXTURES / "seed_sgd_minibatch"
+    args = ["train", "--data", run / "X.npy", "--targets", run / "Y.npy", "--layers", "10,20,10", "--optimizer", "sgd",
+            "--lr", 0.05, "--momentum", 0.9, "--epochs", 30, "--batch-size", 100]
+    single = train(None, *args[1:], "--output", tmp_path / "single.onnx")
+    assert single.returncode == 0, single.stderr
+    # mpirun runs in the first namespace and reaches its daemons and ranks only over the veth
+    # pair: TCP between the ranks, no shared memory.
+    command = ["ip", "netns", "exec", names[0], "mpirun", "--allow-run-as-root", "--host", f"{names[0]}:1,{names[1]}:1", "-np", "2",
+               "--mca", "plm_rsh_agent", str(agent), "--mca", "btl", "tcp,self",
+               "--mca", "btl_tcp_if_include", "10.77.0.0/24", "--mca", "oob_tcp_if_include", "10.77.0.0/24",
+               binary("maas"), *map(str, args), "--output", str(tmp_path / "parallel.onnx")]
+    job = subprocess.run(command, capture_output=True, text=True, timeout=120, env=mpi_env())
+    assert job.returncode == 0, job.stderr
+    assert sorted((tmp_path / "launches").read_text().split()) == sorted(names)
+    ours, reference = weights(tmp_path / "parallel.onnx"), weights(tmp_path / "single.onnx")
+    for name, expected in reference.items():
+        error = np.max(np.abs(ours[name] - expected)) / np.max(np.abs(expected))
+        assert error <= SGD_TOLERANCE, f"{name}: {error:.2e} of its scale apart from the single-process run"
+    assert "2 ranks: " in job.stdout
