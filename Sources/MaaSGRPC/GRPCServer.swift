@@ -191,15 +191,12 @@ public final class GRPCServer: Service, Sendable {
             .childChannelInitializer { [http1, plainHTTP, tls, recorder] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let id = ObjectIdentifier(channel)
-                    let refused = state.withLockedValue { state -> Bool in
-                        if state.shutdownRequested { return true }
-                        state.undecided.insert(id)
-                        return false
-                    }
-                    if refused {
-                        channel.close(promise: nil)
-                        return
-                    }
+                    // A connection accepted after shutdown began (the listener closes on its own
+                    // loop, after the queue's last accepts) is served and drained like the open
+                    // ones, not closed: its peer has sent its first request already, and closing
+                    // over unread bytes resets the connection, which a balancer that streams
+                    // request bodies (nginx's grpc_pass) cannot retry.
+                    state.withLockedValue { _ = $0.undecided.insert(id) }
                     channel.closeFuture.whenComplete { _ in _ = state.withLockedValue { $0.undecided.remove(id) } }
                     let sniffer = ProtocolSniffer(
                         timeout: .init(configuration.handshakeTimeout),

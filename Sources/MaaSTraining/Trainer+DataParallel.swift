@@ -94,7 +94,9 @@ extension Trainer {
         _ data: TrainingData, share: DataShare, options: FitOptions, validation: TrainingData? = nil,
         group: any DataParallelGroup, checkEvery: Int = 100, onEvent: (TrainingEvent) -> Void = { _ in }
     ) throws -> FitResult {
-        try check(data)
+        // A rank may hold no rows at all (more ranks than rows in every step); it still takes
+        // part in every sum, with a zero gradient.
+        if data.rows > 0 { try check(data) }
         if let validation { try check(validation) }
         let expected = share.rowsToLoad.reduce(0) { $0 + $1.count }
         guard data.rows == expected else {
@@ -155,12 +157,19 @@ extension Trainer {
                 let rows = share.shuffle ? data.rows(at: order[(start + slice.lowerBound)..<(start + slice.upperBound)]) : nil
                 let source = rows ?? data
                 let offset = rows == nil ? localOffset : 0
-                let loss = source.features.withUnsafeBufferPointer { features in
-                    withTargets(source) { targets in
-                        self.step(
-                            features: features.baseAddress! + offset * source.featureWidth,
-                            targets: targets.advanced(by: offset, width: source.targetWidth), rows: slice.count,
-                            batchRows: count, group: timed)
+                let loss: Double
+                if slice.isEmpty {
+                    // Nothing of this step is ours; the pointers are not read.
+                    let none: Float = 0
+                    loss = withUnsafePointer(to: none) { self.step(features: $0, targets: .values($0), rows: 0, batchRows: count, group: timed) }
+                } else {
+                    loss = source.features.withUnsafeBufferPointer { features in
+                        withTargets(source) { targets in
+                            self.step(
+                                features: features.baseAddress! + offset * source.featureWidth,
+                                targets: targets.advanced(by: offset, width: source.targetWidth), rows: slice.count,
+                                batchRows: count, group: timed)
+                        }
                     }
                 }
                 localOffset += slice.count

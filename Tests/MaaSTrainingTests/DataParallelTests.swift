@@ -117,6 +117,8 @@ struct DataParallelTests {
         ("seed_sgd_minibatch", FitOptions(epochs: 3, batchSize: 100), 2),
         ("seed_sgd_minibatch", FitOptions(epochs: 3, batchSize: 64, shuffle: true, seed: 5), 3),
         ("seed_sgd_minibatch", FitOptions(epochs: 2), 4),
+        // Steps of 2 rows over 3 ranks: rank 0 never has a row and adds a zero gradient.
+        ("seed_sgd_minibatch", FitOptions(epochs: 1, batchSize: 2, shuffle: true, seed: 9), 3),
     ]
 
     /// The ranks run the single process's steps on the same rows. The gradient's terms are
