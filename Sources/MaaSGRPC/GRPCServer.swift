@@ -135,7 +135,15 @@ public final class GRPCServer: Service, Sendable {
         } onGracefulShutdown: {
             self.beginGracefulShutdown()
         }
-        // The listener is closed; wait for the connections to drain.
+        // The listener is closed. A connection it accepted just before may not have reached the
+        // child initializer yet (its registration is a task queued on its event loop), and so
+        // is counted nowhere; exiting now would reset it, with its first request unread (nginx:
+        // "recv() failed (104)"). Each loop runs what was queued before these no-ops, twice over
+        // for the steps registration takes.
+        for _ in 0..<2 {
+            for loop in group.makeIterator() { try? await loop.submit {}.get() }
+        }
+        // Wait for the connections to drain.
         while true {
             let open = state.withLockedValue { $0.connections.count + $0.undecided.count + $0.http1.count }
             if open == 0 { break }
@@ -158,7 +166,7 @@ public final class GRPCServer: Service, Sendable {
         }
         guard let channel else { return }
         logger.info("gRPC server shutting down gracefully", metadata: ["connections": "\(connections.count)"])
-        channel.close(promise: nil)
+        ListenerDrain.close(channel, logger: logger)
         for connection in connections {
             connection.eventLoop.execute { connection.value.beginGracefulShutdown() }
         }
