@@ -11,11 +11,11 @@ import NIOCore
 /// about one SIGTERM in ten, all on connections made in the last few milliseconds before the
 /// close (seen with tcpdump).
 ///
-/// So the listener first gets a socket filter that drops every packet, new SYNs included. A
-/// client connecting now retransmits its SYN after a second, finds the port closed and tries
-/// elsewhere, without having sent anything. The server keeps accepting until the queue is empty,
-/// as `TCP_INFO` reports it, and only then closes the listener. The connections accepted meanwhile
-/// are served and drained like the others.
+/// So the listener first gets a socket filter that drops SYNs. A client connecting now
+/// retransmits its SYN after a second, finds the port closed and tries elsewhere, without having
+/// sent anything. Handshakes already under way still complete (their last ACK has no SYN flag).
+/// The server keeps accepting until the queue is empty, as `TCP_INFO` reports it, and only then
+/// closes the listener. The connections accepted meanwhile are served and drained like the others.
 enum ListenerDrain {
     /// How long to wait for the queue to empty before closing anyway.
     static let limit = TimeAmount.milliseconds(500)
@@ -26,7 +26,7 @@ enum ListenerDrain {
             return
         }
         let loop = channel.eventLoop
-        options.unsafeSetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_ATTACH_FILTER), value: DropEverything.program)
+        options.unsafeSetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_ATTACH_FILTER), value: DropSYN.program)
             .flatMap { waitForEmptyQueue(options, on: loop, until: loop.now + limit) }
             .whenComplete { result in
                 if case .failure(let error) = result {
@@ -49,9 +49,10 @@ enum ListenerDrain {
     }
 }
 
-/// The classic BPF program `ret #0` (keep no byte of any packet) as `struct sock_fprog`, which
-/// Glibc does not export (<linux/filter.h>).
-private struct DropEverything: @unchecked Sendable {
+/// A classic BPF program that drops TCP segments with SYN set and keeps the rest, as
+/// `struct sock_fprog`, which Glibc does not export (<linux/filter.h>). A TCP socket's filter
+/// sees the segment from its TCP header on, so byte 13 holds the flags.
+private struct DropSYN: @unchecked Sendable {
     /// `struct sock_filter`: code, jt, jf, k.
     struct Instruction {
         var code: UInt16
@@ -65,10 +66,16 @@ private struct DropEverything: @unchecked Sendable {
     var instructions: UnsafeMutablePointer<Instruction>
 
     /// Allocated once and never freed: the kernel copies the program at attach time.
-    static let program: DropEverything = {
-        precondition(MemoryLayout<Instruction>.size == 8 && MemoryLayout<DropEverything>.offset(of: \.instructions) == MemoryLayout<Int>.size)
-        let instruction = UnsafeMutablePointer<Instruction>.allocate(capacity: 1)
-        instruction.initialize(to: Instruction(code: 0x06, jumpTrue: 0, jumpFalse: 0, constant: 0))  // BPF_RET | BPF_K
-        return DropEverything(length: 1, instructions: instruction)
+    static let program: DropSYN = {
+        precondition(MemoryLayout<Instruction>.size == 8 && MemoryLayout<DropSYN>.offset(of: \.instructions) == MemoryLayout<Int>.size)
+        let code: [Instruction] = [
+            Instruction(code: 0x30, jumpTrue: 0, jumpFalse: 0, constant: 13),  // ldb [13]: the flags
+            Instruction(code: 0x45, jumpTrue: 0, jumpFalse: 1, constant: 0x02),  // jset #SYN
+            Instruction(code: 0x06, jumpTrue: 0, jumpFalse: 0, constant: 0),  // ret #0: drop
+            Instruction(code: 0x06, jumpTrue: 0, jumpFalse: 0, constant: 0xFFFF_FFFF),  // ret #-1: keep
+        ]
+        let instructions = UnsafeMutablePointer<Instruction>.allocate(capacity: code.count)
+        instructions.initialize(from: code, count: code.count)
+        return DropSYN(length: UInt16(code.count), instructions: instructions)
     }()
 }

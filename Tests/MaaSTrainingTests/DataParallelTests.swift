@@ -10,20 +10,30 @@ import Testing
 /// so every rank gets the same bits, as MPI_Allreduce gives them.
 private final class ThreadGroup: @unchecked Sendable {
     let size: Int
-    private var barrier = pthread_barrier_t()
-    private var staging: [[Float]]
-    private var hashes: [UInt64]
+    private let barrier = UnsafeMutablePointer<pthread_barrier_t>.allocate(capacity: 1)
+    /// Raw buffers, not arrays: ranks write their own elements at once, and an Array is one
+    /// shared variable (its copy-on-write check would race).
+    private let staging: UnsafeMutableBufferPointer<[Float]>
+    private let hashes: UnsafeMutableBufferPointer<UInt64>
 
     init(size: Int) {
         self.size = size
-        staging = Array(repeating: [], count: size)
-        hashes = Array(repeating: 0, count: size)
-        pthread_barrier_init(&barrier, nil, UInt32(size))
+        staging = .allocate(capacity: size)
+        staging.initialize(repeating: [])
+        hashes = .allocate(capacity: size)
+        hashes.initialize(repeating: 0)
+        pthread_barrier_init(barrier, nil, UInt32(size))
     }
 
-    deinit { pthread_barrier_destroy(&barrier) }
+    deinit {
+        pthread_barrier_destroy(barrier)
+        barrier.deallocate()
+        staging.deinitialize()
+        staging.deallocate()
+        hashes.deallocate()
+    }
 
-    func wait() { pthread_barrier_wait(&barrier) }
+    func wait() { pthread_barrier_wait(barrier) }
 
     func sum(rank: Int, _ values: UnsafeMutablePointer<Float>, count: Int) {
         staging[rank] = Array(UnsafeBufferPointer(start: values, count: count))
@@ -39,7 +49,7 @@ private final class ThreadGroup: @unchecked Sendable {
     func gather(rank: Int, _ value: UInt64) -> [UInt64] {
         hashes[rank] = value
         wait()
-        let all = hashes
+        let all = Array(hashes)
         wait()
         return all
     }
@@ -139,9 +149,14 @@ struct DataParallelTests {
         let options = recipe.options
         let results = onRanks(recipe.size) { rank -> [Float]? in
             let share = DataShare(totalRows: data.rows, rank: rank, size: group.size, batchSize: options.batchSize, shuffle: options.shuffle)
-            guard let trainer = try? Trainer(model: model, loss: .mse, optimizer: sgd, pool: ComputePool(threadCount: 1)),
-                let result = try? trainer.fit(data.rows(in: share.rowsToLoad), share: share, options: options, group: ThreadGroup.Rank(group, rank: rank))
-            else { return nil }
+            let result: FitResult
+            do {
+                let trainer = try Trainer(model: model, loss: .mse, optimizer: sgd, pool: ComputePool(threadCount: 1))
+                result = try trainer.fit(data.rows(in: share.rowsToLoad), share: share, options: options, group: ThreadGroup.Rank(group, rank: rank))
+            } catch {
+                Issue.record("rank \(rank): \(error)")
+                return nil
+            }
             #expect(result.losses.count == single.losses.count)
             let worst = worstRelativeError(result.losses, single.losses, floor: 0)
             #expect(worst.error <= 2 * ErrorBound.gamma(30), "rank \(rank) step \(worst.index): \(result.losses[worst.index]) vs \(single.losses[worst.index])")
