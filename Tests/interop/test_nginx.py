@@ -234,7 +234,7 @@ def test_sigterm_rolling_update_and_sigkill_under_load(cluster, tmp_path):
         after_sigterm = load.count()
         # REST: nothing fails (nginx buffers the bodies, so it sends a request again when the
         # replica closed the connection before answering). gRPC: nginx streams the bodies and cannot
-        # send one again; in 2 of 42 runs one call (of ~17,000) was cut in the instant of the
+        # send one again; in 14 of 105 runs 1-2 calls (of ~17,000) were cut in the instant of the
         # SIGTERM with "recv() failed (104: Connection reset by peer)": a known gap (see README,
         # Replicas behind nginx), bounded here so that it cannot grow.
         cut = failures(load.calls)
