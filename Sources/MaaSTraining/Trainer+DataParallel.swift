@@ -126,7 +126,7 @@ extension Trainer {
             if let other = hashes.indices.first(where: { hashes[$0] != hashes[0] }) {
                 let when = steps == 0 ? "before the first step (started from different weights?)" : "after step \(steps)"
                 throw DataParallelError(
-                    message: "the ranks' parameters differ \(when): rank 0 has hash \(hex(hashes[0])), rank \(other) has \(hex(hashes[other]))")
+                    message: "the ranks' parameters differ \(when): rank 0 has hash \(cFormat("%016lx", hashes[0])), rank \(other) has \(cFormat("%016lx", hashes[other]))")
             }
         }
 
@@ -213,9 +213,4 @@ private final class TimedGroup: DataParallelGroup {
     }
 
     func allGather(_ value: UInt64) -> [UInt64] { group.allGather(value) }
-}
-
-private func hex(_ value: UInt64) -> String {
-    let digits = String(value, radix: 16)
-    return String(repeating: "0", count: 16 - digits.count) + digits
 }

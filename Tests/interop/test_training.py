@@ -190,3 +190,10 @@ def test_bad_arguments_are_refused_before_training(tmp_path, args, message):
     result = train("--data", SEED_RUN / "X.npy", "--targets", SEED_RUN / "Y.npy", "--epochs", 1, *args, check=False)
     assert result.returncode == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "never.onnx").exists()
+
+
+def test_a_sync_check_interval_below_one_is_a_usage_error():
+    # Checked with the other flags, before any file is read (ArgumentParser's usage exit code).
+    result = train("--data", SEED_RUN / "X.npy", "--targets", SEED_RUN / "Y.npy", "--layers", "10,20,10",
+                   "--sync-check-steps", 0, "--output", "/tmp/never.onnx", check=False)
+    assert result.returncode == 64 and "--sync-check-steps must be at least 1, got 0" in result.stderr, result.stderr
