@@ -37,6 +37,7 @@ public final class GRPCServer: Service, Sendable {
     /// Told of every answered call and plain HTTP/2 request (the access log); nil records nothing.
     private let recorder: (any AccessRecorder)?
     private let state = NIOLockedValueBox(State())
+    private let accepted = AcceptedChannels()
 
     private struct State {
         var channel: (any Channel)?
@@ -166,7 +167,7 @@ public final class GRPCServer: Service, Sendable {
         }
         guard let channel else { return }
         logger.info("gRPC server shutting down gracefully", metadata: ["connections": "\(connections.count)"])
-        ListenerDrain.close(channel, logger: logger)
+        ListenerDrain.close(channel, accepted: accepted, logger: logger)
         for connection in connections {
             connection.eventLoop.execute { connection.value.beginGracefulShutdown() }
         }
@@ -190,7 +191,11 @@ public final class GRPCServer: Service, Sendable {
         let router = self.router
         let logger = self.logger
         let state = self.state
+        let accepted = self.accepted
         return try await ServerBootstrap(group: group)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(accepted.listenerHandler()) }
+            }
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -237,6 +242,7 @@ public final class GRPCServer: Service, Sendable {
                         })
                     // TLS (or the first byte's choice between TLS and cleartext) comes first; the
                     // sniffer's deadline covers the handshake too.
+                    try channel.pipeline.syncOperations.addHandler(accepted.childHandler())
                     if let tls { try channel.pipeline.syncOperations.addHandler(TLSSniffer(tls: tls)) }
                     try channel.pipeline.syncOperations.addHandler(sniffer)
                 }
