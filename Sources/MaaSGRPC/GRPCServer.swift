@@ -240,9 +240,9 @@ public final class GRPCServer: Service, Sendable {
                                 if draining { channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ServerDrainEvent()) } }
                             }
                         })
-                    // TLS (or the first byte's choice between TLS and cleartext) comes first; the
-                    // sniffer's deadline covers the handshake too.
                     try channel.pipeline.syncOperations.addHandler(accepted.childHandler())
+                    // TLS (or the first byte's choice between TLS and cleartext) comes next; the
+                    // sniffer's deadline covers the handshake too.
                     if let tls { try channel.pipeline.syncOperations.addHandler(TLSSniffer(tls: tls)) }
                     try channel.pipeline.syncOperations.addHandler(sniffer)
                 }

@@ -91,7 +91,7 @@ final class AcceptedChannels: Sendable {
         }
     }
 
-    private final class ChildHandler: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    final class ChildHandler: ChannelInboundHandler, RemovableChannelHandler, Sendable {
         typealias InboundIn = NIOAny
         let accepted: AcceptedChannels
         init(accepted: AcceptedChannels) { self.accepted = accepted }
