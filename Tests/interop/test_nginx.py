@@ -3,8 +3,7 @@ listen ports and the replica list are the test's), on loopback (issue 14, item 1
 
 - tritonclient gRPC and HTTP through nginx give what direct calls give (both checked against
   onnxruntime with the rounding-error bounds of tolerance.py);
-- SIGTERM to one replica under load (32 clients through nginx: 24 gRPC, 8 REST) fails no REST
-  call, and at most a few gRPC calls in the instant of the signal (the gap is described below);
+- SIGTERM to one replica under load (32 clients through nginx: 24 gRPC, 8 REST) fails no call;
 - a new version renamed into the shared repository while the clients run fails nothing, and every
   replica serves it within 2 poll intervals;
 - SIGKILL of a replica under load fails at most the calls it held, a client's retry of those
@@ -232,17 +231,14 @@ def test_sigterm_rolling_update_and_sigkill_under_load(cluster, tmp_path):
         drain_ms = (time.monotonic() - signalled) * 1000
         time.sleep(max(0.0, 10 - (time.monotonic() - load.calls[0][0])))  # >= 10 s of load in all
         after_sigterm = load.count()
-        # REST: nothing fails (nginx buffers the bodies, so it sends a request again when the
-        # replica closed the connection before answering). gRPC: nginx streams the bodies and cannot
-        # send one again. Before the fourth drain fix 14 of 105 runs had 1-2 calls cut in the
-        # instant of the SIGTERM with "recv() failed (104: Connection reset by peer)"; with it, 3
-        # of 100 had 1: a known gap (see README, Replicas behind nginx), bounded here so that it
-        # cannot grow.
+        # Nothing fails. REST: nginx buffers the bodies, so it sends a request again when the
+        # replica closed the connection before answering. gRPC: nginx streams the bodies and
+        # cannot send one again, so this holds only because the replica resets no connection
+        # nginx has written to (the four drain fixes in README, Replicas behind nginx; 0 of
+        # 200 runs of this part failed with them).
         cut = failures(load.calls)
         print(f"SIGTERM: {len(cut)} of {len(load.calls)} calls failed", *nginx.errors(), sep="\n")
-        assert not [c for c in cut if c[2] == "rest"], cut[:5]
-        assert len(cut) <= 5 and all(abs(c[0] - signalled) < 1 for c in cut), cut[:5]
-        sigterm_failures = len(cut)
+        assert not cut, cut[:5]
 
         # It comes back on the same port; nginx takes it again after fail_timeout.
         replicas[0] = MaasServe(tmp_path, *args, port=replicas[0].port, name="replica0-again.stderr")
@@ -260,7 +256,7 @@ def test_sigterm_rolling_update_and_sigkill_under_load(cluster, tmp_path):
         time.sleep(max(0.0, updated + 2 * POLL_SECS + 2 - time.monotonic()))
         recent = [c for c in load.calls if c[0] > updated + 2 * POLL_SECS + 0.5]
         assert recent and all(c[3] == "2" for c in recent if c[4] is None), {c[3] for c in recent}
-        assert len(failures(load.calls)) == sigterm_failures, failures(load.calls)[:5]
+        assert not failures(load.calls), failures(load.calls)[:5]
 
         # 3. SIGKILL: at most the calls it held fail; a retry of each succeeds; nginx stops
         # sending to it.
@@ -274,8 +270,8 @@ def test_sigterm_rolling_update_and_sigkill_under_load(cluster, tmp_path):
     failed = [c for c in failures(calls) if c[0] > killed_at - 5]  # the SIGTERM was > 10 s before
     held = [c for c in calls if c[0] <= killed_at <= c[1]]
     print(f"{len(calls)} calls; SIGTERM drain {drain_ms:.0f} ms, {after_sigterm} calls by then; v2 ready on all replicas "
-          f"{all_ready_s:.2f} s after the rename; SIGKILL: {len(held)} calls in flight, {len(failed)} failed; SIGTERM: {sigterm_failures} failed")
-    assert len(failures(calls)) - len(failed) == sigterm_failures   # nothing else failed before the kill
+          f"{all_ready_s:.2f} s after the rename; SIGKILL: {len(held)} calls in flight, {len(failed)} failed")
+    assert len(failures(calls)) == len(failed)   # nothing failed before the kill
     assert len(failed) <= len(held), failed[:5]
     client = grpcclient.InferenceServerClient(nginx.grpc_address)
     for _ in failed:
