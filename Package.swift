@@ -42,9 +42,10 @@ let package = Package(
             pkgConfig: "libprotobuf-c",
             providers: [.apt(["libprotobuf-c-dev"])]
         ),
+        // Headers only: BLAS.swift opens libopenblas.so.0 when a kernel first needs it, so nothing
+        // links it (no pkgConfig, whose flags would).
         .systemLibrary(
             name: "COpenBLAS",
-            pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
         // Only MaaSDistributed imports it, and only with the MPI trait.

@@ -11,7 +11,7 @@ import Synchronization
 /// `threadCount` slots while it computes. A caller from outside the pool that finds a slot free
 /// runs its closure itself (handing it to a sleeping worker and sleeping until it is done cost
 /// two futex wake-ups, ~12 µs per call, measured with maas-bench on a one-op model); otherwise
-/// it hands it over and only waits. OpenBLAS is set to one thread: it is called per tile from here.
+/// it hands it over and only waits. OpenBLAS is set to one thread (BLAS.swift): it is called per tile from here.
 public final class ComputePool: Sendable {
     public let threadCount: Int
     private let queue = Mutex(JobQueue())
@@ -35,7 +35,6 @@ public final class ComputePool: Sendable {
         precondition(threadCount > 0)
         self.threadCount = threadCount
         freeSlots = Atomic(threadCount)
-        BLAS.setThreads(getenvInt("MAAS_OPENBLAS_THREADS") ?? 1)
         for index in 0..<threadCount {
             let thread = Thread(pool: self, index: index)
             thread.start()

@@ -93,6 +93,9 @@ public final class CompiledModel: Sendable {
             // none was run into an empty list of buffers).
             guard !listed.isEmpty else { throw .invalidModel("\(node.label) lists no outputs") }
             let kernel = try OpRegistry.make(NodeContext(node: node, opset: opset, constants: known))
+            if kernel.callsOpenBLAS {
+                do { try BLAS.require() } catch { throw InferenceError(error.code, "\(node.label) runs on OpenBLAS, but \(error.message)") }
+            }
             for output in node.outputs where !output.isEmpty {
                 guard slots[output] == nil else { throw .invalidModel("\(node.label): output '\(output)' is already produced elsewhere") }
             }

@@ -49,11 +49,14 @@ protocol Kernel: Sendable {
     var packedInputs: Set<Int> { get }
     /// This kernel with a following Relu folded into its output pass, if it can do that.
     func fusingRelu() -> (any Kernel)?
+    /// It may call OpenBLAS, which is opened when such a kernel is built (``BLAS/require()``).
+    var callsOpenBLAS: Bool { get }
 }
 
 extension Kernel {
     var aliases: [Int: Int] { [:] }
     var packedInputs: Set<Int> { [] }
+    var callsOpenBLAS: Bool { false }
 
     /// This kernel with a following Relu folded into its output pass, if it can do that.
     func fusingRelu() -> (any Kernel)? { nil }

@@ -48,6 +48,7 @@ public final class Trainer {
         model: MLP, loss: Loss, optimizer: OptimizerConfiguration, pool: ComputePool = .shared
     ) throws(TrainingError) {
         try optimizer.validate()
+        do { try BLAS.require() } catch { throw TrainingError("training runs on OpenBLAS, but \(error)") }
         architecture = model
         parameterCount = model.parameters.count
         parameters = .allocate(capacity: max(parameterCount, 1))

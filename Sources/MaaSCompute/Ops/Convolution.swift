@@ -14,6 +14,8 @@ struct ConvKernel: ReluFusing {
     var pooled = false
     /// A following Relu computed in the same pass (set by the graph compiler).
     var relu = false
+    /// im2col then OpenBLAS is always among the implementations timed at load.
+    var callsOpenBLAS: Bool { true }
 
     init(_ context: NodeContext) throws(InferenceError) {
         try context.requireInputs(2...3)

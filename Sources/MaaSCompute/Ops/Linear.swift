@@ -49,6 +49,8 @@ struct GemmKernel: ReluFusing, EpilogueFusing {
     }
 
     var packedInputs: Set<Int> { packed == nil ? [] : [1] }
+    /// Only a constant weight packed into panels is multiplied by our own kernels.
+    var callsOpenBLAS: Bool { packed?.panelPointer == nil }
 
     func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
         guard let a = inputs[0], let b = inputs[1] else { throw .invalidModel("missing input") }
@@ -155,6 +157,8 @@ struct MatMulKernel: ReluFusing, EpilogueFusing {
     }
 
     var packedInputs: Set<Int> { packed == nil ? [] : [1] }
+    /// Only a constant weight packed into panels is multiplied by our own kernels.
+    var callsOpenBLAS: Bool { packed?.panelPointer == nil }
 
     func outputs(_ inputs: [ValueMeta?]) throws(InferenceError) -> [ValueMeta] {
         guard let a = inputs[0], let b = inputs[1] else { throw .invalidModel("missing input") }
