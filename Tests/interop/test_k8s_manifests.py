@@ -569,13 +569,18 @@ def test_runtime_image_has_every_library_the_binary_links():
     mpi_only = set() if with_mpi else dependency_closure({"libopenmpi3"}) - available
     linked = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
     for name, path in re.findall(r"^\s*(\S+) => (/\S+)", linked, re.M):
-        if "/lib/swift/" in path:
-            continue  # the Swift runtime: copied from the build stage, as ldd lists it there
+        # The image copies no Swift library: maas links them statically (Package.swift).
+        assert "/lib/swift/" not in path, f"maas links {name} from the toolchain"
         package = owning_package(path)
         assert package, f"{name} ({path}) belongs to no Debian package"
         if package in mpi_only:
             continue
         assert package in available, f"{name} is in {package}, which the runtime stage does not install"
+    # OpenBLAS is opened when a model needs it (BLAS.swift), so ldd does not list it.
+    openblas = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+    path = re.search(r"^\s*libopenblas\.so\.0 \(libc6,x86-64\) => (/\S+)", openblas, re.M)
+    assert path, "libopenblas.so.0 is not installed here"
+    assert owning_package(path.group(1)) in available, f"{path.group(1)}'s package is not in the runtime stage"
 
 
 def test_image_user_port_and_entrypoint_fit_the_deployment():
