@@ -235,7 +235,7 @@ def test_sigterm_rolling_update_and_sigkill_under_load(cluster, tmp_path):
         # replica closed the connection before answering. gRPC: nginx streams the bodies and
         # cannot send one again, so this holds only because the replica resets no connection
         # nginx has written to (the four drain fixes in README, Replicas behind nginx; 0 of
-        # 200 runs of this part failed with them).
+        # 240 runs of this part failed with them).
         cut = failures(load.calls)
         print(f"SIGTERM: {len(cut)} of {len(load.calls)} calls failed", *nginx.errors(), sep="\n")
         assert not cut, cut[:5]
