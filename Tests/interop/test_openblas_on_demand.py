@@ -92,20 +92,32 @@ def test_missing_openblas_fails_only_the_model_that_needs_it(tmp_path, monkeypat
         assert server.stop() == 0
 
 
-def test_maas_run_and_train_say_which_file_is_missing(tmp_path):
+def run_product(tmp_path, env):
+    """`maas run` on the MatMul of two inputs."""
     path = tmp_path / "product" / "model.onnx"
     activations_product(path)
     np.save(tmp_path / "a.npy", np.zeros((2, 4), np.float32))
     np.save(tmp_path / "b.npy", np.zeros((4, 3), np.float32))
-    env = {"MAAS_OPENBLAS_LIBRARY": MISSING, "PATH": "/usr/bin:/bin"}
-    run = subprocess.run([binary("maas"), "run", str(path), "--input", f"a={tmp_path / 'a.npy'}",
-                          "--input", f"b={tmp_path / 'b.npy'}", "--output-dir", str(tmp_path / "out")],
-                         capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run([binary("maas"), "run", str(path), "--input", f"a={tmp_path / 'a.npy'}",
+                           "--input", f"b={tmp_path / 'b.npy'}", "--output-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=60, env={**env, "PATH": "/usr/bin:/bin"})
+
+
+def test_a_library_without_the_entry_points_is_refused_by_name(tmp_path):
+    """Another shared library in its place (libnghttp2, which maas links anyway): no cblas_sgemm."""
+    run = run_product(tmp_path, {"MAAS_OPENBLAS_LIBRARY": "libnghttp2.so.14"})
+    assert run.returncode == 1, run.stderr
+    assert "libnghttp2.so.14 lacks an entry point" in run.stderr and "cblas_sgemm" in run.stderr, run.stderr
+
+
+def test_maas_run_and_train_say_which_file_is_missing(tmp_path):
+    env = {"MAAS_OPENBLAS_LIBRARY": MISSING}
+    run = run_product(tmp_path, env)
     assert run.returncode == 1 and "runs on OpenBLAS, but" in run.stderr and MISSING in run.stderr, run.stderr
     np.save(tmp_path / "x.npy", np.ones((8, 10), np.float32))
     np.save(tmp_path / "y.npy", np.ones((8, 2), np.float32))
     train = subprocess.run([binary("maas"), "train", "--data", str(tmp_path / "x.npy"), "--targets", str(tmp_path / "y.npy"),
                             "--layers", "10,4,2", "--loss", "mse", "--epochs", "1", "--output", str(tmp_path / "m.onnx")],
-                           capture_output=True, text=True, timeout=120, env=env)
+                           capture_output=True, text=True, timeout=120, env={**env, "PATH": "/usr/bin:/bin"})
     assert train.returncode != 0 and "training runs on OpenBLAS, but" in train.stderr and MISSING in train.stderr, train.stderr
     assert not (tmp_path / "m.onnx").exists()
